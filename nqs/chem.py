@@ -1,0 +1,216 @@
+"""PySCF: mean field, molecular-orbital integrals in an (optional) active space, and reference energies.
+
+Energies in Hartree. Closed shells use RHF, open shells ROHF (canonical orbitals of one set, so the
+spin-orbital Hamiltonian is well defined); both are checked for internal instabilities and re-optimised
+when a lower solution exists. Correlated references of open shells (MP2, CCSD, CCSD(T)) are UHF-based.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from nqs.errors import UserError
+from nqs.molecules import MoleculeSpec
+
+
+@dataclass(frozen=True)
+class OrbitalOptions:
+    """Which orbitals form the qubit space: `frozen_core` lowest doubly-occupied orbitals removed, then
+    `active_orbitals` kept (None: all the rest). `symmetry`: point-group symmetry-adapted orbitals."""
+
+    frozen_core: int = 0
+    active_orbitals: int | None = None
+    symmetry: bool = True
+
+
+@dataclass(frozen=True)
+class Integrals:
+    """Spatial-orbital integrals of the active space: H = e_core + h1_pq E_pq + 1/2 (pq|rs) ..."""
+
+    h1: np.ndarray  # (n_orb, n_orb) Hartree
+    h2: np.ndarray  # (n_orb, n_orb, n_orb, n_orb) chemists' notation (pq|rs), Hartree
+    e_core: float  # nuclear repulsion plus the frozen core's energy, Hartree
+    e_nuc: float
+    n_alpha: int  # active electrons
+    n_beta: int
+
+    @property
+    def n_orb(self) -> int:
+        return self.h1.shape[0]
+
+
+@dataclass(frozen=True)
+class References:
+    e_hf: float
+    e_mp2: float | None
+    e_ccsd: float | None
+    e_ccsd_t: float | None
+    e_fci: float | None
+    s2_fci: float | None
+    notes: tuple[str, ...] = ()
+
+
+def build_mole(spec: MoleculeSpec, symmetry: bool = True):
+    import warnings
+
+    from pyscf import gto
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PySCF suggests installing basis-set-exchange for unknown names
+            mol = gto.M(atom=spec.pyscf_atom(), basis=spec.basis, charge=spec.charge, spin=spec.spin,
+                        unit="Angstrom", symmetry=symmetry, verbose=0)
+    except Exception as exc:  # PySCF raises several types for an unknown basis
+        if "basis" in str(exc).lower() or type(exc).__name__ == "BasisNotFoundError":
+            raise UserError(f"unknown basis '{spec.basis}' for {spec.name}: use a PySCF basis name such as "
+                            f"sto-3g, 6-31g, cc-pvdz") from None
+        raise UserError(f"PySCF cannot build {spec.name}: {exc}") from None
+    if spec.n_alpha > mol.nao or spec.n_beta > mol.nao:
+        raise UserError(f"{spec.n_electrons} electrons with 2S={spec.spin} do not fit in {mol.nao} orbitals of "
+                        f"{spec.basis}: lower the spin or use a larger basis")
+    return mol
+
+
+def _stable(mf, notes: list[str], max_rounds: int = 4):
+    """Follow internal instabilities of the converged SCF while they lower the energy."""
+    from pyscf.lib.exceptions import LinearDependencyError
+
+    for _ in range(max_rounds):
+        try:
+            mo_new, _, stable, _ = mf.stability(return_status=True)
+        except LinearDependencyError:  # too few orbital rotations for Davidson (e.g. H2 STO-3G)
+            return mf
+        if stable:
+            return mf
+        e_old = mf.e_tot
+        mo_old, occ_old = mf.mo_coeff, mf.mo_occ
+        mf.kernel(mf.make_rdm1(mo_new, mf.mo_occ))
+        if not mf.converged or mf.e_tot > e_old - 1e-9:
+            mf.mo_coeff, mf.mo_occ, mf.e_tot = mo_old, occ_old, e_old
+            return mf
+        notes.append(f"{type(mf).__name__} internal instability followed: {mf.e_tot - e_old:+.3e} Ha")
+    return mf
+
+
+def run_scf(mol, notes: list[str]):
+    """Converged, stable RHF (closed shell) or ROHF (open shell); None when there are no electrons."""
+    from pyscf import scf
+
+    if mol.nelectron == 0:
+        return None
+    mf = scf.RHF(mol) if mol.spin == 0 else scf.ROHF(mol)
+    mf.conv_tol, mf.max_cycle = 1e-10, 200
+    mf.kernel()
+    if not mf.converged:
+        mf = scf.newton(mf)
+        mf.kernel()
+    if not mf.converged:
+        raise UserError(f"the SCF of this molecule did not converge: check the geometry, charge and spin")
+    return _stable(mf, notes)
+
+
+def mo_coefficients(mol, mf) -> np.ndarray:
+    """Canonical MOs; without electrons, the eigenvectors of the core Hamiltonian."""
+    if mf is not None:
+        return mf.mo_coeff
+    import scipy.linalg
+
+    return scipy.linalg.eigh(mol.intor("int1e_kin") + mol.intor("int1e_nuc"), mol.intor("int1e_ovlp"))[1]
+
+
+def active_space(mol, spec: MoleculeSpec, options: OrbitalOptions) -> tuple[int, int]:
+    """(n_core, n_active) spatial orbitals, validated against the electron count."""
+    n_core = options.frozen_core
+    n_act = options.active_orbitals if options.active_orbitals is not None else mol.nao - n_core
+    if n_core < 0 or n_core > min(spec.n_alpha, spec.n_beta):
+        raise UserError(f"--frozen-core {n_core} is impossible: {spec.name} has only {min(spec.n_alpha, spec.n_beta)} "
+                        f"doubly-occupied orbitals")
+    na, nb = spec.n_alpha - n_core, spec.n_beta - n_core
+    if n_act < 1 or n_core + n_act > mol.nao or max(na, nb) > n_act:
+        raise UserError(f"--active-orbitals {n_act} does not fit: need between {max(na, nb, 1)} and "
+                        f"{mol.nao - n_core} orbitals for {na}+{nb} active electrons")
+    return n_core, n_act
+
+
+def integrals(mol, mo: np.ndarray, n_core: int, n_act: int, n_alpha: int, n_beta: int) -> Integrals:
+    """h1, (pq|rs) and the core energy over orbitals mo[:, n_core:n_core+n_act]."""
+    from pyscf import ao2mo, scf
+
+    hcore = mol.intor("int1e_kin") + mol.intor("int1e_nuc")
+    e_nuc = float(mol.energy_nuc())
+    e_core = e_nuc
+    c_act = mo[:, n_core:n_core + n_act]
+    if n_core:
+        c_core = mo[:, :n_core]
+        dm_core = 2.0 * c_core @ c_core.T
+        vj, vk = scf.hf.get_jk(mol, dm_core)
+        veff = vj - 0.5 * vk
+        e_core += float(np.einsum("ij,ji->", dm_core, hcore + 0.5 * veff))
+        hcore = hcore + veff
+    h1 = c_act.T @ hcore @ c_act
+    h2 = ao2mo.restore(1, ao2mo.kernel(mol, c_act), n_act)
+    return Integrals(h1=h1, h2=np.asarray(h2), e_core=e_core, e_nuc=e_nuc,
+                     n_alpha=n_alpha - n_core, n_beta=n_beta - n_core)
+
+
+def correlated_references(mol, mf, frozen: list[int], notes: list[str]) -> tuple[float, float, float]:
+    """(MP2, CCSD, CCSD(T)) total energies; UHF-based for open shells."""
+    from pyscf import cc, mp, scf
+
+    if mol.nelectron <= 1:
+        return mf.e_tot, mf.e_tot, mf.e_tot  # no electron pairs: HF is exact
+    if mol.spin == 0:
+        ref = mf
+    else:
+        ref = scf.UHF(mol)
+        ref.conv_tol = 1e-10
+        ref.kernel()
+        ref = _stable(ref, notes)
+        notes.append(f"MP2/CCSD/CCSD(T) on UHF (E_UHF = {ref.e_tot:.8f})")
+    frozen = frozen or None
+    e_mp2 = float(mp.MP2(ref, frozen=frozen).run().e_tot)
+    ccsd = cc.CCSD(ref, frozen=frozen)
+    ccsd.conv_tol = 1e-9
+    ccsd.kernel()
+    if not ccsd.converged:
+        notes.append("CCSD did not converge: its energies are unreliable")
+    e_t = float(ccsd.ccsd_t())
+    return e_mp2, float(ccsd.e_tot), float(ccsd.e_tot + e_t)
+
+
+def fci(ints: Integrals, max_determinants: float, notes: list[str], residual: float | None = None):
+    """Lowest eigenpair of the (N_alpha, N_beta) sector: (energy, <S^2>, civector (n_a_str, n_b_str)) or Nones.
+
+    Davidson from the default guesses can land on an excited root of the sector (C2 STO-3G converges to
+    a triplet at -74.6405 Ha); we take the lowest of three roots and of a run from a random guess.
+    `residual` tightens the eigenvector (the energy converges quadratically, the vector linearly).
+    """
+    from pyscf import fci as pyscf_fci
+
+    n, na, nb = ints.n_orb, ints.n_alpha, ints.n_beta
+    dim = math.comb(n, na) * math.comb(n, nb)
+    if dim > max_determinants:
+        notes.append(f"FCI skipped: {dim:.3e} determinants > limit {max_determinants:.0e} (raise --fci-max-dets)")
+        return None, None, None
+    if na + nb == 0:
+        return ints.e_core, 0.0, np.ones((1, 1))
+    solver = pyscf_fci.direct_spin1.FCI()
+    solver.conv_tol, solver.max_cycle, solver.max_space = 1e-12, 400, 30
+    solver.conv_tol_residual = residual  # None: PySCF's default, sqrt(conv_tol)
+    solver.nroots = min(3, dim)
+    energies, vectors = solver.kernel(ints.h1, ints.h2, n, (na, nb), ecore=ints.e_core)
+    energies, vectors = np.atleast_1d(energies), (vectors if solver.nroots > 1 else [vectors])
+    candidates = list(zip(energies, vectors))
+    if dim > 3:
+        rng = np.random.default_rng(0)
+        guess = rng.standard_normal((math.comb(n, na), math.comb(n, nb)))
+        solver.nroots = 1
+        e_r, c_r = solver.kernel(ints.h1, ints.h2, n, (na, nb), ecore=ints.e_core, ci0=guess / np.linalg.norm(guess))
+        candidates.append((e_r, c_r))
+    e_fci, civec = min(candidates, key=lambda ec: ec[0])
+    s2 = float(solver.spin_square(civec, n, (na, nb))[0])
+    if float(min(energies)) > float(e_fci) + 1e-6:
+        notes.append(f"FCI: default Davidson guesses found {min(energies):.8f}; a random guess found the lower {e_fci:.8f}")
+    return float(e_fci), s2, np.asarray(civec).reshape(math.comb(n, na), math.comb(n, nb))

@@ -1,0 +1,49 @@
+"""Flags shared by the commands that build a molecular problem, and the device choice."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from nqs.chem import OrbitalOptions
+from nqs.errors import UserError
+from nqs.molecules import MoleculeSpec, resolve_molecule
+from nqs.problem import DEFAULT_FCI_MAX_DETS, MolecularProblem, build_problem
+
+
+def add_molecule_flags(parser: argparse.ArgumentParser, default_mol: str | None = None) -> None:
+    g = parser.add_argument_group("molecule")
+    g.add_argument("--mol", default=default_mol, help="catalogue molecule (hamiltonians/*.toml), e.g. N2")
+    g.add_argument("--geometry", help='custom geometry in Å, "H 0 0 0; H 0 0 0.74", or an .xyz file')
+    g.add_argument("--basis", help="basis set (default: the catalogue's, else sto-3g)")
+    g.add_argument("--charge", type=int, help="total charge")
+    g.add_argument("--spin", type=int, help="2S = N_alpha - N_beta")
+    g.add_argument("--frozen-core", type=int, default=0, help="freeze this many lowest doubly-occupied orbitals")
+    g.add_argument("--active-orbitals", type=int, help="keep this many orbitals above the frozen core")
+    g.add_argument("--no-symmetry", action="store_true", help="orbitals without point-group symmetry adaptation")
+    g.add_argument("--fci-max-dets", type=float, default=DEFAULT_FCI_MAX_DETS,
+                   help="skip FCI above this many determinants in the sector (default 1e7)")
+    g.add_argument("--no-cache", action="store_true", help="rebuild instead of reading the Hamiltonian cache")
+
+
+def molecule_from_args(args: argparse.Namespace) -> MoleculeSpec:
+    mol = args.mol if args.geometry is None else None
+    return resolve_molecule(mol=mol, geometry=args.geometry, charge=args.charge, spin=args.spin, basis=args.basis)
+
+
+def problem_from_args(args: argparse.Namespace) -> MolecularProblem:
+    spec = molecule_from_args(args)
+    options = OrbitalOptions(frozen_core=args.frozen_core, active_orbitals=args.active_orbitals,
+                             symmetry=not args.no_symmetry)
+    return build_problem(spec, options, fci_max_dets=args.fci_max_dets, use_cache=not args.no_cache)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; an unavailable 'cuda' is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for but CUDA is not available: use --device cpu or --device auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"unknown device '{name}': use auto, cpu or cuda")
+    return torch.device(name)

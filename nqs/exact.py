@@ -1,0 +1,90 @@
+"""Exact references on small sectors: the FCI state in the qubit basis, the sector matrix, exact expectations.
+
+Used by tests and benchmarks, never by training. All float64 / complex128.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse
+import torch
+
+from nqs import chem
+from nqs.hilbert import Sector, pack
+from nqs.local_energy import connections
+from nqs.operator import CompiledHamiltonian
+from nqs.problem import MolecularProblem
+
+
+def fci_state(problem: MolecularProblem) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The FCI ground state as qubit amplitudes: ((S, n) uint8 bits, (S,) float64 psi, E_FCI).
+
+    PySCF orders a determinant as all alpha creators, then all beta; OpenFermion's interleaved order
+    (2p alpha, 2p+1 beta) differs by (-1)^{#(alpha p, beta q) with p > q}.
+    """
+    from pyscf.fci import cistring
+
+    ints = problem.integrals
+    n = ints.n_orb
+    energy, civec = _fci_vector(ints)
+
+    def occupations(n_occ):
+        strings = cistring.make_strings(range(n), n_occ)
+        return np.array([[(int(s) >> i) & 1 for i in range(n)] for s in strings], dtype=np.int64)
+
+    alpha, beta = occupations(ints.n_alpha), occupations(ints.n_beta)
+    # crossings[a, b] = sum over beta q of the alpha electrons above q
+    alpha_above = np.cumsum(alpha[:, ::-1], axis=1)[:, ::-1] - alpha  # alpha electrons at p > q
+    crossings = alpha_above @ beta.T
+    bits = np.zeros((len(alpha), len(beta), 2 * n), dtype=np.uint8)
+    bits[:, :, 0::2] = alpha[:, None, :]
+    bits[:, :, 1::2] = beta[None, :, :]
+    psi = np.asarray(civec) * (1 - 2 * (crossings % 2))
+    return torch.from_numpy(bits.reshape(-1, 2 * n)), torch.from_numpy(psi.reshape(-1)), float(energy)
+
+
+def _fci_vector(ints, dense_limit: int = 4000) -> tuple[float, np.ndarray]:
+    """Ground state in PySCF's determinant basis: dense diagonalisation of PySCF's own matrix when small
+    (exact to machine precision, so that E_loc is flat even on tiny amplitudes), else tight Davidson."""
+    from pyscf.fci import direct_spin1
+
+    n, nelec = ints.n_orb, (ints.n_alpha, ints.n_beta)
+    shape = (math.comb(n, ints.n_alpha), math.comb(n, ints.n_beta))
+    dim = shape[0] * shape[1]
+    if dim > dense_limit or dim == 1:
+        energy, _, civec = chem.fci(ints, float("inf"), [], residual=1e-10)
+        return energy, civec
+    addr, matrix = direct_spin1.pspace(ints.h1, ints.h2, n, nelec, np=dim)
+    w, v = np.linalg.eigh(matrix)
+    civec = np.zeros(dim)
+    civec[addr] = v[:, 0]
+    return float(w[0] + ints.e_core), civec.reshape(shape)
+
+
+def amplitude_lookup(bits: torch.Tensor, psi: torch.Tensor):
+    """A log-psi callable that looks amplitudes up in a table: (C, n) bits -> (C,) complex128 log psi."""
+    keys = pack(bits)
+    order = torch.argsort(keys)
+    sorted_keys, sorted_psi = keys[order], psi[order].to(torch.complex128)
+
+    def log_psi(query: torch.Tensor) -> torch.Tensor:
+        q = pack(query).to(sorted_keys.device)
+        pos = torch.searchsorted(sorted_keys, q).clamp(max=len(sorted_keys) - 1)
+        found = sorted_keys[pos] == q
+        return torch.log(torch.where(found, sorted_psi[pos], torch.zeros_like(sorted_psi[pos])))
+
+    return log_psi
+
+
+def sector_matrix(h: CompiledHamiltonian, sector: Sector) -> tuple[scipy.sparse.csr_matrix, torch.Tensor]:
+    """H restricted to the sector as a CSR matrix in the order of `sector.enumerate_bits()`, and those bits."""
+    bits = sector.enumerate_bits()
+    keys = pack(bits)
+    order = torch.argsort(keys)
+    conn = connections(h, bits)
+    col = order[torch.searchsorted(keys[order], conn.packed.cpu())]
+    rows = torch.cat([torch.arange(len(bits)), conn.sample.cpu()]).numpy()
+    cols = torch.cat([torch.arange(len(bits)), col]).numpy()
+    vals = torch.cat([conn.diagonal.cpu(), conn.element.cpu()]).numpy()
+    return scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(len(bits), len(bits))), bits

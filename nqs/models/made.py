@@ -1,0 +1,68 @@
+"""MADE (Germain et al. 2015): a masked MLP over the n_orb spatial-orbital tokens.
+
+Input: the one-hot tokens, 4 features per orbital; output: 4 scores per orbital. Input features of orbital p
+carry degree p+1, hidden units degrees in [1, n_orb-1], and output j (degree j+1) sees only hidden units of
+degree <= j, so scores of orbital j depend on tokens < j only (orbital 0's scores are a learned bias).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nqs.hilbert import Sector
+from nqs.models.base import N_TOKENS, AutoregressiveAnsatz
+
+
+class MaskedLinear(nn.Linear):
+    """nn.Linear whose weight is multiplied by a fixed 0/1 connectivity mask (out, in)."""
+
+    def __init__(self, d_in: int, d_out: int, mask: torch.Tensor):
+        super().__init__(d_in, d_out)
+        self.register_buffer("mask", mask.to(torch.bool), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+def made_degrees(n_orb: int, hidden: int, layers: int) -> list[torch.Tensor]:
+    """Degrees of the input features (4*n_orb,), of each hidden layer (hidden,), and of the outputs (4*n_orb,)."""
+    inp = torch.arange(n_orb).repeat_interleave(N_TOKENS) + 1
+    hid = torch.arange(hidden) % max(n_orb - 1, 1) + 1
+    return [inp] + [hid] * layers + [inp]
+
+
+class MADE(AutoregressiveAnsatz):
+    """MADE modulus network: `layers` masked hidden layers of width `hidden`, ReLU activations."""
+
+    def __init__(self, sector: Sector, phase_net: nn.Module, hidden: int = 64, layers: int = 2):
+        super().__init__(sector, phase_net)
+        deg = made_degrees(sector.n_orb, hidden, layers)
+        blocks: list[nn.Module] = []
+        for l, (d_in, d_out) in enumerate(zip(deg, deg[1:])):
+            last = l == layers
+            # hidden: unit k sees inputs of degree <= its own; output j sees hidden degree < j+1
+            mask = d_in[None, :] < d_out[:, None] if last else d_in[None, :] <= d_out[:, None]
+            blocks.append(MaskedLinear(len(d_in), len(d_out), mask))
+            if not last:
+                blocks.append(nn.ReLU())
+        self.net = nn.Sequential(*blocks)
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, n_orb) int64 -> (B, n_orb, 4) scores."""
+        dtype = self.net[0].weight.dtype
+        x = F.one_hot(tokens, N_TOKENS).to(dtype).flatten(1)  # (B, 4*n_orb)
+        return self.net(x).view(tokens.shape[0], -1, N_TOKENS)
+
+    def init_state(self, batch: int, device: torch.device) -> torch.Tensor:
+        """The state is the prefix of tokens so far, (B, position) int64."""
+        return torch.zeros(batch, 0, dtype=torch.int64, device=device)
+
+    def step_logits(self, prev, position, state):
+        """Append `prev` to the prefix and recompute the full pass (what MADE does): -> ((B, 4), (B, position))."""
+        prefix = state if prev is None else torch.cat([state, prev.unsqueeze(-1)], dim=-1)
+        pad = prefix.new_zeros(prefix.shape[0], self.sector.n_orb - prefix.shape[1])
+        return self.logits(torch.cat([prefix, pad], dim=-1))[:, position], prefix
+
+    def reorder_state(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return state[index]
