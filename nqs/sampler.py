@@ -24,6 +24,7 @@ class Samples:
 
     bits: torch.Tensor
     counts: torch.Tensor
+    rows_per_position: tuple[int, ...] = ()  # prefixes the model processed at each position (FLOP counting)
 
     @property
     def n_samples(self) -> float:
@@ -85,8 +86,9 @@ def sample(model: AutoregressiveAnsatz, n_samples: float, max_unique: int,
     tokens = torch.zeros(1, 0, dtype=torch.int64, device=device)
     alpha = torch.zeros(1, dtype=torch.int64, device=device)
     beta = torch.zeros(1, dtype=torch.int64, device=device)
-    state, prev = model.init_state(1, device), None
+    state, prev, rows = model.init_state(1, device), None, []
     for j in range(sector.n_orb):
+        rows.append(int(counts.shape[0]))
         log_p, state = model.step(prev, j, state, alpha, beta)  # (U, 4)
         child = multinomial_counts(counts, log_p.exp(), generator)  # (U, 4)
         parent, tok = torch.nonzero(child > 0, as_tuple=True)  # row-major: lexicographic order kept
@@ -97,7 +99,7 @@ def sample(model: AutoregressiveAnsatz, n_samples: float, max_unique: int,
         tokens = torch.cat([tokens[parent], tok.unsqueeze(-1)], dim=-1)
         alpha, beta = alpha[parent] + da[tok], beta[parent] + db[tok]
         state, prev, counts = model.reorder_state(state, parent), tok, c
-    return Samples(bits=tokens_to_bits(tokens), counts=counts)
+    return Samples(bits=tokens_to_bits(tokens), counts=counts, rows_per_position=tuple(rows))
 
 
 SCHEDULES = ("constant", "geometric", "adaptive")

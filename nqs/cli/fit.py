@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    bad = [c for c in args.budget or () if not (c > 0 and math.isfinite(c))]
+    if bad:
+        raise UserError(f"--budget {bad[0]:g} is not a positive number of FLOPs (e.g. --budget 1e12 1e14)")
     records = load_runs(args.run_dirs)
     check_single_molecule(records, allow_mixed=args.allow_mixed)
     ansatze = sorted({r.ansatz for r in records})

@@ -80,18 +80,19 @@ def compare_runs(records: Sequence[RunRecord], by_size: bool = False) -> tuple[C
     return tuple(rows)
 
 
-def _cell(mean: float | None, std: float | None, n: int, n_runs: int, fmt: str) -> str:
+def _cell(mean: float | None, std: float | None, n: int, n_runs: int, fmt: str, std_fmt: str) -> str:
     if mean is None:
         return DASH
-    text = format(mean, fmt) + ("" if std is None else f" ± {std:.2g}")
+    text = format(mean, fmt) + ("" if std is None else " ± " + format(std, std_fmt))
     return text + ("" if n == n_runs else f" (n={n})")
 
 
 def format_markdown(rows: Sequence[CompareRow]) -> str:
-    """The comparison as a markdown table; a missing value (e.g. no CCSD energy) shows as '—'."""
+    """The comparison as a markdown table; a missing value (e.g. no CCSD energy) shows as '—'.
+    A mean over fewer runs than the group has says `(n=k)`; no cell contains a '|'."""
     by_size = any(r.n_params is not None for r in rows)
     head = ["molecule", "ansatz"] + (["N"] if by_size else []) + [
-        "runs", "V-score (mean ± std)", "|E − E_FCI| mHa (mean ± std)",
+        "runs", "V-score (mean ± std)", "abs(E − E_FCI) mHa (mean ± std)",
         "HF − FCI mHa", "CCSD − FCI mHa", "CCSD(T) − FCI mHa"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     ref = lambda v: DASH if v is None else f"{v:.3f}"  # noqa: E731
@@ -99,8 +100,8 @@ def format_markdown(rows: Sequence[CompareRow]) -> str:
         cells = [r.molecule, r.ansatz] + ([DASH if r.n_params is None else f"{r.n_params:.0f}"]
                                           if by_size else []) + [
             str(r.n_runs),
-            _cell(r.vscore_mean, r.vscore_std, r.vscore_n, r.n_runs, ".3e"),
-            _cell(r.abs_error_mean, r.abs_error_std, r.abs_error_n, r.n_runs, ".3f"),
+            _cell(r.vscore_mean, r.vscore_std, r.vscore_n, r.n_runs, ".3e", ".1e"),
+            _cell(r.abs_error_mean, r.abs_error_std, r.abs_error_n, r.n_runs, ".3f", ".2g"),
             ref(r.hf_error), ref(r.ccsd_error), ref(r.ccsd_t_error)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

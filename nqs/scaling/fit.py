@@ -84,10 +84,12 @@ class FitResult:
         return replace(self, optimal=tuple(optimal))
 
     def to_json(self) -> dict:
-        """A JSON-ready dict with exactly the keys of `JSON_KEYS`."""
-        return {**self.params, "ci": {k: [lo, hi] for k, (lo, hi) in self.ci.items()},
-                "status": self.status.value, "n_points": self.n_points, "loss": self.loss,
-                "loo_error": self.loo_error, "optimal": [p.to_json() for p in self.optimal]}
+        """A JSON-ready dict with exactly the keys of `JSON_KEYS` (NaN written as null)."""
+        f = lambda v: float(v) if math.isfinite(v) else None  # noqa: E731
+        return {**{k: f(v) for k, v in self.params.items()},
+                "ci": {k: [f(lo), f(hi)] for k, (lo, hi) in self.ci.items()},
+                "status": self.status.value, "n_points": self.n_points, "loss": f(self.loss),
+                "loo_error": f(self.loo_error), "optimal": [p.to_json() for p in self.optimal]}
 
 
 @contextlib.contextmanager

@@ -12,14 +12,15 @@ from nqs.scaling.fit import CostModel, FitResult, OptimalPoint, d_for_budget, co
 
 
 def _pick(values: np.ndarray, k: int) -> np.ndarray:
-    """Up to k representative values (log-spaced quantiles of the distinct values)."""
+    """Up to k values spread evenly over the sorted distinct values."""
     u = np.unique(values)
     if u.size <= k:
         return u
     return u[np.unique(np.round(np.linspace(0, u.size - 1, k)).astype(int))]
 
 
-def _iso_flop(ax, fit: FitResult, optimal: Sequence[OptimalPoint], cost: CostModel, n: np.ndarray, cm):
+def _iso_flop(ax, fit: FitResult, optimal: Sequence[OptimalPoint], cost: CostModel, n: np.ndarray, cm,
+              ylabel: str):
     lo = math.log10(min(n.min(), min(p.n_params for p in optimal))) - 1.0
     hi = math.log10(max(n.max(), max(p.n_params for p in optimal))) + 1.0
     grid = np.logspace(lo, hi, 200)
@@ -31,6 +32,7 @@ def _iso_flop(ax, fit: FitResult, optimal: Sequence[OptimalPoint], cost: CostMod
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("N (parameters)")
+    ax.set_ylabel(ylabel)
     ax.set_title("iso-FLOP curves (★ compute-optimal)")
     ax.legend(fontsize=7)
 
@@ -73,7 +75,7 @@ def plot_fit(fit: FitResult, n, d, loss, path: str | os.PathLike, *, cost: CostM
             budgets = np.logspace(math.log10(costs.min()), math.log10(costs.max()), 4)
         optimal = list(compute_optimal(fit, budgets, cost))
     if optimal and cost is not None:
-        _iso_flop(axes[2], fit, optimal, cost, n, plt.get_cmap("plasma"))
+        _iso_flop(axes[2], fit, optimal, cost, n, plt.get_cmap("plasma"), metric_label)
     else:
         axes[2].text(0.5, 0.5, "no FLOP model:\nno budgets or no flops_total in the runs",
                      ha="center", va="center", transform=axes[2].transAxes)

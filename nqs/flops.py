@@ -1,0 +1,182 @@
+"""Analytic FLOP counts of a VMC step (sampling, local energy, gradient) from the model sizes, and a measuring counter.
+
+Convention (BRIEF): a multiply-add is 2 FLOPs. Counted are the matrix products as executed, the quantity that
+`torch.utils.flop_counter.FlopCounterMode` measures: linear layers (weights only, biases not), attention and
+retention score and value products, the output head, the phase MLP, and the local-energy kernel's GEMMs.
+Not counted: embeddings (lookups), one-hot encodings, LayerNorm / GroupNorm, softmax and masks, activations
+(ReLU, GELU, SiLU, tanh), rotary rotations, RetNet decay factors, residual additions, MADE's `weight * mask`
+and the sampler's multinomial draws; each is O(elements) against the O(elements * width) of the products
+beside it. Dense as executed: MADE's masked weight matrices count in full, the Transformer's causal attention
+and RetNet's parallel retention count all T x T (query, key) pairs.
+
+Sizes: T = n_orb tokens per configuration, n = 2 T qubits; d = d_model, f = d_ff, L = layers, H = heads;
+MADE hidden width h with L_m hidden layers; phase MLP width p with L_p hidden layers. Per configuration:
+
+* MADE       2 (4T h + (L_m - 1) h^2 + 4T h)
+* Transformer T (L (8 d^2 + 4 d f + 4 T d) + 8 d)     (qkv 6d^2, proj 2d^2, FFN 4df, attention 4Td, head 8d)
+* RetNet      T (L (10 d^2 + 4 d f + 4 T d) + 8 d)    (qkvg 8d^2, out 2d^2, FFN 4df, retention 4Td, head 8d)
+* phase MLP   2 (n p + (L_p - 1) p^2 + p)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from nqs.errors import UserError
+from nqs.hilbert import Sector
+from nqs.models import ANSATZE, ModelConfig
+
+N_TOKENS = 4  # token alphabet: the MADE input/output features and the head width per orbital
+
+
+@dataclass(frozen=True)
+class NetworkFlops:
+    """FLOPs split between the modulus network and the phase network."""
+
+    modulus: float
+    phase: float
+
+    @property
+    def total(self) -> float:
+        return self.modulus + self.phase
+
+
+def _check(cfg: ModelConfig) -> None:
+    if cfg.ansatz not in ANSATZE:
+        raise UserError(f"unknown ansatz {cfg.ansatz!r}: choose one of {', '.join(ANSATZE)}")
+
+
+def _modulus_row(cfg: ModelConfig, n_orb: int) -> int:
+    """Teacher-forced modulus forward FLOPs of one configuration (all n_orb positions)."""
+    T, d, f, L = n_orb, cfg.d_model, cfg.d_ff, cfg.layers
+    if cfg.ansatz == "made":
+        h = cfg.hidden
+        return 2 * (2 * N_TOKENS * T * h + (cfg.made_layers - 1) * h * h)
+    proj = 8 * d * d if cfg.ansatz == "transformer" else 10 * d * d  # qkv+proj, or qkvg+out
+    return T * (L * (proj + 4 * d * f + 4 * T * d) + 2 * N_TOKENS * d)
+
+
+def _phase_row(cfg: ModelConfig, n_qubits: int) -> int:
+    """Phase MLP forward FLOPs of one configuration."""
+    p = cfg.phase_hidden
+    return 2 * (n_qubits * p + (cfg.phase_layers - 1) * p * p + p)
+
+
+def forward_breakdown(cfg: ModelConfig, sector: Sector, batch: int) -> NetworkFlops:
+    """One teacher-forced `log_psi` pass over `batch` full configurations, split modulus / phase."""
+    _check(cfg)
+    return NetworkFlops(float(batch * _modulus_row(cfg, sector.n_orb)),
+                        float(batch * _phase_row(cfg, sector.n_qubits)))
+
+
+def forward_flops(cfg: ModelConfig, sector: Sector, batch: int) -> float:
+    """FLOPs of `model.log_psi(bits)` on `batch` configurations: modulus plus phase network (module docstring)."""
+    return forward_breakdown(cfg, sector, batch).total
+
+
+def gradient_breakdown(cfg: ModelConfig, sector: Sector, batch: int) -> NetworkFlops:
+    """Forward plus backward of a real loss of `log_psi` over `batch` configurations, split modulus / phase.
+
+    Backward = 2 x forward (each product Y = X W needs dX and dW), so the total is ~3 x forward, less the
+    input gradient of a network's first layer where its input carries no gradient: MADE's one-hot input
+    (2 * 4T h per configuration) and the phase MLP's bits (2 n p). Transformer and RetNet inputs are trainable
+    embeddings, so their first products get both gradients. This is what autograd executes.
+    """
+    fwd = forward_breakdown(cfg, sector, batch)
+    made_input = 2 * N_TOKENS * sector.n_orb * cfg.hidden if cfg.ansatz == "made" else 0
+    phase_input = 2 * sector.n_qubits * cfg.phase_hidden
+    return NetworkFlops(3 * fwd.modulus - batch * made_input, 3 * fwd.phase - batch * phase_input)
+
+
+def gradient_flops(cfg: ModelConfig, sector: Sector, batch: int) -> float:
+    """FLOPs of the gradient step on `batch` unique samples: forward + backward (~3 x forward), see
+    `gradient_breakdown`."""
+    return gradient_breakdown(cfg, sector, batch).total
+
+
+def _step_row(cfg: ModelConfig, n_orb: int, position: int) -> int:
+    """Modulus FLOPs of one prefix at `position` in `model.step` (the sampler's path)."""
+    d, f, L = cfg.d_model, cfg.d_ff, cfg.layers
+    if cfg.ansatz == "made":
+        return _modulus_row(cfg, n_orb)  # the whole padded sequence is recomputed each step
+    if cfg.ansatz == "transformer":  # one new token's projections, attention over position + 1 cached keys
+        return L * (8 * d * d + 4 * d * f + 4 * (position + 1) * d) + 2 * N_TOKENS * d
+    # RetNet recurrent: k^T v and q S cost 2 d d_head each, whatever the position
+    return L * (10 * d * d + 4 * d * f + 4 * d * (d // cfg.heads)) + 2 * N_TOKENS * d
+
+
+def sampling_flops(cfg: ModelConfig, sector: Sector, rows_per_position: Sequence[int]) -> float:
+    """FLOPs of `nqs.sampler.sample` given the prefixes evaluated at each position (`Samples.rows_per_position`).
+
+    As implemented: the Transformer runs one token per step against its KV cache (projections of one token,
+    attention over j + 1 keys at position j); RetNet runs its recurrent form (O(d^2) per step, independent
+    of j); MADE recomputes the full masked pass over the zero-padded prefix at every step, so each step costs
+    a whole forward. The phase network is not run while sampling.
+    """
+    _check(cfg)
+    if len(rows_per_position) > sector.n_orb:
+        raise UserError(f"{len(rows_per_position)} positions recorded, the sector has {sector.n_orb}")
+    return float(sum(rows * _step_row(cfg, sector.n_orb, j) for j, rows in enumerate(rows_per_position)))
+
+
+def hamiltonian_flops(n_qubits: int, batch: int, n_terms: int, n_flip_masks: int) -> float:
+    """GEMMs of `nqs.local_energy.connections` on `batch` samples: the parities x @ sign_bits (B x n x M) and
+    the sector overlaps of the alpha and beta halves with the K flip masks (2 x B x n/2 x K)."""
+    return float(2 * batch * n_qubits * (n_terms + n_flip_masks))
+
+
+def local_energy_flops(cfg: ModelConfig, sector: Sector, n_evals: int, batch: int, n_terms: int,
+                       n_flip_masks: int) -> dict[str, float]:
+    """FLOPs of `nqs.local_energy.local_energy`: {"psi", "hamiltonian", "total"}.
+
+    psi: `log_psi` (modulus + phase) on the `n_evals` unique configurations actually evaluated
+    (`LocalEnergy.n_evals`: the batch plus its in-sector, deduplicated connections); hamiltonian: the kernel's
+    own GEMMs on the `batch` samples (`hamiltonian_flops`).
+    """
+    psi = forward_flops(cfg, sector, n_evals)
+    ham = hamiltonian_flops(sector.n_qubits, batch, n_terms, n_flip_masks)
+    return {"psi": psi, "hamiltonian": ham, "total": psi + ham}
+
+
+def step_flops(cfg: ModelConfig, sector: Sector, rows_per_position: Sequence[int], n_evals: int, batch: int,
+               n_terms: int, n_flip_masks: int) -> dict[str, float]:
+    """One VMC step: {"sampling", "local_energy", "gradient", "total"}; `batch` is the number of unique
+    samples (the gradient runs over them, the local energy's GEMMs too)."""
+    out = {"sampling": sampling_flops(cfg, sector, rows_per_position),
+           "local_energy": local_energy_flops(cfg, sector, n_evals, batch, n_terms, n_flip_masks)["total"],
+           "gradient": gradient_flops(cfg, sector, batch)}
+    out["total"] = out["sampling"] + out["local_energy"] + out["gradient"]
+    return out
+
+
+# --- measuring -------------------------------------------------------------------------------------------
+def _sdpa(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """Q K^T and (scores) V of (B, heads, T_q, d) against (B, heads, T_k, d): all pairs, causal or not."""
+    b, h, t_q, d = query
+    return 4 * b * h * t_q * key[-2] * d
+
+
+def _sdpa_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _sdpa(query, key, value)
+
+
+def flop_counter(display: bool = False) -> FlopCounterMode:
+    """A FlopCounterMode that also counts PyTorch's CPU fused attention.
+
+    On CPU, `F.scaled_dot_product_attention` dispatches to `aten._scaled_dot_product_flash_attention_for_cpu`
+    (and its backward), which torch's FLOP registry leaves out (it has the CUDA flash / efficient / cuDNN
+    kernels only); they are counted here with torch's own SDPA formula (all T_q x T_k pairs, backward 2x).
+    """
+    aten = torch.ops.aten
+    mapping = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _sdpa_backward
+    return FlopCounterMode(display=display, depth=None, custom_mapping=mapping)
+
+
+__all__ = ["NetworkFlops", "flop_counter", "forward_breakdown", "forward_flops", "gradient_breakdown",
+           "gradient_flops", "hamiltonian_flops", "local_energy_flops", "sampling_flops", "step_flops"]
