@@ -12,7 +12,7 @@ and RetNet's parallel retention count all T x T (query, key) pairs.
 Sizes: T = n_orb tokens per configuration, n = 2 T qubits; d = d_model, f = d_ff, L = layers, H = heads;
 MADE hidden width h with L_m hidden layers; phase MLP width p with L_p hidden layers. Per configuration:
 
-* MADE       2 (4T h + (L_m - 1) h^2 + 4T h)
+* MADE       2 ((4T + 1) h + (L_m - 1) h^2 + 4T h)     (a constant input beside the 4T one-hot features)
 * Transformer T (L (8 d^2 + 4 d f + 4 T d) + 8 d)     (qkv 6d^2, proj 2d^2, FFN 4df, attention 4Td, head 8d)
 * RetNet      T (L (10 d^2 + 4 d f + 4 T d) + 8 d)    (qkvg 8d^2, out 2d^2, FFN 4df, retention 4Td, head 8d)
 * phase MLP   2 (n p + (L_p - 1) p^2 + p)
@@ -54,7 +54,7 @@ def _modulus_row(cfg: ModelConfig, n_orb: int) -> int:
     T, d, f, L = n_orb, cfg.d_model, cfg.d_ff, cfg.layers
     if cfg.ansatz == "made":
         h = cfg.hidden
-        return 2 * (2 * N_TOKENS * T * h + (cfg.made_layers - 1) * h * h)
+        return 2 * ((2 * N_TOKENS * T + 1) * h + (cfg.made_layers - 1) * h * h)
     proj = 8 * d * d if cfg.ansatz == "transformer" else 10 * d * d  # qkv+proj, or qkvg+out
     return T * (L * (proj + 4 * d * f + 4 * T * d) + 2 * N_TOKENS * d)
 
@@ -82,11 +82,11 @@ def gradient_breakdown(cfg: ModelConfig, sector: Sector, batch: int) -> NetworkF
 
     Backward = 2 x forward (each product Y = X W needs dX and dW), so the total is ~3 x forward, less the
     input gradient of a network's first layer where its input carries no gradient: MADE's one-hot input
-    (2 * 4T h per configuration) and the phase MLP's bits (2 n p). Transformer and RetNet inputs are trainable
+    (2 (4T + 1) h per configuration) and the phase MLP's bits (2 n p). Transformer and RetNet inputs are trainable
     embeddings, so their first products get both gradients. This is what autograd executes.
     """
     fwd = forward_breakdown(cfg, sector, batch)
-    made_input = 2 * N_TOKENS * sector.n_orb * cfg.hidden if cfg.ansatz == "made" else 0
+    made_input = 2 * (N_TOKENS * sector.n_orb + 1) * cfg.hidden if cfg.ansatz == "made" else 0
     phase_input = 2 * sector.n_qubits * cfg.phase_hidden
     return NetworkFlops(3 * fwd.modulus - batch * made_input, 3 * fwd.phase - batch * phase_input)
 

@@ -61,6 +61,19 @@ class MoleculeSpec:
 
     def validate(self) -> "MoleculeSpec":
         """Check elements, distances, and that charge and spin fit the electron count."""
+        self.validate_atoms()
+        n_e = self.n_electrons
+        if n_e < 0:
+            raise UserError(f"charge {self.charge:+d} removes more electrons than the molecule's {self.nuclear_charge}: "
+                            f"use a charge of at most {self.nuclear_charge}")
+        if self.spin < 0 or self.spin > n_e or (n_e - self.spin) % 2:
+            parity = "even" if n_e % 2 == 0 else "odd"
+            raise UserError(f"spin 2S={self.spin} is impossible with {n_e} electrons: 2S must be {parity} and between "
+                            f"0 and {n_e} (e.g. --spin {n_e % 2})")
+        return self
+
+    def validate_atoms(self) -> "MoleculeSpec":
+        """Known elements, at least one atom, no two atoms closer than MIN_DISTANCE_ANGSTROM."""
         if not self.atoms:
             raise UserError("the geometry has no atoms: give at least one, e.g. --geometry \"H 0 0 0; H 0 0 0.74\"")
         charges = _element_charges()
@@ -73,14 +86,6 @@ class MoleculeSpec:
                 if d < MIN_DISTANCE_ANGSTROM:
                     raise UserError(f"atoms {j + 1} ({self.atoms[j][0]}) and {i + 1} ({a[0]}) are {d:.3f} Å apart "
                                     f"(closer than {MIN_DISTANCE_ANGSTROM} Å): check the geometry's coordinates and units")
-        n_e = self.n_electrons
-        if n_e < 0:
-            raise UserError(f"charge {self.charge:+d} removes more electrons than the molecule's {self.nuclear_charge}: "
-                            f"use a charge of at most {self.nuclear_charge}")
-        if self.spin < 0 or self.spin > n_e or (n_e - self.spin) % 2:
-            parity = "even" if n_e % 2 == 0 else "odd"
-            raise UserError(f"spin 2S={self.spin} is impossible with {n_e} electrons: 2S must be {parity} and between "
-                            f"0 and {n_e} (e.g. --spin {n_e % 2})")
         return self
 
 
@@ -154,7 +159,7 @@ def resolve_molecule(mol: str | None = None, geometry: str | None = None, charge
         spec = read_xyz(geometry.strip())
     else:
         spec = parse_geometry(geometry)
-    spec = spec.with_overrides(charge=charge, spin=spin, basis=basis)
+    spec = spec.with_overrides(charge=charge, spin=spin, basis=basis).validate_atoms()
     if spin is None and spec.n_electrons >= 0 and (spec.n_electrons - spec.spin) % 2:
         spec = spec.with_overrides(spin=spec.n_electrons % 2)  # a new charge without --spin: lowest spin
     return spec.validate()

@@ -23,9 +23,15 @@ For every molecule:
   `evals_per_config` = kernel n_evals / B (after the sector filter and deduplication).
 * `overhead_fraction` = (total - psi time) / total with psi a 2x64 tanh MLP (float32, bits -> two real
   outputs -> complex log psi), psi time accumulated by a perf_counter wrapper around each log_psi call.
-* `peak_rss_mb`: ru_maxrss of a fresh subprocess that builds the problem (from the cache), loads a batch of
-  `--rss-batch` (4096) configurations drawn as above, and runs the kernel with the MLP and default chunking;
-  `rss_baseline_mb` is ru_maxrss of the same subprocess right after the imports and the problem build.
+  Extras: the same on B configurations drawn uniformly from the sector (`uniform_*`: less deduplication,
+  closer to an untrained network's samples), the overhead per configuration in microseconds, and
+  `naive_psi_s`: the MLP alone on all B*K flipped configurations (what the reference code evaluates).
+* `peak_rss_mb`: ru_maxrss of a fresh subprocess (a grandchild, see `measure_rss`) that builds the problem
+  (from the cache), loads a batch of `--rss-batch` (4096) configurations drawn as above, and runs the kernel
+  with the MLP and default chunking; `rss_baseline_mb` is ru_maxrss of the same subprocess right after the
+  imports and the problem build. (N2 has only ~1,800 configurations with |psi|^2 > 1e-20; the rest of a
+  4096 batch are symmetry-forbidden ones with round-off amplitudes, which connect to many more x'.)
+  `--profile` prints a per-operator torch.profiler table of the kernel (psi = MLP) to stderr.
 """
 from __future__ import annotations
 
@@ -46,7 +52,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nqs.exact import amplitude_lookup, fci_state, sector_matrix  # noqa: E402
-from nqs.hilbert import pack  # noqa: E402
+from nqs.hilbert import pack, unpack  # noqa: E402
 from nqs.local_energy import local_energy  # noqa: E402
 from nqs.molecules import resolve_molecule  # noqa: E402
 from nqs.problem import build_problem  # noqa: E402
@@ -144,6 +150,12 @@ def best_of(repeats: int, fn):
     return best, result
 
 
+def vm_hwm_mb() -> float:
+    """Peak RSS of this process's address space (VmHWM), MiB: a cross-check of ru_maxrss."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024.0
+
+
 def rss_child(args) -> None:
     """Fresh process: build (cached) problem -> baseline RSS; kernel with the MLP on the saved batch -> peak."""
     torch.set_num_threads(args.threads)
@@ -153,20 +165,53 @@ def rss_child(args) -> None:
     bits = torch.from_numpy(np.load(args.rss_bits))
     mlp = make_mlp(problem.n_qubits)
     start = time.perf_counter()
-    result = local_energy(h, bits, mlp)
+    result = local_energy(h, bits, mlp)  # default eval_chunk and memory_bytes
     seconds = time.perf_counter() - start
-    print(json.dumps({"rss_baseline_mb": baseline, "peak_rss_mb": maxrss_mb(), "rss_batch": int(bits.shape[0]),
-                      "rss_n_evals": result.n_evals, "rss_seconds": seconds}))
+    print(json.dumps({"rss_baseline_mb": baseline, "peak_rss_mb": maxrss_mb(), "vm_hwm_mb": vm_hwm_mb(),
+                      "rss_batch": int(bits.shape[0]), "rss_n_evals": result.n_evals, "rss_seconds": seconds}))
 
 
 def measure_rss(name: str, fci_bits: torch.Tensor, psi: torch.Tensor, args) -> dict:
+    """Run `rss_child` as a grandchild: `sh` forks it, so its ru_maxrss does not inherit this process's peak.
+
+    (A direct fork+exec child starts with ru_maxrss = the parent's RSS at fork: Linux keeps the high-water
+    mark of the pre-exec address space in the signal struct, which survives exec.)
+    """
     index = draw_batch(psi, args.rss_batch, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bits.npy"
         np.save(path, fci_bits[index].numpy())
-        out = subprocess.run([sys.executable, __file__, "--rss-child", name, "--rss-bits", str(path),
-                              "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+        command = [sys.executable, os.path.abspath(__file__), "--rss-child", name, "--rss-bits", str(path),
+                   "--threads", str(args.threads)]
+        out = subprocess.run(["sh", "-c", '"$@" & wait $!', "sh", *command], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"RSS subprocess failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def mlp_overhead(h, bits: torch.Tensor, mlp, repeats: int):
+    """Best-of-repeats total local-energy time with psi = MLP, and the psi time inside that run."""
+    best_total, best_psi, n_evals = float("inf"), 0.0, 0
+    for _ in range(repeats):
+        timed = TimedLogPsi(mlp)
+        start = time.perf_counter()
+        result = local_energy(h, bits, timed)
+        total = time.perf_counter() - start
+        if total < best_total:
+            best_total, best_psi, n_evals = total, timed.seconds, result.n_evals
+    return best_total, best_psi, n_evals
+
+
+def profile_ops(name: str, h, bits: torch.Tensor, mlp, repeats: int) -> None:
+    """Per-operator CPU time of the kernel with psi = MLP (torch.profiler), printed to stderr."""
+    local_energy(h, bits, mlp)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(repeats):
+            local_energy(h, bits, mlp)
+    print(f"# profile {name}: {repeats} calls, B = {bits.shape[0]}", file=sys.stderr)
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=20,
+                                                             max_name_column_width=24, max_shapes_column_width=50),
+          file=sys.stderr)
 
 
 def bench_molecule(name: str, args) -> dict:
@@ -212,18 +257,25 @@ def bench_molecule(name: str, args) -> dict:
     eloc_diff_significant = float(diff[significant].max()) if significant.any() else float("nan")
     weighted_diff_all = float((np.abs(psi_of[rows]) * diff).max())
     eloc_vs_fci = float(np.abs(e_csr[significant] - e_fci).max()) if significant.any() else float("nan")
+    checks_pass = bool(abs(lowest - e_fci) < 1e-8 and matrix_diff < 1e-10 and eloc_diff_significant < 1e-10)
+    if not checks_pass:
+        print(f"WARNING {name}: OpenFermion sector matrix check failed", file=sys.stderr)
 
-    # overhead with a small network as psi
+    # overhead with a small network as psi: on the FCI batch, and on B configurations uniform over the sector
     mlp = make_mlp(problem.n_qubits)
-    best_total, best_psi = float("inf"), 0.0
-    for _ in range(args.repeats):
-        timed = TimedLogPsi(mlp)
-        start = time.perf_counter()
-        mlp_result = local_energy(h, bits, timed)
-        total = time.perf_counter() - start
-        if total < best_total:
-            best_total, best_psi = total, timed.seconds
+    best_total, best_psi, mlp_evals = mlp_overhead(h, bits, mlp, args.repeats)
     overhead = (best_total - best_psi) / best_total
+    g = torch.Generator().manual_seed(args.seed)
+    sector_bits = problem.sector.enumerate_bits()
+    uniform = sector_bits[torch.randperm(len(sector_bits), generator=g)[:batch]]
+    uni_total, uni_psi, uni_evals = mlp_overhead(h, uniform, mlp, args.repeats)
+    # what the reference code evaluates: psi on all B*K flipped configurations (psi only, no connections)
+    flipped = unpack((pack(bits).unsqueeze(1) ^ h.flip_masks.unsqueeze(0)).reshape(-1), problem.n_qubits)
+    with torch.no_grad():
+        naive_psi_s, _ = best_of(args.repeats, lambda: [mlp(flipped[i:i + 65536])
+                                                        for i in range(0, len(flipped), 65536)])
+    if args.profile:
+        profile_ops(name, h, bits, mlp, 10)
 
     rss = measure_rss(name, fci_bits, psi, args) if not args.no_rss else {}
 
@@ -252,10 +304,22 @@ def bench_molecule(name: str, args) -> dict:
         "connected_per_config": result.n_connected / batch,
         "mlp_total_s": best_total,
         "mlp_psi_s": best_psi,
-        "mlp_evals": mlp_result.n_evals,
+        "mlp_evals": mlp_evals,
+        "overhead_us_per_config": 1e6 * (best_total - best_psi) / batch,
+        "psi_us_per_eval": 1e6 * best_psi / mlp_evals,
+        "naive_psi_s": naive_psi_s,
+        "naive_psi_over_ours": naive_psi_s / best_total,
+        "uniform_overhead_fraction": (uni_total - uni_psi) / uni_total,
+        "uniform_evals_per_config": uni_evals / batch,
+        "uniform_total_s": uni_total,
+        "uniform_psi_s": uni_psi,
         "rss_baseline_mb": rss.get("rss_baseline_mb"),
         "rss_batch": rss.get("rss_batch"),
+        "rss_kernel_share_mb": rss and rss["peak_rss_mb"] - rss["rss_baseline_mb"],
+        "rss_vm_hwm_mb": rss.get("vm_hwm_mb"),
+        "rss_n_evals": rss.get("rss_n_evals"),
         "rss_kernel_s": rss.get("rss_seconds"),
+        "checks_pass": checks_pass,
         "check_lowest_eig_minus_fci": lowest - e_fci,
         "check_matrix_max_abs_diff": matrix_diff,
         "check_fci_residual_norm": residual,
@@ -271,9 +335,11 @@ def bench_molecule(name: str, args) -> dict:
 def table(records: list[dict]) -> str:
     cols = [("molecule", "{}"), ("batch", "{}"), ("kernel_configs_per_s", "{:.0f}"), ("csr_configs_per_s", "{:.0f}"),
             ("csr_build_s", "{:.2f}"), ("evals_per_config_naive", "{}"), ("evals_per_config", "{:.1f}"),
-            ("overhead_fraction", "{:.3f}"), ("peak_rss_mb", "{:.0f}"), ("rss_baseline_mb", "{:.0f}")]
+            ("overhead_fraction", "{:.3f}"), ("uniform_overhead_fraction", "{:.3f}"),
+            ("overhead_us_per_config", "{:.1f}"),
+            ("peak_rss_mb", "{:.0f}"), ("rss_baseline_mb", "{:.0f}")]
     head = ["molecule", "B", "kernel cfg/s", "CSR cfg/s", "CSR build s", "evals naive", "evals", "overhead",
-            "peak RSS MB", "base RSS MB"]
+            "overhead unif.", "overhead us/cfg", "peak RSS MB", "base RSS MB"]
     rows = [[("-" if r.get(k) is None else f.format(r[k])) for k, f in cols] for r in records]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
@@ -289,6 +355,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rss-batch", type=int, default=4096)
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocess")
+    parser.add_argument("--profile", action="store_true", help="print a per-operator profile (stderr)")
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
     parser.add_argument("--rss-bits", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -299,6 +366,7 @@ def main(argv=None) -> None:
     records = []
     for name in args.molecules:
         record = bench_molecule(name, args)
+        assert list(record)[:len(KEYS)] == KEYS
         print(json.dumps(record), flush=True)
         records.append(record)
     print()

@@ -1,8 +1,10 @@
 """MADE (Germain et al. 2015): a masked MLP over the n_orb spatial-orbital tokens.
 
-Input: the one-hot tokens, 4 features per orbital; output: 4 scores per orbital. Input features of orbital p
-carry degree p+1, hidden units degrees in [1, n_orb-1], and output j (degree j+1) sees only hidden units of
-degree <= j, so scores of orbital j depend on tokens < j only (orbital 0's scores are a learned bias).
+Input: a constant 1 and the one-hot tokens, 4 features per orbital; output: 4 scores per orbital. The constant
+has degree 0, orbital p's features degree p+1, hidden units degrees 0..n_orb-1, and output j (degree j+1) sees
+only hidden units of degree <= j, so scores of orbital j depend on tokens < j only. The constant input lets
+orbital 0's scores (and every other's) come from the hidden layers, not from an output bias alone: with Adam,
+a bare bias moves lr per step and the first orbitals learned hundreds of times slower.
 """
 from __future__ import annotations
 
@@ -20,16 +22,21 @@ class MaskedLinear(nn.Linear):
     def __init__(self, d_in: int, d_out: int, mask: torch.Tensor):
         super().__init__(d_in, d_out)
         self.register_buffer("mask", mask.to(torch.bool), persistent=False)
+        with torch.no_grad():  # default init assumes fan-in d_in; a masked row sees fewer inputs
+            fan_in = mask.sum(1, keepdim=True).clamp(min=1).to(self.weight.dtype)
+            self.weight.mul_(torch.sqrt(d_in / fan_in))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
 def made_degrees(n_orb: int, hidden: int, layers: int) -> list[torch.Tensor]:
-    """Degrees of the input features (4*n_orb,), of each hidden layer (hidden,), and of the outputs (4*n_orb,)."""
-    inp = torch.arange(n_orb).repeat_interleave(N_TOKENS) + 1
-    hid = torch.arange(hidden) % max(n_orb - 1, 1) + 1
-    return [inp] + [hid] * layers + [inp]
+    """Degrees of the inputs (1 + 4*n_orb,: a constant of degree 0, then orbital p's features at p+1), of each
+    hidden layer (hidden,: cycling through 0..n_orb-1), and of the outputs (4*n_orb,: orbital j at j+1)."""
+    features = torch.arange(n_orb).repeat_interleave(N_TOKENS) + 1
+    inp = torch.cat([torch.zeros(1, dtype=torch.int64), features])
+    hid = torch.arange(hidden) % n_orb
+    return [inp] + [hid] * layers + [features]
 
 
 class MADE(AutoregressiveAnsatz):
@@ -52,6 +59,7 @@ class MADE(AutoregressiveAnsatz):
         """(B, n_orb) int64 -> (B, n_orb, 4) scores."""
         dtype = self.net[0].weight.dtype
         x = F.one_hot(tokens, N_TOKENS).to(dtype).flatten(1)  # (B, 4*n_orb)
+        x = torch.cat([x.new_ones(x.shape[0], 1), x], dim=1)  # the constant input feeds orbital 0 through the net
         return self.net(x).view(tokens.shape[0], -1, N_TOKENS)
 
     def init_state(self, batch: int, device: torch.device) -> torch.Tensor:

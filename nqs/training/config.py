@@ -53,6 +53,11 @@ class TrainConfig:
     lr_final: float = 1e-3  # cosine decay from lr to lr_final after warm-up
     warmup: int = 20
     phase_lr_scale: float = 1.0  # the phase network's learning rate relative to lr
+    # variational annealing (Hibat-Allah et al. 2021): minimise E - T S[p], T falling linearly from anneal_t0
+    # (Hartree) to 0 at anneal_fraction of the steps; keeps the modulus from collapsing onto the Hartree-Fock
+    # determinant before the phase network has found the signs of the excitations
+    anneal_t0: float = 0.1
+    anneal_fraction: float = 0.5
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0  # gradient-norm clipping; null: off
     clip_local_energy: float | None = None  # clip Re E_loc to mean ± k * MAD; null: off
@@ -64,6 +69,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp
     out: str | None = None
+    init_from: str | None = None  # checkpoint whose model weights start this run (warm start; same sizes)
     checkpoint_every: int = 50
     progress: bool = True
 
@@ -71,6 +77,10 @@ class TrainConfig:
         return ModelConfig(ansatz=self.ansatz, d_model=self.d_model, heads=self.heads, layers=self.layers,
                            d_ff=self.d_ff, hidden=self.hidden, made_layers=self.made_layers,
                            phase_hidden=self.phase_hidden, phase_layers=self.phase_layers)
+
+    def temperature(self, step: int) -> float:
+        """Annealing temperature (Hartree) at `step`."""
+        return self.anneal_t0 * max(0.0, 1.0 - step / (self.anneal_fraction * self.steps))
 
     def schedule(self) -> SampleSchedule:
         return SampleSchedule(kind=self.sample_schedule, n_samples=self.samples, n_start=self.samples_start,
@@ -88,6 +98,8 @@ class TrainConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (self.samples >= 1 and self.final_samples >= 1 and 1 <= self.samples_start <= self.samples):
             raise UserError("samples and final_samples must be >= 1, and 1 <= samples_start <= samples")
+        if not (self.anneal_t0 >= 0 and 0 < self.anneal_fraction <= 1):
+            raise UserError("anneal_t0 must be >= 0 and anneal_fraction in (0, 1]")
         if not (self.lr > 0 and self.lr_final > 0 and self.warmup >= 0):
             raise UserError("lr and lr_final must be positive and warmup non-negative")
         if self.strategy not in ("auto", "ddp"):

@@ -132,10 +132,17 @@ class VMCModule(L.LightningModule):
                             f"or set --clip-local-energy 5; the last checkpoint is intact, resume with --resume")
         e_loc = clip_local_energy(le.values, weights, stats.mean, cfg.clip_local_energy)
         log_psi = self.model.log_psi(bits)
-        loss = surrogate_loss(log_psi, e_loc, weights, complex(stats.mean, stats.imag)) * world
+        mean = complex(stats.mean, stats.imag)
+        temperature = cfg.temperature(step)
+        if temperature > 0:  # free energy F = E - T S: the local term E_loc + T log p(x)
+            log_p = 2.0 * log_psi.real.detach().to(torch.float64)
+            mean_log_p = float(_all_reduce((weights * log_p).sum()))
+            e_loc = e_loc + temperature * log_p
+            mean = mean + temperature * mean_log_p
+        loss = surrogate_loss(log_psi, e_loc, weights, mean) * world
         self._record = {"step": step, "stats": stats, "samples": samples, "n_evals": int(counts[0]),
                         "n_connected": int(counts[1]), "t_sampling": t1 - t0, "t_local_energy": t2 - t1,
-                        "t_start": t0, "lr": self.optimizers().param_groups[0]["lr"]}
+                        "t_start": t0, "lr": self.optimizers().param_groups[0]["lr"], "temperature": temperature}
         return loss
 
     def on_before_backward(self, loss: torch.Tensor) -> None:
@@ -163,7 +170,7 @@ class VMCModule(L.LightningModule):
         row = {"step": r["step"], "energy": stats.mean, "energy_err": stats.error, "variance": stats.variance,
                "vscore": stats.vscore(p.sector.n_electrons, p.e_inf), "error_mha": error_mha,
                "n_unique": samples.n_unique, "n_samples": samples.n_samples, "s_f": s_f, "d_prime": self.d_prime,
-               "lr": r["lr"], "wall_s": self.wall_s, "s_f_full": samples.n_unique / 2.0 ** p.n_qubits,
+               "lr": r["lr"], "wall_s": self.wall_s, "temperature": r["temperature"], "s_f_full": samples.n_unique / 2.0 ** p.n_qubits,
                "d_prime_full": self.d_prime_full, "n_evals": r["n_evals"], "n_connected": r["n_connected"],
                "t_sampling": r["t_sampling"], "t_local_energy": r["t_local_energy"],
                "t_backward": r.get("t_backward", 0.0), "flops_step": fl, "flops_total": self.flops_total}

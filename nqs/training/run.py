@@ -99,7 +99,25 @@ def build(cfg: TrainConfig) -> tuple[MolecularProblem, torch.nn.Module]:
     model = build_model(cfg.model_config(), problem.sector)
     if cfg.dtype == "float64":
         model = model.double()
+    if cfg.init_from:
+        load_model_weights(model, Path(cfg.init_from))
     return problem, model
+
+
+def load_model_weights(model: torch.nn.Module, path: Path) -> None:
+    """Warm start from a run's checkpoint (a run directory or a .ckpt file); sizes must match."""
+    from nqs.errors import UserError
+
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"init_from: {path} not found: give a run directory or a .ckpt file")
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise UserError(f"init_from: {path} holds a model of other sizes or ansatz ({str(exc).splitlines()[0]})") from None
 
 
 def _trainer(cfg: TrainConfig, out: Path, files: RunFiles) -> L.Trainer:

@@ -1,0 +1,182 @@
+"""`nqs-curve`: a potential-energy curve by VMC, one warm-started NQS run per geometry.
+
+  nqs-curve --mol H2 --bond 0.4:4.0:0.1 --out curves/h2 --json h2.json --plot h2.png
+  nqs-curve --mol H2 --charge 2 --bond 0.5:3.0:0.25 --out curves/h2-2plus     # no electrons: 1/R exactly
+  nqs-curve --geometry "O 0 0 0; H 0.757 0.586 0; H -0.757 0.586 0" --atom O --bond 0.8:2.0:0.2 --out curves/h2o
+  nqs-curve --geometry "H 0 0 0; H 0 0 0.74; H 0 0 10; H 0 0 10.74" --fragment 2 --bond 3:10:1 --out curves/h4
+
+--bond START:STOP:STEP (or a list a,b,c) in Å scans the bond of a diatomic (atom 2 moves along the axis);
+--atom CENTRE stretches the bonds to CENTRE symmetrically; --fragment K pulls atoms K+1.. apart from 1..K.
+The first geometry trains --first-steps (default --steps), every later one --steps-per-point starting from
+the previous geometry's parameters. Each geometry is a run directory OUT/r=1.200/; rerunning the same command
+(or nqs-curve --resume OUT) skips the finished geometries. Every nqs-train option is accepted. Sectors of at
+most 64 configurations train in float64 unless --dtype is given.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from nqs.errors import UserError, cli_entry
+from nqs.training.config import TrainConfig, load_yaml, resolve
+
+# Training fields that do not change a curve's numbers: a rerun may differ in them.
+NEUTRAL = {"out", "progress", "device", "devices", "num_nodes", "strategy", "checkpoint_every", "eval_chunk"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nqs.cli.train import build_parser as train_parser
+
+    parser = train_parser()
+    parser.prog, parser.description = "nqs-curve", __doc__
+    resume = next(a for a in parser._actions if a.dest == "resume")  # here it names the curve directory
+    resume.metavar, resume.help = "OUT", "continue the curve in OUT with its saved settings (curve.yaml)"
+    g = parser.add_argument_group("curve")
+    g.add_argument("--bond", help="distances in Å: START:STOP:STEP (stop included) or a list 0.9,1.1,1.4")
+    g.add_argument("--atom", help="centre atom (symbol or 1-based number): symmetric stretch of its bonds")
+    g.add_argument("--fragment", type=int, metavar="K", help="separate atoms 1..K from the rest (centroid distance)")
+    g.add_argument("--first-steps", type=int, help="steps of the first geometry (default: --steps)")
+    g.add_argument("--steps-per-point", type=int, help="steps of each warm-started later geometry "
+                                                      "(default: a quarter of the first, at least 50)")
+    g.add_argument("--json", metavar="FILE", help="write the curve as a JSON list of points")
+    g.add_argument("--plot", metavar="FILE.png", help="plot energies and |errors| vs r")
+    g.add_argument("--stop-after-points", type=int, help=argparse.SUPPRESS)  # testing aid: Ctrl-C after K points
+    return parser
+
+
+def resolve_curve(args: argparse.Namespace):
+    """(base TrainConfig, CurveSettings, curve directory) from --resume, presets, --config and flags."""
+    from nqs.cli.train import PRESETS, preset_names
+    from nqs.curve import CurveSettings, settings_record
+
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    curve_flags = {k: getattr(args, k) for k in ("bond", "atom", "fragment", "first_steps", "steps_per_point")
+                   if getattr(args, k) is not None}
+    layers, saved = [], None
+    if args.resume:
+        path = Path(args.resume) / "curve.yaml"
+        if not path.is_file():
+            raise UserError(f"--resume {args.resume}: no curve.yaml there; give a directory written by nqs-curve")
+        saved = load_yaml(path)
+        layers.append((str(path), saved.get("train", {})))
+        curve_flags = {**saved.get("curve", {}), **curve_flags}
+        flags["out"] = str(args.resume)
+    if args.preset:
+        if args.preset not in preset_names():
+            raise UserError(f"unknown preset '{args.preset}': choose one of {', '.join(preset_names())}")
+        layers.append((f"preset {args.preset}", load_yaml(PRESETS / f"{args.preset}.yaml")))
+    if args.config:
+        layers.append((args.config, load_yaml(args.config)))
+    explicit_dtype = any("dtype" in mapping for _, mapping in layers) or "dtype" in flags
+    flags.setdefault("progress", False)
+    layers.append(("command line", flags))
+    cfg = resolve(layers)
+    if not curve_flags.get("bond"):
+        raise UserError("give the scan: --bond START:STOP:STEP in Å (e.g. --bond 0.5:3.0:0.1) or a list 0.9,1.1")
+    settings = CurveSettings(**{k: v for k, v in curve_flags.items() if v is not None})
+    name = cfg.mol if cfg.geometry is None else "custom"
+    out = Path(cfg.out) if cfg.out else Path("runs") / f"curve-{name}-{cfg.ansatz}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = dataclasses.replace(cfg, out=str(out))
+    if not explicit_dtype:
+        cfg = _tiny_sector_dtype(cfg, settings)
+    saved_path = out / "curve.yaml"
+    if saved_path.is_file() and not args.resume:
+        _check_same_curve(load_yaml(saved_path), settings_record(cfg, settings), out)
+    return cfg, settings, out
+
+
+def _tiny_sector_dtype(cfg: TrainConfig, settings) -> TrainConfig:
+    """float64 for sectors of at most TINY_SECTOR configurations: 1e-8 Ha needs it, and they are cheap."""
+    from nqs.curve import TINY_SECTOR, build_point_problem, make_scan, point_config
+    from nqs.molecules import resolve_molecule
+
+    spec = resolve_molecule(mol=cfg.mol, geometry=cfg.geometry, charge=cfg.charge, spin=cfg.spin, basis=cfg.basis)
+    scan = make_scan(spec, settings.bond, settings.atom, settings.fragment)
+    problem = build_point_problem(point_config(cfg, scan.geometry(spec, scan.values[0]), Path(cfg.out), 1, None))
+    return dataclasses.replace(cfg, dtype="float64") if problem.sector.size <= TINY_SECTOR else cfg
+
+
+def _check_same_curve(saved: dict, new: dict, out: Path) -> None:
+    differ = [k for k in new["train"] if k not in NEUTRAL and saved.get("train", {}).get(k) != new["train"][k]]
+    differ += [k for k in new["curve"] if k != "bond" and saved.get("curve", {}).get(k) != new["curve"][k]]
+    if differ:
+        old = saved.get("train", {}) | saved.get("curve", {})
+        now = new["train"] | new["curve"]
+        detail = ", ".join(f"{k}: {old.get(k)!r} there, {now[k]!r} now" for k in differ[:3])
+        raise UserError(f"{out} holds a curve with other settings ({detail}): continue it with nqs-curve --resume "
+                        f"{out}, or choose another --out")
+
+
+def plot_curve(points, path: Path, title: str) -> None:
+    """Energies vs r (NQS with error bars, HF, CCSD, CCSD(T), FCI) and |E - E_FCI| vs r on a log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = [p.r for p in points]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 7.2), sharex=True)
+    refs = {"HF": "e_hf", "CCSD": "e_ccsd", "CCSD(T)": "e_ccsd_t", "FCI": "e_fci"}
+    styles = {"HF": ":", "CCSD": "--", "CCSD(T)": "-.", "FCI": "-"}
+    for label, key in refs.items():
+        values = [getattr(p, key) for p in points]
+        if all(v is not None for v in values):
+            top.plot(r, values, styles[label], label=label, lw=1.2)
+    if all(p.exact for p in points) and points and abs(points[0].e_nuc - points[0].energy) < 1e-6:
+        top.plot(r, [p.e_nuc for p in points], "-", color="0.7", lw=4, zorder=0, label="Coulomb Z₁Z₂/R")
+    top.errorbar(r, [p.energy for p in points], yerr=[p.energy_err for p in points], fmt="o", ms=4,
+                 color="k", label="NQS", zorder=3)
+    top.set_ylabel("energy (Ha)")
+    top.set_title(title)
+    top.legend(fontsize=8)
+    floor = 1e-13
+    for label, key, marker in (("NQS", "energy", "o"), ("HF", "e_hf", "s"), ("CCSD", "e_ccsd", "^"),
+                               ("CCSD(T)", "e_ccsd_t", "v")):
+        pairs = [(p.r, abs(getattr(p, key) - p.e_fci)) for p in points
+                 if getattr(p, key) is not None and p.e_fci is not None]
+        if pairs:
+            bottom.semilogy([a for a, _ in pairs], [max(b, floor) for _, b in pairs], marker=marker, ms=4,
+                            lw=1, label=label, color="k" if label == "NQS" else None)
+    bottom.axhline(1.6e-3, color="r", lw=0.8, ls="--", label="chemical accuracy (1.6 mHa)")
+    bottom.set_ylabel(f"|E − E_FCI| (Ha; floor {floor:g})")
+    bottom.set_xlabel("r (Å)")
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    cfg, settings, out = resolve_curve(args)
+    from nqs.curve import curve_table, run_curve, settings_record, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curve.yaml").write_text(yaml.safe_dump(settings_record(cfg, settings), sort_keys=False))
+    print(f"curve directory: {out}", flush=True)
+    start = time.perf_counter()
+    try:
+        points = run_curve(cfg, settings, out, log=lambda line: print(line, flush=True),
+                           stop_after=args.stop_after_points)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished geometries are kept in {out}; continue with nqs-curve --resume {out}",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    print(curve_table(points))
+    print(f"wall time {time.perf_counter() - start:.1f} s for this command")
+    if args.json:
+        write_json(points, Path(args.json))
+    if args.plot:
+        name = cfg.mol if cfg.geometry is None else "custom geometry"
+        plot_curve(points, Path(args.plot), f"{name}: {cfg.ansatz} NQS vs references")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""`nqs-sweep`: grid expansion and run names, unknown keys, skipping finished runs, resuming, end to end."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from nqs.cli.compare import main as compare_main
+from nqs.cli.fit import main as fit_main
+from nqs.cli.sweep import main
+from nqs.errors import UserError
+from nqs.scaling.runs import collect_points, load_runs
+from nqs.scaling.sweep import execute, load_sweep
+
+FAST = "{mol: LiH, unique: 200, samples: 1.0e+6, final_unique: 300, checkpoint_every: 100}"
+
+
+def write(tmp_path, text: str, name: str = "sweep.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_grid_expands_in_order_with_names_from_the_grid_values(tmp_path):
+    path = write(tmp_path, f"""
+out: {tmp_path / 'runs'}
+preset: reference
+base: {{mol: H2O, lr: 3.0e-3}}
+grid:
+  - ansatz: [transformer]
+    size: [{{d_model: 8, d_ff: 32}}, {{d_model: 16, d_ff: 64, layers: 2}}]
+    steps: [50, 100]
+    seed: [0, 1]
+  - ansatz: [made]
+    sizes: [{{hidden: 16}}]
+    samples: [1.0e+4]
+""")
+    sweep = load_sweep(path)
+    names = [r.name for r in sweep.runs]
+    assert len(names) == 2 * 2 * 2 + 1 and len(set(names)) == len(names)
+    assert names[:3] == ["transformer_dm8_ff32_T50_seed0", "transformer_dm8_ff32_T50_seed1",
+                         "transformer_dm8_ff32_T100_seed0"]
+    assert names[4] == "transformer_dm16_ff64_L2_T50_seed0" and names[-1] == "made_h16_Ns1e04"
+    big = sweep.runs[4].config
+    assert (big.ansatz, big.d_model, big.d_ff, big.layers, big.steps, big.seed) == ("transformer", 16, 64, 2, 50, 0)
+    assert big.mol == "H2O" and big.lr == 3e-3  # base beats the preset (lr 2.5e-3) ...
+    assert big.sample_schedule == "geometric" and big.unique == 2000  # ... which still applies elsewhere
+    assert sweep.runs[-1].config.samples == 1e4 and sweep.runs[-1].config.hidden == 16
+    assert all(r.out == tmp_path / "runs" / r.name and r.status() == "new" for r in sweep.runs)
+    assert [r.index for r in sweep.runs] == list(range(1, 10)) and not big.progress
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("grid: {steps: [1]}\nbogus: 1\n", "unknown key 'bogus'"),
+    ("base: {stepz: 3}\ngrid: {steps: [1]}\n", "unknown option 'stepz'"),
+    ("grid: {stepz: [1, 2]}\n", "unknown option 'stepz'"),
+    ("grid: {size: [{d_modle: 8}]}\n", "unknown option 'd_modle'"),
+    ("grid: {steps: 5}\n", "non-empty list"),
+    ("base: {out: x}\ngrid: {steps: [1]}\n", "set by the sweep"),
+    ("grid: {steps: [1, 1]}\n", "share the run name"),
+    ("grid: {steps: [1], size: [{steps: 2}]}\n", "set by two grid entries"),
+    ("base: {steps: -1}\ngrid: {seed: [0]}\n", "steps must be at least 1"),
+])
+def test_bad_sweep_files_exit_2_naming_the_key_and_file(tmp_path, capsys, text, needle):
+    path = write(tmp_path, text, "bad.yaml")
+    with pytest.raises(SystemExit) as exc:
+        main([str(path), "--dry-run"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and needle in err and "bad.yaml" in err and err.count("\n") == 1
+
+
+def test_jobs_other_than_one_and_missing_file_exit_2(tmp_path, capsys):
+    path = write(tmp_path, "grid: {steps: [1]}\n")
+    for argv in ([str(path), "--jobs", "2"], [str(tmp_path / "missing.yaml")]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+    assert "only --jobs 1" in capsys.readouterr().err
+
+
+def fake_finished(run, **summary):
+    """A run directory as nqs-train leaves it (config.yaml, summary.json), without training."""
+    from nqs.training.config import to_yaml
+
+    run.out.mkdir(parents=True)
+    (run.out / "config.yaml").write_text(to_yaml(run.config))
+    (run.out / "summary.json").write_text(json.dumps({"error_mha": 1.5, "vscore": 1e-3, "n_params": 10,
+                                                       "d_prime": 2.0, **summary}))
+
+
+def test_finished_runs_are_skipped_and_a_changed_config_is_refused(tmp_path, monkeypatch, capsys):
+    path = write(tmp_path, f"out: {tmp_path / 'runs'}\nbase: {FAST}\ngrid: {{steps: [2, 3]}}\n")
+    sweep = load_sweep(path)
+    for run in sweep.runs:
+        fake_finished(run)
+    monkeypatch.setattr("nqs.training.run.run", lambda *a, **k: pytest.fail("a finished run was trained"))
+    lines = []
+    outcomes = execute(load_sweep(path), echo=lines.append)
+    assert [o.status for o in outcomes] == ["skipped", "skipped"] and "+1.500 mHa" in lines[0]
+    assert load_sweep(path).runs[0].status() == "done"
+    main([str(path), "--dry-run"])
+    assert "2 finished (skipped), 0 to resume, 0 new" in capsys.readouterr().out
+    write(tmp_path, f"out: {tmp_path / 'runs'}\nbase: {FAST[:-1]}, lr: 0.5}}\ngrid: {{steps: [2, 3]}}\n")
+    with pytest.raises(UserError, match="another configuration.*lr"):
+        load_sweep(path)
+
+
+def test_an_interrupted_run_is_resumed(tmp_path):
+    from nqs.training.run import run as train
+
+    path = write(tmp_path, f"out: {tmp_path / 'runs'}\nbase: {FAST}\ngrid: {{steps: [4]}}\n")
+    (planned,) = load_sweep(path).runs
+    with pytest.raises(KeyboardInterrupt):
+        train(planned.config, planned.out, interrupt_after=2)
+    assert planned.status() == "resume" and not (planned.out / "summary.json").exists()
+    (outcome,) = execute(load_sweep(path), echo=lambda line: None)
+    assert outcome.status == "resumed" and outcome.summary["steps"] == 4
+    steps = [json.loads(line)["step"] for line in (planned.out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]
+
+
+def test_two_run_sweep_end_to_end_then_fit_and_compare(tmp_path, capsys):
+    out = tmp_path / "runs"
+    path = write(tmp_path, f"""
+out: {out}
+base: {FAST}
+grid:
+  ansatz: [transformer]
+  size: [{{d_model: 4, d_ff: 8, phase_hidden: 8}}, {{d_model: 8, d_ff: 16, phase_hidden: 16}}]
+  steps: [3]
+""")
+    assert main([str(path)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    runs = [line for line in printed if line.startswith("[")]
+    assert len(runs) == 2 and runs[0].startswith("[1/2] ansatz=transformer d_model=4 d_ff=8 phase_hidden=8 steps=3")
+    assert all(re.search(r"error [+-]\d+\.\d{3} mHa  V \d\.\d\de[+-]\d\d .* s ran$", line) for line in runs)
+    assert "2 ran" in printed[-1]
+    assert main([str(path)]) == 0  # everything finished: both skipped
+    assert "2 skipped" in capsys.readouterr().out
+    records = load_runs([out])
+    assert sorted(r.path.name for r in records) == ["transformer_dm4_ff8_ph8_T3", "transformer_dm8_ff16_ph16_T3"]
+    pts = collect_points(records, metric="abs_error", along_training=True)
+    assert len(pts) == 2 + 2 * 3 and len(set(pts.n.tolist())) == 2 and set(pts.groups.tolist()) == {0, 1}
+    assert fit_main([str(out), "--metric", "abs_error", "--along-training", "--bootstrap", "0"]) == 0
+    assert "status:" in capsys.readouterr().out
+    assert compare_main([str(out), "--by-size"]) == 0
+    table = capsys.readouterr().out
+    assert table.count("| LiH | transformer |") == 2
