@@ -199,6 +199,8 @@ def fci(ints: Integrals, max_determinants: float, notes: list[str], residual: fl
     solver = pyscf_fci.direct_spin1.FCI()
     solver.conv_tol, solver.max_cycle, solver.max_space = 1e-12, 400, 30
     solver.conv_tol_residual = residual  # None: PySCF's default, sqrt(conv_tol)
+    if residual is not None:  # Davidson also stops once the squared residual reaches lindep
+        solver.lindep = min(solver.lindep, 0.01 * residual**2)
     solver.nroots = min(3, dim)
     energies, vectors = solver.kernel(ints.h1, ints.h2, n, (na, nb), ecore=ints.e_core)
     energies, vectors = np.atleast_1d(energies), (vectors if solver.nroots > 1 else [vectors])

@@ -29,7 +29,8 @@ from nqs.training.config import TrainConfig
 
 MODES = ("bond", "stretch", "fragment")
 NEIGHBOUR_FACTOR = 1.3  # atoms within this factor of the centre's shortest distance are its bonded neighbours
-TINY_SECTOR = 64  # at most this many configurations: float64 unless --dtype is given (1e-8 accuracy needs it)
+TINY_SECTOR = 64  # at most this many configurations: TINY_SECTOR_DEFAULTS unless given (see nqs.cli.curve)
+TINY_SECTOR_DEFAULTS = {"dtype": "float64", "lr": 3e-2}
 ENUMERATE_MAX = 4096  # sectors up to this size also get the exactly enumerated <H> of the final parameters
 START = "start"  # the from-scratch run at the first geometry, beside the points
 POINT_KEYS = ("r", "energy", "energy_err", "e_hf", "e_ccsd", "e_ccsd_t", "e_fci", "error_mha")
@@ -297,8 +298,11 @@ class CurveSettings:
 
 
 def point_config(base: TrainConfig, spec: MoleculeSpec, run_dir: Path, steps: int, init_from: str | None) -> TrainConfig:
+    """The run config of one geometry. A warm start trains without variational annealing: the entropy bonus
+    T*S that lifts a fresh model off the Hartree-Fock plateau would push a converged state away again."""
+    anneal = base.anneal_t0 if init_from is None else 0.0
     return replace(base, mol=None, geometry=geometry_text(spec), charge=spec.charge, spin=spec.spin,
-                   basis=spec.basis, steps=steps, init_from=init_from, out=str(run_dir)).validate()
+                   basis=spec.basis, steps=steps, init_from=init_from, out=str(run_dir), anneal_t0=anneal).validate()
 
 
 def start_run(base: TrainConfig, spec: MoleculeSpec, r: float, run_dir: Path, steps: int, log: Callable[[str], None]) -> str | None:

@@ -3,7 +3,8 @@
 Three phases, all batched tensor code that runs unchanged on CPU and CUDA:
 1. connections: for every (sample b, flip mask k), whether x' = x XOR f_k stays in the (N_alpha, N_beta) sector
    (one GEMM of x against the masks' alpha/beta bits) and its matrix element H_k(x) (one GEMM for the
-   parities of x against all sign masks, then a segment sum per mask); pairs outside the sector or with
+   parities of x against all sign masks, then a segment sum per mask; laid out (terms, samples) so the
+   segment sum adds contiguous rows); pairs outside the sector or with
    |H_k(x)| below `tol` are dropped. The batch is chunked so that the (chunk, M) intermediates stay under
    `memory_bytes`.
 2. deduplication: the surviving x' of the whole batch, together with the batch itself, are made unique
@@ -56,19 +57,23 @@ def connections(h: CompiledHamiltonian, bits: torch.Tensor, tol: float = 1e-12,
     diag, samples, packed, elements = [], [], [], []
     rows = _chunk_rows(h, memory_bytes)
     for start in range(0, bits.shape[0], rows):
-        x = bits[start:start + rows].to(torch.float64)
-        parity = torch.remainder(x @ h.sign_bits, 2.0)  # (C, M) popcount(x & z_t) mod 2
-        signed = (1.0 - 2.0 * parity).to(h.term_coeffs.dtype) * h.term_coeffs
-        elem = torch.zeros(x.shape[0], h.n_flip_masks, dtype=signed.dtype, device=h.device)
-        elem.index_add_(1, h.term_group, signed)  # (C, K) H_k(x)
-        keep = (x[:, 0::2] @ h.flip_alpha == h.half_alpha) & (x[:, 1::2] @ h.flip_beta == h.half_beta)
+        xt = bits[start:start + rows].T.to(torch.float32).contiguous()  # (n, C)
+        # frac(popcount(x & z_t) / 2) is 0 or 1/2 exactly; c (-1)^popcount = c - 4 c frac(popcount / 2)
+        half = (h.half_sign_rows @ xt.to(torch.float64)).frac_()  # (M, C)
+        if h.is_real:
+            signed = torch.addcmul(h.coeff_col, half, h.minus4_coeff_col)  # one fused pass
+        else:
+            signed = (1.0 - 4.0 * half).to(h.term_coeffs.dtype) * h.coeff_col
+        elem = torch.zeros(h.n_flip_masks, xt.shape[1], dtype=signed.dtype, device=h.device)
+        elem.index_add_(0, h.term_group, signed)  # (K, C) H_k(x): contiguous row additions
+        keep = (h.flip_alpha_rows @ xt[0::2] == h.half_alpha_col) & (h.flip_beta_rows @ xt[1::2] == h.half_beta_col)
         keep &= elem.abs() > tol
-        keep[:, 0] = False  # the diagonal is handled apart
-        b, k = keep.nonzero(as_tuple=True)
-        diag.append(elem[:, 0])
+        keep[0] = False  # the diagonal is handled apart
+        k, b = keep.nonzero(as_tuple=True)
+        diag.append(elem[0])
         samples.append(b + start)
         packed.append(packed_x[b + start] ^ h.flip_masks[k])
-        elements.append(elem[b, k])
+        elements.append(elem[k, b])
     return Connections(torch.cat(diag), torch.cat(samples), torch.cat(packed), torch.cat(elements),
                        bits.shape[0] * (h.n_flip_masks - 1))
 

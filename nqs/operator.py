@@ -126,3 +126,12 @@ class CompiledHamiltonian:
         self.term_coeffs = coeffs.real.contiguous() if self.is_real else coeffs
         self.n_flip_masks = len(pauli.flip_masks)
         self.n_terms = len(pauli.term_coeffs)
+        # transposed tables for the kernel's (M, C) / (K, C) layout: all float GEMM results are small integers
+        # (or halves of them), exact in float32/float64
+        self.half_sign_rows = (0.5 * self.sign_bits.T).contiguous()  # (M, n) float64
+        self.flip_alpha_rows = self.flip_alpha.T.contiguous().to(torch.float32)  # (K, n_orb)
+        self.flip_beta_rows = self.flip_beta.T.contiguous().to(torch.float32)
+        self.half_alpha_col = self.half_alpha.to(torch.float32).unsqueeze(1)  # (K, 1)
+        self.half_beta_col = self.half_beta.to(torch.float32).unsqueeze(1)
+        self.coeff_col = self.term_coeffs.unsqueeze(1)  # (M, 1)
+        self.minus4_coeff_col = -4.0 * self.coeff_col

@@ -86,15 +86,16 @@ def make_mlp(n_qubits: int) -> MLP:
 
 
 class TimedLogPsi:
-    """Wraps a log_psi callable and accumulates the wall time spent inside it."""
+    """Wraps a log_psi callable and accumulates the wall time (and thread CPU time) spent inside it."""
 
     def __init__(self, fn):
-        self.fn, self.seconds, self.calls, self.rows = fn, 0.0, 0, 0
+        self.fn, self.seconds, self.cpu_seconds, self.calls, self.rows = fn, 0.0, 0.0, 0, 0
 
     def __call__(self, bits: torch.Tensor) -> torch.Tensor:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         out = self.fn(bits)
         self.seconds += time.perf_counter() - start
+        self.cpu_seconds += time.thread_time() - start_cpu
         self.calls += 1
         self.rows += bits.shape[0]
         return out
@@ -119,15 +120,15 @@ def openfermion_sector(problem):
     reference = np.zeros(n, dtype=bool)  # HF-like: alpha orbitals 0..N_alpha-1, beta 0..N_beta-1
     reference[0:2 * sec.n_alpha:2] = True
     reference[1:2 * sec.n_beta:2] = True
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.thread_time()
     fermion_op = openfermion.get_fermion_operator(interaction_operator(problem.integrals))
     matrix = openfermion.linalg.get_number_preserving_sparse_operator(
         fermion_op, n, sec.n_electrons, spin_preserving=True, reference_determinant=reference)
     matrix = matrix.tocsr()
-    build_s = time.perf_counter() - start
+    build_s, build_cpu_s = time.perf_counter() - start, time.thread_time() - start_cpu
     # the basis order of that matrix: the same iterator OpenFermion uses internally (row i <-> state_array[i])
     states = np.asarray(list(_iterate_basis_(reference, sec.n_electrons, True)), dtype=np.uint8)
-    return matrix, torch.from_numpy(states), build_s
+    return matrix, torch.from_numpy(states), build_s, build_cpu_s
 
 
 def index_of(keys_basis: torch.Tensor, keys_query: torch.Tensor) -> torch.Tensor:
@@ -140,14 +141,17 @@ def index_of(keys_basis: torch.Tensor, keys_query: torch.Tensor) -> torch.Tensor
 
 
 def best_of(repeats: int, fn):
-    best, result = float("inf"), None
+    """(min wall seconds, result of that call, min CPU seconds of this thread): the CPU time is the
+    contention-robust figure on a shared machine (torch runs intra-op work inline with one thread)."""
+    best, result, best_cpu = float("inf"), None, float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         out = fn()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.thread_time() - start_cpu
+        best_cpu = min(best_cpu, cpu)
         if seconds < best:
             best, result = seconds, out
-    return best, result
+    return best, result, best_cpu
 
 
 def vm_hwm_mb() -> float:
@@ -190,16 +194,20 @@ def measure_rss(name: str, fci_bits: torch.Tensor, psi: torch.Tensor, args) -> d
 
 
 def mlp_overhead(h, bits: torch.Tensor, mlp, repeats: int):
-    """Best-of-repeats total local-energy time with psi = MLP, and the psi time inside that run."""
+    """Best-of-repeats total local-energy time with psi = MLP and the psi time inside that run, in wall time
+    (perf_counter) and, from the repeat with the least CPU time, in thread CPU time."""
     best_total, best_psi, n_evals = float("inf"), 0.0, 0
+    best_cpu, best_cpu_psi = float("inf"), 0.0
     for _ in range(repeats):
         timed = TimedLogPsi(mlp)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         result = local_energy(h, bits, timed)
-        total = time.perf_counter() - start
+        total, cpu = time.perf_counter() - start, time.thread_time() - start_cpu
         if total < best_total:
             best_total, best_psi, n_evals = total, timed.seconds, result.n_evals
-    return best_total, best_psi, n_evals
+        if cpu < best_cpu:
+            best_cpu, best_cpu_psi = cpu, timed.cpu_seconds
+    return best_total, best_psi, n_evals, best_cpu, best_cpu_psi
 
 
 def profile_ops(name: str, h, bits: torch.Tensor, mlp, repeats: int) -> None:
@@ -224,11 +232,11 @@ def bench_molecule(name: str, args) -> dict:
     lookup = amplitude_lookup(fci_bits, psi)
 
     # our kernel, psi looked up in the FCI vector
-    kernel_s, result = best_of(args.repeats, lambda: local_energy(h, bits, lookup))
+    kernel_s, result, kernel_cpu_s = best_of(args.repeats, lambda: local_energy(h, bits, lookup))
     e_ours = result.values
 
     # OpenFermion's sector matrix, mapped to our bits
-    matrix, of_bits, csr_build_s = openfermion_sector(problem)
+    matrix, of_bits, csr_build_s, csr_build_cpu_s = openfermion_sector(problem)
     of_keys = pack(of_bits)
     if len(of_keys) != problem.sector.size or len(torch.unique(of_keys)) != len(of_keys) \
             or not bool(problem.sector.contains(of_bits).all()):
@@ -240,7 +248,7 @@ def bench_molecule(name: str, args) -> dict:
     def csr_eloc():
         return (matrix[rows] @ psi_of) / psi_of[rows]
 
-    csr_s, e_csr = best_of(args.repeats, csr_eloc)
+    csr_s, e_csr, csr_cpu_s = best_of(args.repeats, csr_eloc)
 
     # checks: the matrix is ours, its ground state is E_FCI, and E_loc agrees
     ours_matrix, our_bits = sector_matrix(h, problem.sector)
@@ -263,16 +271,16 @@ def bench_molecule(name: str, args) -> dict:
 
     # overhead with a small network as psi: on the FCI batch, and on B configurations uniform over the sector
     mlp = make_mlp(problem.n_qubits)
-    best_total, best_psi, mlp_evals = mlp_overhead(h, bits, mlp, args.repeats)
+    best_total, best_psi, mlp_evals, mlp_cpu, mlp_cpu_psi = mlp_overhead(h, bits, mlp, args.repeats)
     overhead = (best_total - best_psi) / best_total
     g = torch.Generator().manual_seed(args.seed)
     sector_bits = problem.sector.enumerate_bits()
     uniform = sector_bits[torch.randperm(len(sector_bits), generator=g)[:batch]]
-    uni_total, uni_psi, uni_evals = mlp_overhead(h, uniform, mlp, args.repeats)
+    uni_total, uni_psi, uni_evals, _, _ = mlp_overhead(h, uniform, mlp, args.repeats)
     # what the reference code evaluates: psi on all B*K flipped configurations (psi only, no connections)
     flipped = unpack((pack(bits).unsqueeze(1) ^ h.flip_masks.unsqueeze(0)).reshape(-1), problem.n_qubits)
     with torch.no_grad():
-        naive_psi_s, _ = best_of(args.repeats, lambda: [mlp(flipped[i:i + 65536])
+        naive_psi_s, _, naive_psi_cpu_s = best_of(args.repeats, lambda: [mlp(flipped[i:i + 65536])
                                                         for i in range(0, len(flipped), 65536)])
     if args.profile:
         profile_ops(name, h, bits, mlp, 10)
@@ -300,6 +308,13 @@ def bench_molecule(name: str, args) -> dict:
         "kernel_s": kernel_s,
         "csr_s": csr_s,
         "kernel_over_csr": csr_s and kernel_s / csr_s,
+        "kernel_configs_per_cpu_s": batch / kernel_cpu_s,
+        "csr_configs_per_cpu_s": batch / csr_cpu_s,
+        "csr_build_cpu_s": csr_build_cpu_s,
+        "overhead_fraction_cpu": (mlp_cpu - mlp_cpu_psi) / mlp_cpu,
+        "overhead_cpu_us_per_config": 1e6 * (mlp_cpu - mlp_cpu_psi) / batch,
+        "mlp_total_cpu_s": mlp_cpu,
+        "naive_psi_cpu_s": naive_psi_cpu_s,
         "pairs_survival_fraction": result.n_connected / result.n_pairs_naive,
         "connected_per_config": result.n_connected / batch,
         "mlp_total_s": best_total,
@@ -336,10 +351,12 @@ def table(records: list[dict]) -> str:
     cols = [("molecule", "{}"), ("batch", "{}"), ("kernel_configs_per_s", "{:.0f}"), ("csr_configs_per_s", "{:.0f}"),
             ("csr_build_s", "{:.2f}"), ("evals_per_config_naive", "{}"), ("evals_per_config", "{:.1f}"),
             ("overhead_fraction", "{:.3f}"), ("uniform_overhead_fraction", "{:.3f}"),
-            ("overhead_us_per_config", "{:.1f}"),
+            ("overhead_us_per_config", "{:.1f}"), ("kernel_configs_per_cpu_s", "{:.0f}"),
+            ("overhead_fraction_cpu", "{:.3f}"),
             ("peak_rss_mb", "{:.0f}"), ("rss_baseline_mb", "{:.0f}")]
     head = ["molecule", "B", "kernel cfg/s", "CSR cfg/s", "CSR build s", "evals naive", "evals", "overhead",
-            "overhead unif.", "overhead us/cfg", "peak RSS MB", "base RSS MB"]
+            "overhead unif.", "overhead us/cfg", "kernel cfg/CPU-s", "overhead (CPU)", "peak RSS MB",
+            "base RSS MB"]
     rows = [[("-" if r.get(k) is None else f.format(r[k])) for k, f in cols] for r in records]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731

@@ -10,7 +10,7 @@
 The first geometry trains --first-steps (default --steps), every later one --steps-per-point starting from
 the previous geometry's parameters. Each geometry is a run directory OUT/r=1.200/; rerunning the same command
 (or nqs-curve --resume OUT) skips the finished geometries. Every nqs-train option is accepted. Sectors of at
-most 64 configurations train in float64 unless --dtype is given.
+most 64 configurations train in float64 with lr 3e-2 unless --dtype / --lr are given.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def resolve_curve(args: argparse.Namespace):
         layers.append((f"preset {args.preset}", load_yaml(PRESETS / f"{args.preset}.yaml")))
     if args.config:
         layers.append((args.config, load_yaml(args.config)))
-    explicit_dtype = any("dtype" in mapping for _, mapping in layers) or "dtype" in flags
+    explicit = {k.replace("-", "_") for _, mapping in layers for k in mapping} | set(flags)
     flags.setdefault("progress", False)
     layers.append(("command line", flags))
     cfg = resolve(layers)
@@ -82,23 +82,26 @@ def resolve_curve(args: argparse.Namespace):
     name = cfg.mol if cfg.geometry is None else "custom"
     out = Path(cfg.out) if cfg.out else Path("runs") / f"curve-{name}-{cfg.ansatz}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = dataclasses.replace(cfg, out=str(out))
-    if not explicit_dtype:
-        cfg = _tiny_sector_dtype(cfg, settings)
+    cfg = _tiny_sector_defaults(cfg, settings, explicit)
     saved_path = out / "curve.yaml"
     if saved_path.is_file() and not args.resume:
         _check_same_curve(load_yaml(saved_path), settings_record(cfg, settings), out)
     return cfg, settings, out
 
 
-def _tiny_sector_dtype(cfg: TrainConfig, settings) -> TrainConfig:
-    """float64 for sectors of at most TINY_SECTOR configurations: 1e-8 Ha needs it, and they are cheap."""
-    from nqs.curve import TINY_SECTOR, build_point_problem, make_scan, point_config
+def _tiny_sector_defaults(cfg: TrainConfig, settings, explicit: set[str]) -> TrainConfig:
+    """Sectors of at most TINY_SECTOR configurations (H2, H2+, two H2): float64 and lr 3e-2 unless given.
+    1e-8 Ha needs float64; amplitudes that must vanish (symmetry-forbidden configurations) approach 0 only
+    as fast as the logits can run away, which the default lr 1e-2 makes slow. Both are cheap there."""
+    from nqs.curve import TINY_SECTOR, TINY_SECTOR_DEFAULTS, build_point_problem, make_scan, point_config
     from nqs.molecules import resolve_molecule
 
     spec = resolve_molecule(mol=cfg.mol, geometry=cfg.geometry, charge=cfg.charge, spin=cfg.spin, basis=cfg.basis)
     scan = make_scan(spec, settings.bond, settings.atom, settings.fragment)
     problem = build_point_problem(point_config(cfg, scan.geometry(spec, scan.values[0]), Path(cfg.out), 1, None))
-    return dataclasses.replace(cfg, dtype="float64") if problem.sector.size <= TINY_SECTOR else cfg
+    if problem.sector.size > TINY_SECTOR:
+        return cfg
+    return dataclasses.replace(cfg, **{k: v for k, v in TINY_SECTOR_DEFAULTS.items() if k not in explicit})
 
 
 def _check_same_curve(saved: dict, new: dict, out: Path) -> None:

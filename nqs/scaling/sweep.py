@@ -184,7 +184,12 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
                             f"make the grid values distinct")
         names[name] = i
         extra = {"out": str(root / name), "progress": base.get("progress", False)}
-        cfg = resolve([*layers, (f"{path}: grid point {name}", dict(varied)), ("sweep", extra)])
+        try:
+            cfg = resolve([*layers, (f"{path}: grid point {name}", dict(varied)), ("sweep", extra)])
+        except UserError as exc:
+            if str(path) in str(exc):
+                raise
+            raise UserError(f"{path}: grid point {name}: {exc}") from None
         runs.append(PlannedRun(index=i, name=name, varied=varied, config=cfg))
     sweep = Sweep(path=path, out=root, runs=tuple(runs), description=str(spec.get("description") or ""))
     for run in sweep.runs:

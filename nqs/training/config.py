@@ -56,7 +56,7 @@ class TrainConfig:
     # variational annealing (Hibat-Allah et al. 2021): minimise E - T S[p], T falling linearly from anneal_t0
     # (Hartree) to 0 at anneal_fraction of the steps; keeps the modulus from collapsing onto the Hartree-Fock
     # determinant before the phase network has found the signs of the excitations
-    anneal_t0: float = 0.1
+    anneal_t0: float = 0.5
     anneal_fraction: float = 0.5
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0  # gradient-norm clipping; null: off
