@@ -41,7 +41,7 @@ grid:
     assert len(names) == 2 * 2 * 2 + 1 and len(set(names)) == len(names)
     assert names[:3] == ["transformer_dm8_ff32_T50_seed0", "transformer_dm8_ff32_T50_seed1",
                          "transformer_dm8_ff32_T100_seed0"]
-    assert names[4] == "transformer_dm16_ff64_L2_T50_seed0" and names[-1] == "made_h16_Ns1e04"
+    assert names[4] == "transformer_dm16_ff64_L2_T50_seed0" and names[-1] == "made_h16_Ns10000"
     big = sweep.runs[4].config
     assert (big.ansatz, big.d_model, big.d_ff, big.layers, big.steps, big.seed) == ("transformer", 16, 64, 2, 50, 0)
     assert big.mol == "H2O" and big.lr == 3e-3  # base beats the preset (lr 2.5e-3) ...
@@ -61,6 +61,7 @@ grid:
     ("grid: {steps: [1, 1]}\n", "share the run name"),
     ("grid: {steps: [1], size: [{steps: 2}]}\n", "set by two grid entries"),
     ("base: {steps: -1}\ngrid: {seed: [0]}\n", "steps must be at least 1"),
+    ("grid: {devices: [2]}\n", "cannot run inside nqs-sweep"),
 ])
 def test_bad_sweep_files_exit_2_naming_the_key_and_file(tmp_path, capsys, text, needle):
     path = write(tmp_path, text, "bad.yaml")

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\ninterrupted: checkpoint in {out / 'checkpoints' / 'last.ckpt'}; continue with "
               f"nqs-train --resume {out}", file=sys.stderr)
         raise SystemExit(130) from None
-    if summary is not None and summary.get("_rank", 0) == 0:
+    if summary is not None:
         print(final_table(summary))
         print(f"run directory: {out}")
 

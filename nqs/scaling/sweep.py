@@ -190,6 +190,9 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
             if str(path) in str(exc):
                 raise
             raise UserError(f"{path}: grid point {name}: {exc}") from None
+        if cfg.devices * cfg.num_nodes > 1:
+            raise UserError(f"{path}: grid point {name}: devices / num_nodes > 1 (DDP) cannot run inside nqs-sweep; "
+                            f"run it with nqs-train --devices")
         runs.append(PlannedRun(index=i, name=name, varied=varied, config=cfg))
     sweep = Sweep(path=path, out=root, runs=tuple(runs), description=str(spec.get("description") or ""))
     for run in sweep.runs:
@@ -242,6 +245,8 @@ def run_one(run: PlannedRun) -> RunOutcome:
         summary = train(run.config, run.out, resume=status == "resume")
     except UserError as exc:
         return RunOutcome(run, "failed", time.perf_counter() - start, error=str(exc))
+    if summary is None:  # nqs.training.run.run returns None off rank 0; read what rank 0 wrote
+        summary = json.loads((run.out / SUMMARY).read_text())
     return RunOutcome(run, "resumed" if status == "resume" else "ran", time.perf_counter() - start, summary)
 
 

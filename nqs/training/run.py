@@ -90,11 +90,17 @@ def _row_step(line: str):
         return None
 
 
-def build(cfg: TrainConfig) -> tuple[MolecularProblem, torch.nn.Module]:
+def build_cfg_problem(cfg: TrainConfig) -> MolecularProblem:
     spec = resolve_molecule(mol=cfg.mol, geometry=cfg.geometry, charge=cfg.charge, spin=cfg.spin, basis=cfg.basis)
     options = OrbitalOptions(frozen_core=cfg.frozen_core, active_orbitals=cfg.active_orbitals,
                              symmetry=cfg.symmetry)
-    problem = build_problem(spec, options, fci_max_dets=cfg.fci_max_dets)
+    return build_problem(spec, options, fci_max_dets=cfg.fci_max_dets)
+
+
+def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[MolecularProblem, torch.nn.Module]:
+    """The problem (unless given, e.g. with orbitals matched to another geometry's by nqs.curve) and the model."""
+    if problem is None:
+        problem = build_cfg_problem(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model_config(), problem.sector)
     if cfg.dtype == "float64":
@@ -134,15 +140,17 @@ def _trainer(cfg: TrainConfig, out: Path, files: RunFiles) -> L.Trainer:
                      num_sanity_val_steps=0, deterministic=False, precision="64-true" if cfg.dtype == "float64" else "32-true")
 
 
-def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int | None = None) -> dict:
-    """Train, evaluate the final energy on a fresh large sample, and write summary.json; returns the summary."""
+def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int | None = None,
+        problem: MolecularProblem | None = None) -> dict | None:
+    """Train, evaluate the final energy on a fresh large sample, and write summary.json; returns the summary
+    (None on DDP ranks other than 0)."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*(does not have many workers|IterableDataset|num_workers).*")
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
     start = time.perf_counter()
-    problem, model = build(cfg)
+    problem, model = build(cfg, problem)
     if not resume:
         (out / "config.yaml").write_text(to_yaml(cfg))
     module = VMCModule(model, problem, cfg)
@@ -177,6 +185,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
                "flops_total": module.flops_total, "final_n_unique": final.n_unique,
                "final_n_samples": final.n_samples, "command_wall_s": time.perf_counter() - start,
                "device": str(module.device), "torch_threads": torch.get_num_threads()}
-    if trainer.is_global_zero:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if not trainer.is_global_zero:
+        return None  # DDP: only rank 0 writes and reports
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
