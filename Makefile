@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/nqs-train
 
+# One OpenMP thread: PySCF's FCI slows down 30x when its two threads compete with another busy process.
 test: venv
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 test-slow: venv
-	$(BIN)/python -m pytest -q -m slow
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # as `make test`: OpenMP threads stall when another process holds a core
 
 
 @pytest.fixture(scope="session", autouse=True)
