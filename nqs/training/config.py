@@ -68,6 +68,8 @@ class TrainConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp
+    threads: int = 1  # CPU threads (torch and PySCF) per process; 0: all cores. One is as fast for the small
+    # default models and immune to the OpenMP stalls that slow two threads 30x when another process holds a core
     out: str | None = None
     init_from: str | None = None  # checkpoint whose model weights start this run (warm start; same sizes)
     checkpoint_every: int = 50
@@ -93,6 +95,8 @@ class TrainConfig:
             raise UserError(f"unknown sample_schedule {self.sample_schedule!r}: choose one of {', '.join(SCHEDULES)}")
         if self.dtype not in ("float32", "float64"):
             raise UserError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.threads < 0:
+            raise UserError(f"threads must be >= 0 (0: all cores), got {self.threads}")
         for name in ("steps", "unique", "final_unique", "devices", "num_nodes", "checkpoint_every", "eval_chunk"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")

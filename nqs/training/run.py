@@ -126,6 +126,15 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
         raise UserError(f"init_from: {path} holds a model of other sizes or ansatz ({str(exc).splitlines()[0]})") from None
 
 
+def set_threads(threads: int) -> None:
+    """CPU threads for torch and PySCF's OpenMP code; 0: all cores."""
+    from pyscf import lib
+
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    lib.num_threads(n)
+
+
 def _trainer(cfg: TrainConfig, out: Path, files: RunFiles) -> L.Trainer:
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -150,6 +159,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
     start = time.perf_counter()
+    set_threads(cfg.threads)
     problem, model = build(cfg, problem)
     if not resume:
         (out / "config.yaml").write_text(to_yaml(cfg))
