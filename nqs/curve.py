@@ -1,11 +1,14 @@
 """Potential-energy curves: one NQS run per geometry along a scan coordinate, each warm-started from the last.
 
-A curve directory holds curve.yaml (the scan and the base training config) and one ordinary run directory
-per geometry, `r=1.200/`, written by `nqs.training.run.run`. A point whose summary.json exists is finished and
-is read back, not recomputed, so an interrupted scan continues where it stopped (a point interrupted mid-run
-continues from its checkpoint). Exact limits need no training: a sector of one configuration (H2 with charge
-+2 has no electrons) has the energy of its single diagonal element, which is FCI exactly; its run directory
-gets a summary.json of the same keys with steps 0.
+A curve directory holds curve.yaml (the scan and the base training config), `start/` (a from-scratch run at
+the first geometry) and one ordinary run directory per geometry, `r=1.200/`, written by
+`nqs.training.run.run`. Every point trains `steps_per_point` steps from the previous run's parameters, in
+orbitals matched to that run's (`matched_problem`): canonical orbitals change sign and order from one
+geometry to the next, which would scramble the amplitudes a warm start carries over. A point whose
+summary.json exists is finished and is read back, so an interrupted scan continues where it stopped (a point
+interrupted mid-run continues from its checkpoint). Exact limits need no training: a sector of one
+configuration (H2 with charge +2 has no electrons) has the energy of its single diagonal element, FCI
+exactly; its run directory gets a summary.json of the same keys with steps 0.
 
 Scan coordinates (Å): `bond` moves atom 2 of a diatomic along the bond axis; `stretch` moves the atoms bonded to
 a centre atom (those within 1.3 times its shortest distance) radially so that the shortest bond is r (a
@@ -17,21 +20,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from nqs.errors import UserError
-from nqs.molecules import MIN_DISTANCE_ANGSTROM, MoleculeSpec, resolve_molecule
+from nqs.molecules import MIN_DISTANCE_ANGSTROM, MoleculeSpec, parse_geometry, resolve_molecule
 from nqs.training.config import TrainConfig
 
-MODES = ("bond", "stretch", "fragment")
 NEIGHBOUR_FACTOR = 1.3  # atoms within this factor of the centre's shortest distance are its bonded neighbours
-TINY_SECTOR = 64  # at most this many configurations: TINY_SECTOR_DEFAULTS unless given (see nqs.cli.curve)
+TINY_SECTOR = 16  # at most this many configurations (H2, H2+): TINY_SECTOR_DEFAULTS unless given
 TINY_SECTOR_DEFAULTS = {"dtype": "float64", "lr": 3e-2}
 ENUMERATE_MAX = 4096  # sectors up to this size also get the exactly enumerated <H> of the final parameters
+ORBITALS = "orbitals.npz"  # in each run directory: the matched orbitals its Hamiltonian was built in
 START = "start"  # the from-scratch run at the first geometry, beside the points
 POINT_KEYS = ("r", "energy", "energy_err", "e_hf", "e_ccsd", "e_ccsd_t", "e_fci", "error_mha")
 _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -84,7 +89,7 @@ class Scan:
         elif self.mode == "stretch":
             c = pos[self.centre]
             for j in neighbours(spec, self.centre):
-                pos[j] = _along(c, pos[j], r * _dist(c, pos[j]) / _shortest(spec, self.centre))
+                pos[j] = _along(c, pos[j], r * math.dist(c, pos[j]) / _shortest(spec, self.centre))
         else:
             a, b = _centroid(pos[:self.split]), _centroid(pos[self.split:])
             target = _along(a, b, r)
@@ -126,7 +131,8 @@ def _atom_index(spec: MoleculeSpec, atom: str) -> int:
     hits = [i for i, a in enumerate(spec.atoms) if a[0].lower() == atom.lower()]
     if len(hits) != 1:
         what = "no atom" if not hits else f"{len(hits)} atoms"
-        raise UserError(f"--atom {atom}: {spec.name} has {what} of that element; give the atom's number (1..{len(spec.atoms)})")
+        raise UserError(f"--atom {atom}: {spec.name} has {what} of that element; give the atom's number "
+                        f"(1..{len(spec.atoms)})")
     return hits[0]
 
 
@@ -136,20 +142,16 @@ def neighbours(spec: MoleculeSpec, centre: int) -> list[int]:
         return []
     cut = NEIGHBOUR_FACTOR * _shortest(spec, centre)
     c = spec.atoms[centre][1:]
-    return [j for j, a in enumerate(spec.atoms) if j != centre and _dist(c, a[1:]) <= cut]
+    return [j for j, a in enumerate(spec.atoms) if j != centre and math.dist(c, a[1:]) <= cut]
 
 
 def _shortest(spec: MoleculeSpec, centre: int) -> float:
     c = spec.atoms[centre][1:]
-    return min(_dist(c, a[1:]) for j, a in enumerate(spec.atoms) if j != centre)
-
-
-def _dist(a, b) -> float:
-    return math.dist(a, b)
+    return min(math.dist(c, a[1:]) for j, a in enumerate(spec.atoms) if j != centre)
 
 
 def _along(origin, point, r: float) -> list[float]:
-    d = _dist(origin, point)
+    d = math.dist(origin, point)
     return [o + (p - o) * r / d for o, p in zip(origin, point)]
 
 
@@ -167,7 +169,7 @@ def nuclear_repulsion(spec: MoleculeSpec) -> float:
     from pyscf.lib.parameters import BOHR
 
     atoms = spec.atoms
-    return sum(charge(a[0]) * charge(b[0]) / (_dist(a[1:], b[1:]) / BOHR)
+    return sum(charge(a[0]) * charge(b[0]) / (math.dist(a[1:], b[1:]) / BOHR)
                for i, a in enumerate(atoms) for b in atoms[:i])
 
 
@@ -216,12 +218,77 @@ def point_from_summary(r: float, summary: dict, spec: MoleculeSpec, run_dir: Pat
 
 
 def build_point_problem(cfg: TrainConfig):
-    from nqs.chem import OrbitalOptions
-    from nqs.problem import build_problem
+    """The cached problem of one geometry with canonical orbitals (references, sector)."""
+    from nqs.training.run import build_cfg_problem
 
-    spec = resolve_molecule(mol=cfg.mol, geometry=cfg.geometry, charge=cfg.charge, spin=cfg.spin, basis=cfg.basis)
-    options = OrbitalOptions(frozen_core=cfg.frozen_core, active_orbitals=cfg.active_orbitals, symmetry=cfg.symmetry)
-    return build_problem(spec, options, fci_max_dets=cfg.fci_max_dets)
+    return build_cfg_problem(cfg)
+
+
+# --- orbitals that follow the geometry -----------------------------------------------------------------------
+def matched_problem(cfg: TrainConfig, reference: Path | None):
+    """(problem, orbitals record): the geometry's Hamiltonian in canonical orbitals reordered and re-signed to
+    match the orbitals of the run in `reference` (None: canonical).
+
+    Canonical orbitals come out of the eigensolver with arbitrary signs, and orbitals of equal occupation swap
+    places when their energies cross; a model warm-started across geometries then meets configurations whose
+    amplitudes changed sign or position (LiH STO-3G: the sigma* orbital flips sign between 2.25 and 2.5 Å;
+    N2: occupied orbitals reorder at 1.0, 1.2, 1.4 Å). Within each block of equal occupation (and core /
+    active / frozen region) the orbitals are matched to the reference's by the largest |overlap|
+    <phi_ref|phi> (cross-geometry AO overlap, Hungarian assignment), then signed to overlap positively.
+    Energies are unchanged: references come from the cached canonical problem."""
+    import numpy as np
+
+    from nqs import chem
+    from nqs.operator import PauliHamiltonian
+
+    problem = build_point_problem(cfg)
+    spec = problem.spec
+    mol = chem.build_mole(spec, cfg.symmetry)
+    mf = chem.run_scf(mol, [])
+    if mf is None or problem.sector.size == 1:
+        return problem, None
+    n_core, n_act = chem.active_space(mol, spec, problem.options)
+    mo = chem.mo_coefficients(mol, mf)
+    region = np.array([0] * n_core + [1] * n_act + [2] * (mo.shape[1] - n_core - n_act))
+    blocks = region * 10 + np.asarray(mf.mo_occ).round().astype(int)
+    if reference is not None and (reference / ORBITALS).is_file():
+        mo = _match(mol, mo, blocks, reference / ORBITALS)
+    ints = chem.integrals(mol, mo, n_core, n_act, spec.n_alpha, spec.n_beta)
+    problem = replace(problem, integrals=ints, pauli=PauliHamiltonian.from_integrals(ints))
+    return problem, {"mo": mo, "blocks": blocks, "geometry": np.array(geometry_text(spec)),
+                     "basis": np.array(spec.basis), "charge": spec.charge, "spin": spec.spin}
+
+
+def _match(mol, mo, blocks, path: Path):
+    import numpy as np
+    from pyscf import gto
+    from scipy.optimize import linear_sum_assignment
+
+    from nqs import chem
+
+    with np.load(path) as ref:
+        ref_mo, ref_blocks = ref["mo"], ref["blocks"]
+        ref_spec = replace(parse_geometry(str(ref["geometry"])), basis=str(ref["basis"]), charge=int(ref["charge"]),
+                           spin=int(ref["spin"]))
+    if ref_mo.shape != mo.shape or not np.array_equal(np.sort(ref_blocks), np.sort(blocks)):
+        return mo  # another molecule or occupation pattern: nothing to follow
+    overlap = ref_mo.T @ gto.intor_cross("int1e_ovlp", chem.build_mole(ref_spec, False), mol) @ mo
+    out = mo.copy()
+    for b in np.unique(blocks):
+        cols, ref_cols = np.flatnonzero(blocks == b), np.flatnonzero(ref_blocks == b)
+        rows, pick = linear_sum_assignment(-np.abs(overlap[np.ix_(ref_cols, cols)]))
+        for i, j in zip(rows, pick):
+            sign = -1.0 if overlap[ref_cols[i], cols[j]] < 0 else 1.0
+            out[:, ref_cols[i]] = sign * mo[:, cols[j]]
+    return out
+
+
+def save_orbitals(run_dir: Path, record: dict | None) -> None:
+    import numpy as np
+
+    if record is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(run_dir / ORBITALS, **record)
 
 
 def exact_point(cfg: TrainConfig, problem, out: Path) -> dict:
@@ -249,14 +316,14 @@ def exact_point(cfg: TrainConfig, problem, out: Path) -> dict:
     return summary
 
 
-def enumerated_energy(cfg: TrainConfig, run_dir: Path) -> float:
+def enumerated_energy(cfg: TrainConfig, run_dir: Path, problem) -> float:
     """<psi|H|psi> of the run's final parameters, summing |psi(x)|^2 E_loc(x) over the whole sector exactly."""
     import torch
 
     from nqs.local_energy import local_energy
     from nqs.training.run import build
 
-    problem, model = build(replace(cfg, init_from=str(run_dir)))
+    problem, model = build(replace(cfg, init_from=str(run_dir)), problem)
     model.eval()
     bits = problem.sector.enumerate_bits()
     with torch.no_grad():
@@ -266,14 +333,17 @@ def enumerated_energy(cfg: TrainConfig, run_dir: Path) -> float:
     return float((p * e_loc).sum() / p.sum())
 
 
-def train_point(cfg: TrainConfig, run_dir: Path) -> dict:
-    """Train (or continue an interrupted run in `run_dir`), then add the enumerated energy for small sectors."""
+def train_point(cfg: TrainConfig, run_dir: Path, reference: Path | None) -> dict:
+    """Train in orbitals matched to `reference` (or continue an interrupted run in `run_dir`); small sectors
+    also get the enumerated energy."""
     from nqs.training.run import CHECKPOINT, run
 
+    problem, orbitals = matched_problem(cfg, reference)
+    save_orbitals(run_dir, orbitals)
     resume = (run_dir / CHECKPOINT).is_file() and (run_dir / "config.yaml").is_file()
-    summary = run(cfg, run_dir, resume=resume)
+    summary = run(cfg, run_dir, resume=resume, problem=problem)
     if summary["sector_size"] <= ENUMERATE_MAX:
-        summary["energy_enum"] = enumerated_energy(cfg, run_dir)
+        summary["energy_enum"] = enumerated_energy(cfg, run_dir, problem)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -288,6 +358,7 @@ class CurveSettings:
     fragment: int | None = None
     first_steps: int | None = None  # None: the config's steps
     steps_per_point: int | None = None  # None: a quarter of first_steps (at least 50)
+    anneal_per_point: float = 0.0  # annealing temperature T0 (Ha) of the warm-started points
 
     def steps(self, cfg: TrainConfig) -> tuple[int, int]:
         first = self.first_steps or cfg.steps
@@ -297,15 +368,18 @@ class CurveSettings:
         return first, later
 
 
-def point_config(base: TrainConfig, spec: MoleculeSpec, run_dir: Path, steps: int, init_from: str | None) -> TrainConfig:
-    """The run config of one geometry. A warm start trains without variational annealing: the entropy bonus
-    T*S that lifts a fresh model off the Hartree-Fock plateau would push a converged state away again."""
-    anneal = base.anneal_t0 if init_from is None else 0.0
+def point_config(base: TrainConfig, spec: MoleculeSpec, run_dir: Path, steps: int, init_from: str | None,
+                 anneal_warm: float = 0.0) -> TrainConfig:
+    """The run config of one geometry. A warm start anneals from `anneal_warm` (default 0), not from the
+    config's anneal_t0: the entropy bonus T*S that lifts a fresh model off the Hartree-Fock plateau pushes a
+    converged state away again."""
+    anneal = base.anneal_t0 if init_from is None else anneal_warm
     return replace(base, mol=None, geometry=geometry_text(spec), charge=spec.charge, spin=spec.spin,
                    basis=spec.basis, steps=steps, init_from=init_from, out=str(run_dir), anneal_t0=anneal).validate()
 
 
-def start_run(base: TrainConfig, spec: MoleculeSpec, r: float, run_dir: Path, steps: int, log: Callable[[str], None]) -> str | None:
+def start_run(base: TrainConfig, spec: MoleculeSpec, r: float, run_dir: Path, steps: int,
+              log: Callable[[str], None]) -> str | None:
     """The from-scratch run at the first geometry (`steps` steps) that the first point warm-starts from, so
     that every point ends with the same short warm-started schedule (and a fresh optimiser state: Adam's
     second moments remember the large early gradients and slow the approach to amplitudes that must vanish).
@@ -315,13 +389,15 @@ def start_run(base: TrainConfig, spec: MoleculeSpec, r: float, run_dir: Path, st
     if (run_dir / "summary.json").is_file():
         return str(run_dir)
     cfg = point_config(base, spec, run_dir, steps, None)
-    if build_point_problem(cfg).sector.size == 1:
+    problem, orbitals = matched_problem(cfg, None)
+    if problem.sector.size == 1:
         return None
     from nqs.training.run import run
 
     start = time.perf_counter()
+    save_orbitals(run_dir, orbitals)
     resume = (run_dir / CHECKPOINT).is_file() and (run_dir / "config.yaml").is_file()
-    summary = run(cfg, run_dir, resume=resume)
+    summary = run(cfg, run_dir, resume=resume, problem=problem)
     err = f"{summary['error_mha']:+.4f} mHa vs FCI" if summary["error_mha"] is not None else "no FCI"
     log(f"start at r = {r:.3f} Å: E = {summary['energy']:.8f} Ha ({err}); {steps} steps from "
         f"scratch; {time.perf_counter() - start:.1f} s")
@@ -347,13 +423,14 @@ def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callab
         if (run_dir / "summary.json").is_file():
             summary, status = json.loads((run_dir / "summary.json").read_text()), "finished earlier"
         else:
-            cfg = point_config(base, spec, run_dir, later, previous)
+            cfg = point_config(base, spec, run_dir, later, previous, settings.anneal_per_point)
             problem = build_point_problem(cfg)
             if problem.sector.size == 1:
                 summary, status = exact_point(cfg, problem, run_dir), "one configuration: exact, no training"
             else:
                 warm = f"warm start from {Path(previous).name}" if previous else "from scratch"
-                summary, status = train_point(cfg, run_dir), f"{cfg.steps} steps, {warm}"
+                reference = Path(previous) if previous else None
+                summary, status = train_point(cfg, run_dir, reference), f"{cfg.steps} steps, {warm}"
             computed += 1
         point = point_from_summary(r, summary, spec, run_dir)
         points.append(point)
@@ -364,6 +441,42 @@ def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callab
         if stop_after is not None and computed >= stop_after and r != scan.values[-1]:
             raise KeyboardInterrupt
     return points
+
+
+@contextmanager
+def curve_lock(out: Path):
+    """One process at a time per curve directory: OUT/.lock holds the owner's pid (this host); a lock left by a
+    process that no longer runs is taken over."""
+    path = out / ".lock"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            text = path.read_text().strip() if path.is_file() else ""
+            pid = int(text) if text.isdigit() else None
+            if pid is not None and _alive(pid):
+                raise UserError(f"{out} is in use by another nqs-curve (pid {pid}): wait for it or stop it; "
+                                f"two processes must not train the same geometries") from None
+            path.unlink(missing_ok=True)
+    else:
+        raise UserError(f"cannot lock {path}: remove it if no nqs-curve is running there")
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def curve_table(points: list[CurvePoint]) -> str:

@@ -7,10 +7,13 @@
 
 --bond START:STOP:STEP (or a list a,b,c) in Å scans the bond of a diatomic (atom 2 moves along the axis);
 --atom CENTRE stretches the bonds to CENTRE symmetrically; --fragment K pulls atoms K+1.. apart from 1..K.
-The first geometry trains --first-steps (default --steps), every later one --steps-per-point starting from
-the previous geometry's parameters. Each geometry is a run directory OUT/r=1.200/; rerunning the same command
-(or nqs-curve --resume OUT) skips the finished geometries. Every nqs-train option is accepted. Sectors of at
-most 64 configurations train in float64 with lr 3e-2 unless --dtype / --lr are given.
+A from-scratch run of --first-steps (default --steps) at the first geometry (OUT/start/) starts the chain;
+every geometry then trains --steps-per-point from the previous run's parameters, in orbitals matched to that
+run's (signs and order), without annealing unless --anneal-per-point is given. Each geometry is a run
+directory OUT/r=1.200/; rerunning the same command (or nqs-curve --resume OUT) skips the finished geometries
+and continues an interrupted one. Every nqs-train option is accepted. Sectors of at most 16 configurations
+(H2, H2+) train in float64 with lr 3e-2 unless --dtype / --lr are given; a one-configuration sector (no
+electrons) is exact without training.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -40,9 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bond", help="distances in Å: START:STOP:STEP (stop included) or a list 0.9,1.1,1.4")
     g.add_argument("--atom", help="centre atom (symbol or 1-based number): symmetric stretch of its bonds")
     g.add_argument("--fragment", type=int, metavar="K", help="separate atoms 1..K from the rest (centroid distance)")
-    g.add_argument("--first-steps", type=int, help="steps of the first geometry (default: --steps)")
-    g.add_argument("--steps-per-point", type=int, help="steps of each warm-started later geometry "
-                                                      "(default: a quarter of the first, at least 50)")
+    g.add_argument("--first-steps", type=int, help="steps of the from-scratch run at the first geometry "
+                                                  "(default: --steps)")
+    g.add_argument("--steps-per-point", type=int, help="steps of each warm-started geometry "
+                                                      "(default: a quarter of --first-steps, at least 50)")
+    g.add_argument("--anneal-per-point", type=float, metavar="T0",
+                   help="annealing temperature (Ha) of the warm-started geometries (default 0: none)")
     g.add_argument("--json", metavar="FILE", help="write the curve as a JSON list of points")
     g.add_argument("--plot", metavar="FILE.png", help="plot energies and |errors| vs r")
     g.add_argument("--stop-after-points", type=int, help=argparse.SUPPRESS)  # testing aid: Ctrl-C after K points
@@ -54,9 +61,10 @@ def resolve_curve(args: argparse.Namespace):
     from nqs.cli.train import PRESETS, preset_names
     from nqs.curve import CurveSettings, settings_record
 
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
-    curve_flags = {k: getattr(args, k) for k in ("bond", "atom", "fragment", "first_steps", "steps_per_point")
-                   if getattr(args, k) is not None}
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name) is not None}
+    curve_flags = {k: getattr(args, k) for k in ("bond", "atom", "fragment", "first_steps", "steps_per_point",
+                                                  "anneal_per_point") if getattr(args, k) is not None}
     layers, saved = [], None
     if args.resume:
         path = Path(args.resume) / "curve.yaml"
@@ -79,6 +87,9 @@ def resolve_curve(args: argparse.Namespace):
     if not curve_flags.get("bond"):
         raise UserError("give the scan: --bond START:STOP:STEP in Å (e.g. --bond 0.5:3.0:0.1) or a list 0.9,1.1")
     settings = CurveSettings(**{k: v for k, v in curve_flags.items() if v is not None})
+    if cfg.devices * cfg.num_nodes > 1:
+        raise UserError("nqs-curve trains one geometry after another on one device: drop --devices/--num-nodes "
+                        "(run several curves side by side instead)")
     name = cfg.mol if cfg.geometry is None else "custom"
     out = Path(cfg.out) if cfg.out else Path("runs") / f"curve-{name}-{cfg.ansatz}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = dataclasses.replace(cfg, out=str(out))
@@ -90,9 +101,9 @@ def resolve_curve(args: argparse.Namespace):
 
 
 def _tiny_sector_defaults(cfg: TrainConfig, settings, explicit: set[str]) -> TrainConfig:
-    """Sectors of at most TINY_SECTOR configurations (H2, H2+, two H2): float64 and lr 3e-2 unless given.
-    1e-8 Ha needs float64; amplitudes that must vanish (symmetry-forbidden configurations) approach 0 only
-    as fast as the logits can run away, which the default lr 1e-2 makes slow. Both are cheap there."""
+    """Sectors of at most TINY_SECTOR configurations (H2, H2+): float64 and lr 3e-2 unless given. 1e-8 Ha
+    needs float64; amplitudes that must vanish (symmetry-forbidden configurations) approach 0 only as fast as
+    the logits run away, which lr 1e-2 makes slow. (Two H2, 36 configurations, can stall at lr 3e-2.)"""
     from nqs.curve import TINY_SECTOR, TINY_SECTOR_DEFAULTS, build_point_problem, make_scan, point_config
     from nqs.molecules import resolve_molecule
 
@@ -115,41 +126,44 @@ def _check_same_curve(saved: dict, new: dict, out: Path) -> None:
                         f"{out}, or choose another --out")
 
 
+METHODS = (("HF", "e_hf", ":", "s", "tab:blue"), ("CCSD", "e_ccsd", "--", "^", "tab:orange"),
+           ("CCSD(T)", "e_ccsd_t", "-.", "v", "tab:green"), ("FCI", "e_fci", "-", None, "tab:red"))
+
+
 def plot_curve(points, path: Path, title: str) -> None:
-    """Energies vs r (NQS with error bars, HF, CCSD, CCSD(T), FCI) and |E - E_FCI| vs r on a log scale."""
+    """Energies vs r (NQS with error bars, HF, CCSD, CCSD(T), FCI) and |E - E_FCI| vs r on a log scale;
+    one colour per method in both panels, the legend beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     r = [p.r for p in points]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 7.2), sharex=True)
-    refs = {"HF": "e_hf", "CCSD": "e_ccsd", "CCSD(T)": "e_ccsd_t", "FCI": "e_fci"}
-    styles = {"HF": ":", "CCSD": "--", "CCSD(T)": "-.", "FCI": "-"}
-    for label, key in refs.items():
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.4, 7.2), sharex=True)
+    floor = 1e-13
+    for label, key, line, marker, colour in METHODS:
         values = [getattr(p, key) for p in points]
         if all(v is not None for v in values):
-            top.plot(r, values, styles[label], label=label, lw=1.2)
-    if all(p.exact for p in points) and points and abs(points[0].e_nuc - points[0].energy) < 1e-6:
-        top.plot(r, [p.e_nuc for p in points], "-", color="0.7", lw=4, zorder=0, label="Coulomb Z₁Z₂/R")
+            top.plot(r, values, line, color=colour, lw=1.2, label=label)
+        pairs = [(p.r, abs(getattr(p, key) - p.e_fci)) for p in points
+                 if marker and getattr(p, key) is not None and p.e_fci is not None]
+        if pairs:
+            bottom.semilogy([a for a, _ in pairs], [max(b, floor) for _, b in pairs], line, marker=marker, ms=4,
+                            lw=1, color=colour)
+    if points and all(p.exact for p in points) and abs(points[0].e_nuc - points[0].energy) < 1e-6:
+        top.plot(r, [p.e_nuc for p in points], "-", color="0.75", lw=5, zorder=0, label="Coulomb Z₁Z₂/R")
     top.errorbar(r, [p.energy for p in points], yerr=[p.energy_err for p in points], fmt="o", ms=4,
                  color="k", label="NQS", zorder=3)
+    bottom.semilogy(r, [max(abs(p.energy - p.e_fci), floor) if p.e_fci is not None else float("nan")
+                        for p in points], "-o", color="k", ms=4, lw=1, zorder=3)
+    bottom.axhline(1.6e-3, color="0.4", lw=0.8, ls=(0, (6, 3)), label="chemical accuracy (1.6 mHa)")
     top.set_ylabel("energy (Ha)")
     top.set_title(title)
-    top.legend(fontsize=8)
-    floor = 1e-13
-    for label, key, marker in (("NQS", "energy", "o"), ("HF", "e_hf", "s"), ("CCSD", "e_ccsd", "^"),
-                               ("CCSD(T)", "e_ccsd_t", "v")):
-        pairs = [(p.r, abs(getattr(p, key) - p.e_fci)) for p in points
-                 if getattr(p, key) is not None and p.e_fci is not None]
-        if pairs:
-            bottom.semilogy([a for a, _ in pairs], [max(b, floor) for _, b in pairs], marker=marker, ms=4,
-                            lw=1, label=label, color="k" if label == "NQS" else None)
-    bottom.axhline(1.6e-3, color="r", lw=0.8, ls="--", label="chemical accuracy (1.6 mHa)")
     bottom.set_ylabel(f"|E − E_FCI| (Ha; floor {floor:g})")
     bottom.set_xlabel("r (Å)")
-    bottom.legend(fontsize=8)
-    fig.tight_layout()
+    handles = top.get_legend_handles_labels()[0] + bottom.get_legend_handles_labels()[0]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -159,19 +173,21 @@ def plot_curve(points, path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     cfg, settings, out = resolve_curve(args)
-    from nqs.curve import curve_table, run_curve, settings_record, write_json
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation, once per geometry
+    from nqs.curve import curve_lock, curve_table, run_curve, settings_record, write_json
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "curve.yaml").write_text(yaml.safe_dump(settings_record(cfg, settings), sort_keys=False))
-    print(f"curve directory: {out}", flush=True)
     start = time.perf_counter()
-    try:
-        points = run_curve(cfg, settings, out, log=lambda line: print(line, flush=True),
-                           stop_after=args.stop_after_points)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished geometries are kept in {out}; continue with nqs-curve --resume {out}",
-              file=sys.stderr)
-        raise SystemExit(130) from None
+    with curve_lock(out):
+        (out / "curve.yaml").write_text(yaml.safe_dump(settings_record(cfg, settings), sort_keys=False))
+        print(f"curve directory: {out}", flush=True)
+        try:
+            points = run_curve(cfg, settings, out, log=lambda line: print(line, flush=True),
+                               stop_after=args.stop_after_points)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: finished geometries are kept in {out}; continue with nqs-curve --resume {out}",
+                  file=sys.stderr)
+            raise SystemExit(130) from None
     print(curve_table(points))
     print(f"wall time {time.perf_counter() - start:.1f} s for this command")
     if args.json:
