@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_curve(args: argparse.Namespace):
     """(base TrainConfig, CurveSettings, curve directory) from --resume, presets, --config and flags."""
-    from nqs.cli.train import PRESETS, preset_names
+    from nqs.cli.train import preset_and_config_layers
     from nqs.curve import CurveSettings, settings_record
 
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
@@ -74,12 +74,7 @@ def resolve_curve(args: argparse.Namespace):
         layers.append((str(path), saved.get("train", {})))
         curve_flags = {**saved.get("curve", {}), **curve_flags}
         flags["out"] = str(args.resume)
-    if args.preset:
-        if args.preset not in preset_names():
-            raise UserError(f"unknown preset '{args.preset}': choose one of {', '.join(preset_names())}")
-        layers.append((f"preset {args.preset}", load_yaml(PRESETS / f"{args.preset}.yaml")))
-    if args.config:
-        layers.append((args.config, load_yaml(args.config)))
+    layers += preset_and_config_layers(args)
     explicit = {k.replace("-", "_") for _, mapping in layers for k in mapping} | set(flags)
     flags.setdefault("progress", False)
     layers.append(("command line", flags))

@@ -51,6 +51,18 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS.glob("*.yaml"))
 
 
+def preset_and_config_layers(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """The --preset and --config layers, in that order (later wins)."""
+    layers = []
+    if args.preset:
+        if args.preset not in preset_names():
+            raise UserError(f"unknown preset '{args.preset}': choose one of {', '.join(preset_names())}")
+        layers.append((f"preset {args.preset}", load_yaml(PRESETS / f"{args.preset}.yaml")))
+    if args.config:
+        layers.append((args.config, load_yaml(args.config)))
+    return layers
+
+
 def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
     """The config layers in precedence order, the run directory, and whether to resume."""
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
@@ -61,12 +73,7 @@ def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
             raise UserError(f"--resume {out}: no config.yaml and checkpoints/last.ckpt there; give a run directory "
                             f"written by nqs-train")
         layers.append((str(out / "config.yaml"), load_yaml(out / "config.yaml")))
-    if args.preset:
-        if args.preset not in preset_names():
-            raise UserError(f"unknown preset '{args.preset}': choose one of {', '.join(preset_names())}")
-        layers.append((f"preset {args.preset}", load_yaml(PRESETS / f"{args.preset}.yaml")))
-    if args.config:
-        layers.append((args.config, load_yaml(args.config)))
+    layers += preset_and_config_layers(args)
     layers.append(("command line", flags))
     cfg = resolve(layers)
     if args.resume:
