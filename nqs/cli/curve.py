@@ -30,7 +30,8 @@ from nqs.errors import UserError, cli_entry
 from nqs.training.config import TrainConfig, load_yaml, resolve
 
 # Training fields that do not change a curve's numbers: a rerun may differ in them.
-NEUTRAL = {"out", "progress", "device", "devices", "num_nodes", "strategy", "checkpoint_every", "eval_chunk"}
+NEUTRAL = {"out", "progress", "device", "devices", "num_nodes", "strategy", "checkpoint_every", "eval_chunk",
+           "threads"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,9 +111,18 @@ def _tiny_sector_defaults(cfg: TrainConfig, settings, explicit: set[str]) -> Tra
     return dataclasses.replace(cfg, **{k: v for k, v in TINY_SECTOR_DEFAULTS.items() if k not in explicit})
 
 
+def _same(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
 def _check_same_curve(saved: dict, new: dict, out: Path) -> None:
-    differ = [k for k in new["train"] if k not in NEUTRAL and saved.get("train", {}).get(k) != new["train"][k]]
-    differ += [k for k in new["curve"] if k != "bond" and saved.get("curve", {}).get(k) != new["curve"][k]]
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    old_train = {**defaults, **saved.get("train", {})}  # an option newer than the saved curve has its default
+    differ = [k for k in new["train"] if k not in NEUTRAL and _same(old_train.get(k)) != _same(new["train"][k])]
+    from nqs.curve import CurveSettings
+
+    old_curve = {**{f.name: f.default for f in dataclasses.fields(CurveSettings)}, **saved.get("curve", {})}
+    differ += [k for k in new["curve"] if k != "bond" and old_curve.get(k) != new["curve"][k]]
     if differ:
         old = saved.get("train", {}) | saved.get("curve", {})
         now = new["train"] | new["curve"]
