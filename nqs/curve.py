@@ -359,6 +359,7 @@ class CurveSettings:
     first_steps: int | None = None  # None: the config's steps
     steps_per_point: int | None = None  # None: a quarter of first_steps (at least 50)
     anneal_per_point: float = 0.0  # annealing temperature T0 (Ha) of the warm-started points
+    lr_per_point: float | None = None  # peak learning rate of the warm-started points (None: the config's lr)
 
     def steps(self, cfg: TrainConfig) -> tuple[int, int]:
         first = self.first_steps or cfg.steps
@@ -369,13 +370,17 @@ class CurveSettings:
 
 
 def point_config(base: TrainConfig, spec: MoleculeSpec, run_dir: Path, steps: int, init_from: str | None,
-                 anneal_warm: float = 0.0) -> TrainConfig:
+                 anneal_warm: float = 0.0, lr_warm: float | None = None) -> TrainConfig:
     """The run config of one geometry. A warm start anneals from `anneal_warm` (default 0), not from the
     config's anneal_t0: the entropy bonus T*S that lifts a fresh model off the Hartree-Fock plateau pushes a
-    converged state away again."""
-    anneal = base.anneal_t0 if init_from is None else anneal_warm
+    converged state away again. `lr_warm` (default: the config's lr) is a warm start's peak learning rate; its
+    final rate is the config's lr_final or lr_warm if lower. A large peak knocks a converged state far back up."""
+    warm = init_from is not None
+    anneal = anneal_warm if warm else base.anneal_t0
+    lr = lr_warm if warm and lr_warm is not None else base.lr
     return replace(base, mol=None, geometry=geometry_text(spec), charge=spec.charge, spin=spec.spin,
-                   basis=spec.basis, steps=steps, init_from=init_from, out=str(run_dir), anneal_t0=anneal).validate()
+                   basis=spec.basis, steps=steps, init_from=init_from, out=str(run_dir), anneal_t0=anneal,
+                   lr=lr, lr_final=min(base.lr_final, lr)).validate()
 
 
 def start_run(base: TrainConfig, spec: MoleculeSpec, r: float, run_dir: Path, steps: int,
@@ -423,7 +428,8 @@ def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callab
         if (run_dir / "summary.json").is_file():
             summary, status = json.loads((run_dir / "summary.json").read_text()), "finished earlier"
         else:
-            cfg = point_config(base, spec, run_dir, later, previous, settings.anneal_per_point)
+            cfg = point_config(base, spec, run_dir, later, previous, settings.anneal_per_point,
+                               settings.lr_per_point)
             problem = build_point_problem(cfg)
             if problem.sector.size == 1:
                 summary, status = exact_point(cfg, problem, run_dir), "one configuration: exact, no training"

@@ -122,14 +122,15 @@ def sampling_flops(cfg: ModelConfig, sector: Sector, rows_per_position: Sequence
     return float(sum(rows * _step_row(cfg, sector.n_orb, j) for j, rows in enumerate(rows_per_position)))
 
 
-def hamiltonian_flops(n_qubits: int, batch: int, n_terms: int, n_flip_masks: int) -> float:
-    """GEMMs of `nqs.local_energy.connections` on `batch` samples: the parities x @ sign_bits (B x n x M) and
-    the sector overlaps of the alpha and beta halves with the K flip masks (2 x B x n/2 x K)."""
-    return float(2 * batch * n_qubits * (n_terms + n_flip_masks))
+def hamiltonian_flops(n_qubits: int, batch: int, gemm_columns: int) -> float:
+    """GEMMs of `nqs.local_energy.connections` on `batch` samples: (B x n) @ (n x gemm_columns), with
+    `CompiledHamiltonian.gemm_columns`. Pattern tables: the K - 1 flip-mask patterns, the R + 1 linear rows and
+    the n x n diagonal form; dense path: the parities against all M strings and the K sector overlaps."""
+    return float(2 * batch * n_qubits * gemm_columns)
 
 
-def local_energy_flops(cfg: ModelConfig, sector: Sector, n_evals: int, batch: int, n_terms: int,
-                       n_flip_masks: int) -> dict[str, float]:
+def local_energy_flops(cfg: ModelConfig, sector: Sector, n_evals: int, batch: int,
+                       gemm_columns: int) -> dict[str, float]:
     """FLOPs of `nqs.local_energy.local_energy`: {"psi", "hamiltonian", "total"}.
 
     psi: `log_psi` (modulus + phase) on the `n_evals` unique configurations actually evaluated
@@ -137,16 +138,16 @@ def local_energy_flops(cfg: ModelConfig, sector: Sector, n_evals: int, batch: in
     own GEMMs on the `batch` samples (`hamiltonian_flops`).
     """
     psi = forward_flops(cfg, sector, n_evals)
-    ham = hamiltonian_flops(sector.n_qubits, batch, n_terms, n_flip_masks)
+    ham = hamiltonian_flops(sector.n_qubits, batch, gemm_columns)
     return {"psi": psi, "hamiltonian": ham, "total": psi + ham}
 
 
 def step_flops(cfg: ModelConfig, sector: Sector, rows_per_position: Sequence[int], n_evals: int, batch: int,
-               n_terms: int, n_flip_masks: int) -> dict[str, float]:
+               gemm_columns: int) -> dict[str, float]:
     """One VMC step: {"sampling", "local_energy", "gradient", "total"}; `batch` is the number of unique
     samples (the gradient runs over them, the local energy's GEMMs too)."""
     out = {"sampling": sampling_flops(cfg, sector, rows_per_position),
-           "local_energy": local_energy_flops(cfg, sector, n_evals, batch, n_terms, n_flip_masks)["total"],
+           "local_energy": local_energy_flops(cfg, sector, n_evals, batch, gemm_columns)["total"],
            "gradient": gradient_flops(cfg, sector, batch)}
     out["total"] = out["sampling"] + out["local_energy"] + out["gradient"]
     return out

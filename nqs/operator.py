@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from nqs.chem import Integrals
+from nqs.pattern_tables import build_pattern_tables
 
 COEFF_TOL = 1e-12
 
@@ -135,3 +136,12 @@ class CompiledHamiltonian:
         self.half_beta_col = self.half_beta.to(torch.float32).unsqueeze(1)
         self.coeff_col = self.term_coeffs.unsqueeze(1)  # (M, 1)
         self.minus4_coeff_col = -4.0 * self.coeff_col
+        self.patterns = build_pattern_tables(n, pauli.flip_masks, pauli.term_group, pauli.term_signs,
+                                             pauli.term_coeffs, n_alpha, n_beta, dev)
+
+    @property
+    def gemm_columns(self) -> int:
+        """Columns of the kernel's GEMMs per sample (FLOPs = 2 * batch * n_qubits * gemm_columns)."""
+        if self.patterns is not None:
+            return self.patterns.gemm_columns
+        return self.n_terms + self.n_flip_masks  # parities against every string, sector overlaps

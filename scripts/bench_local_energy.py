@@ -26,6 +26,8 @@ For every molecule:
   Extras: the same on B configurations drawn uniformly from the sector (`uniform_*`: less deduplication,
   closer to an untrained network's samples), the overhead per configuration in microseconds, and
   `naive_psi_s`: the MLP alone on all B*K flipped configurations (what the reference code evaluates).
+  `kernel_dense_configs_per_s`, `dense_overhead_fraction`: the same kernel through its per-string path
+  (`dense=True`) instead of the pattern tables, in the same run; `tables_speedup` = their time ratio.
 * `peak_rss_mb`: ru_maxrss of a fresh subprocess (a grandchild, see `measure_rss`) that builds the problem
   (from the cache), loads a batch of `--rss-batch` (4096) configurations drawn as above, and runs the kernel
   with the MLP and default chunking; `rss_baseline_mb` is ru_maxrss of the same subprocess right after the
@@ -193,7 +195,7 @@ def measure_rss(name: str, fci_bits: torch.Tensor, psi: torch.Tensor, args) -> d
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def mlp_overhead(h, bits: torch.Tensor, mlp, repeats: int):
+def mlp_overhead(h, bits: torch.Tensor, mlp, repeats: int, dense: bool = False):
     """Best-of-repeats total local-energy time with psi = MLP and the psi time inside that run, in wall time
     (perf_counter) and, from the repeat with the least CPU time, in thread CPU time."""
     best_total, best_psi, n_evals = float("inf"), 0.0, 0
@@ -201,7 +203,7 @@ def mlp_overhead(h, bits: torch.Tensor, mlp, repeats: int):
     for _ in range(repeats):
         timed = TimedLogPsi(mlp)
         start, start_cpu = time.perf_counter(), time.thread_time()
-        result = local_energy(h, bits, timed)
+        result = local_energy(h, bits, timed, dense=dense)
         total, cpu = time.perf_counter() - start, time.thread_time() - start_cpu
         if total < best_total:
             best_total, best_psi, n_evals = total, timed.seconds, result.n_evals
@@ -234,6 +236,8 @@ def bench_molecule(name: str, args) -> dict:
     # our kernel, psi looked up in the FCI vector
     kernel_s, result, kernel_cpu_s = best_of(args.repeats, lambda: local_energy(h, bits, lookup))
     e_ours = result.values
+    dense_s, dense_result, _ = best_of(args.repeats, lambda: local_energy(h, bits, lookup, dense=True))
+    tables_vs_dense = float((dense_result.values - e_ours).abs().max())
 
     # OpenFermion's sector matrix, mapped to our bits
     matrix, of_bits, csr_build_s, csr_build_cpu_s = openfermion_sector(problem)
@@ -273,6 +277,7 @@ def bench_molecule(name: str, args) -> dict:
     mlp = make_mlp(problem.n_qubits)
     best_total, best_psi, mlp_evals, mlp_cpu, mlp_cpu_psi = mlp_overhead(h, bits, mlp, args.repeats)
     overhead = (best_total - best_psi) / best_total
+    dense_total, dense_psi, _, _, _ = mlp_overhead(h, bits, mlp, args.repeats, dense=True)
     g = torch.Generator().manual_seed(args.seed)
     sector_bits = problem.sector.enumerate_bits()
     uniform = sector_bits[torch.randperm(len(sector_bits), generator=g)[:batch]]
@@ -306,6 +311,10 @@ def bench_molecule(name: str, args) -> dict:
         "n_pauli_terms": h.n_terms,
         "n_flip_masks": h.n_flip_masks,
         "kernel_s": kernel_s,
+        "kernel_dense_configs_per_s": batch / dense_s,  # the per-string path (dense=True), same run
+        "tables_speedup": dense_s / kernel_s,
+        "dense_overhead_fraction": (dense_total - dense_psi) / dense_total,
+        "check_tables_minus_dense_eloc": tables_vs_dense,
         "csr_s": csr_s,
         "kernel_over_csr": csr_s and kernel_s / csr_s,
         "kernel_configs_per_cpu_s": batch / kernel_cpu_s,

@@ -179,3 +179,20 @@ def test_a_curve_directory_in_use_is_refused(tmp_path, capsys):
     (curve / ".lock").write_text("999999999")  # no such process: a stale lock is taken over
     main(["--mol", "H2", "--charge", "2", "--bond", "1.0", "--out", str(curve)])
     assert not (curve / ".lock").exists()
+
+
+def test_warm_started_points_take_their_own_peak_learning_rate(tmp_path):
+    """--lr-per-point sets a warm start's peak rate (its final rate never above it); the start run keeps --lr."""
+    from nqs.curve import point_config
+    from nqs.training.config import TrainConfig
+
+    lih = resolve_molecule("LiH")
+    base = TrainConfig(lr=1e-2, lr_final=1e-3)
+    start = point_config(base, lih, tmp_path / "start", 10, None, lr_warm=3e-3)
+    warm = point_config(base, lih, tmp_path / "a", 10, str(tmp_path / "start"), lr_warm=3e-3)
+    low = point_config(base, lih, tmp_path / "b", 10, str(tmp_path / "start"), lr_warm=5e-4)
+    same = point_config(base, lih, tmp_path / "c", 10, str(tmp_path / "start"))
+    assert (start.lr, start.lr_final) == (1e-2, 1e-3)
+    assert (warm.lr, warm.lr_final) == (3e-3, 1e-3)
+    assert (low.lr, low.lr_final) == (5e-4, 5e-4)
+    assert (same.lr, same.lr_final) == (1e-2, 1e-3)

@@ -119,8 +119,8 @@ def test_local_energy_matches_flop_counter(problems, ansatz):
         out = {}
         total = measured(lambda: out.setdefault("le", local_energy(h, bits, model.log_psi)))
     le = out["le"]
-    counts = local_energy_flops(cfg, p.sector, le.n_evals, 40, h.n_terms, h.n_flip_masks)
-    assert counts["hamiltonian"] == hamiltonian_flops(p.n_qubits, 40, h.n_terms, h.n_flip_masks)
+    counts = local_energy_flops(cfg, p.sector, le.n_evals, 40, h.gemm_columns)
+    assert counts["hamiltonian"] == hamiltonian_flops(p.n_qubits, 40, h.gemm_columns)
     assert counts["hamiltonian"] == pytest.approx(ham, rel=REL)
     assert counts["total"] == pytest.approx(total, rel=REL)
     assert counts["psi"] == forward_flops(cfg, p.sector, le.n_evals)
@@ -129,10 +129,10 @@ def test_local_energy_matches_flop_counter(problems, ansatz):
 def test_step_flops_adds_up():
     cfg = ModelConfig("transformer")
     rows = (1, 4, 16, 50, 80, 100)
-    out = step_flops(cfg, LIH, rows, n_evals=900, batch=100, n_terms=631, n_flip_masks=120)
+    out = step_flops(cfg, LIH, rows, n_evals=900, batch=100, gemm_columns=751)
     assert set(out) == {"sampling", "local_energy", "gradient", "total"}
     assert out["sampling"] == sampling_flops(cfg, LIH, rows)
-    assert out["local_energy"] == local_energy_flops(cfg, LIH, 900, 100, 631, 120)["total"]
+    assert out["local_energy"] == local_energy_flops(cfg, LIH, 900, 100, 751)["total"]
     assert out["gradient"] == gradient_flops(cfg, LIH, 100)
     assert out["total"] == pytest.approx(out["sampling"] + out["local_energy"] + out["gradient"])
 

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from nqs.exact import amplitude_lookup, fci_state, sector_matrix
-from nqs.local_energy import local_energy
+from nqs.hilbert import pack
+from nqs.local_energy import connections, local_energy
+from nqs.operator import CompiledHamiltonian, PauliHamiltonian
 
 
 @pytest.mark.parametrize("name", ["H2", "LiH", "H2O"])
@@ -74,3 +76,90 @@ def test_cuda_matches_cpu(problems):
     lookup = amplitude_lookup(bits.cuda(), psi.cuda())
     gpu = local_energy(p.compiled("cuda"), bits.cuda(), lookup).values.cpu()
     assert torch.allclose(cpu, gpu, atol=1e-10, rtol=0)
+
+
+def _pairs(conn):
+    """Connections sorted by (sample, x'): (P, 2) int64 keys and (P,) elements."""
+    import numpy as np
+
+    order = torch.from_numpy(np.lexsort((conn.packed.numpy(), conn.sample.numpy())))
+    return torch.stack([conn.sample, conn.packed], 1)[order], conn.element[order]
+
+
+def _random_sector_bits(sector, count: int, seed: int) -> torch.Tensor:
+    bits = sector.enumerate_bits()
+    g = torch.Generator().manual_seed(seed)
+    return bits[torch.randperm(len(bits), generator=g)[:count]]
+
+
+@pytest.mark.parametrize("name", ["LiH", "H2O", "O2", "N2"])
+def test_pattern_tables_equal_per_string_sums(problems, name):
+    """The table lookup (default) and the sum over every Pauli string (dense=True) give the same connections."""
+    p = problems(name)
+    h = p.compiled()
+    assert h.patterns is not None
+    bits = _random_sector_bits(p.sector, 400, seed=len(name))
+    fast, dense = connections(h, bits), connections(h, bits, dense=True)
+    (keys_f, elem_f), (keys_d, elem_d) = _pairs(fast), _pairs(dense)
+    assert torch.equal(keys_f, keys_d)
+    assert (elem_f - elem_d).abs().max().item() < 1e-12
+    assert (fast.diagonal - dense.diagonal).abs().max().item() < 1e-10  # |H_xx| ~ 100 Ha for N2
+
+
+def test_pattern_tables_with_complex_coefficients(problems):
+    """Random complex coefficients on LiH's strings (the algebra does not need a Hermitian H)."""
+    p = problems("LiH")
+    g = torch.Generator().manual_seed(11)
+    phases = torch.exp(1j * 2 * torch.pi * torch.rand(p.pauli.n_terms, generator=g, dtype=torch.float64)).numpy()
+    pauli = PauliHamiltonian(p.n_qubits, p.pauli.flip_masks, p.pauli.term_group, p.pauli.term_signs,
+                             p.pauli.term_coeffs * phases)
+    h = CompiledHamiltonian(pauli, p.sector.n_alpha, p.sector.n_beta)
+    assert h.patterns is not None and not h.is_real
+    bits = _random_sector_bits(p.sector, 200, seed=5)
+    fast, dense = connections(h, bits), connections(h, bits, dense=True)
+    (keys_f, elem_f), (keys_d, elem_d) = _pairs(fast), _pairs(dense)
+    assert torch.equal(keys_f, keys_d) and (elem_f - elem_d).abs().max().item() < 1e-12
+    assert (fast.diagonal - dense.diagonal).abs().max().item() < 1e-12
+
+
+def test_hamiltonian_outside_the_pattern_form_uses_every_string(problems):
+    """A three-body Z string is outside the tables' form: no tables, and the per-string path counts it."""
+    import numpy as np
+
+    p = problems("LiH")
+    extra, pauli = 0.37, p.pauli
+    h = CompiledHamiltonian(PauliHamiltonian(p.n_qubits, pauli.flip_masks, np.concatenate([[0], pauli.term_group]),
+                                             np.concatenate([[0b111], pauli.term_signs]),
+                                             np.concatenate([[extra], pauli.term_coeffs])),
+                            p.sector.n_alpha, p.sector.n_beta)  # + 0.37 Z0 Z1 Z2
+    assert h.patterns is None
+    bits = _random_sector_bits(p.sector, 100, seed=2)
+    sign = (1 - 2 * (bits[:, :3].to(torch.int64).sum(1) % 2)).to(torch.float64)
+    expected = connections(p.compiled(), bits).diagonal + extra * sign
+    assert (connections(h, bits).diagonal - expected).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize("spread", [5.0, 3000.0])
+def test_local_energy_ratios_with_any_dynamic_range(problems, spread):
+    """E_loc(x) = sum_x' H_xx' exp(l(x') - l(x)) row by row, for log-amplitudes spread over `spread` nepers
+    (3000: beyond float64's exp range, so the kernel must take the ratios pair by pair). l grows with the
+    electrons in the upper half of the qubits, so one connection changes it by at most 2 * spread / N_e."""
+    import numpy as np
+
+    p = problems("H2O")
+    bits = p.sector.enumerate_bits()
+    g = torch.Generator().manual_seed(4)
+    upper = bits[:, p.n_qubits // 2:].to(torch.float64).sum(1)
+    log_amp = spread / p.sector.n_electrons * upper + torch.rand(len(bits), generator=g, dtype=torch.float64)
+    assert log_amp.max() - log_amp.min() > (0.3 * spread if spread < 1000 else 800)
+    log_psi = torch.complex(log_amp, 2 * torch.pi * torch.rand(len(bits), generator=g, dtype=torch.float64))
+    lookup = {int(k): v for k, v in zip(pack(bits), log_psi)}
+    matrix = sector_matrix(p.compiled(), p.sector)[0].tocsr()
+    values = log_psi.numpy()
+    expected = np.array([(matrix.data[matrix.indptr[i]:matrix.indptr[i + 1]]
+                          * np.exp(values[matrix.indices[matrix.indptr[i]:matrix.indptr[i + 1]]] - values[i])).sum()
+                         for i in range(len(bits))])
+    result = local_energy(p.compiled(), bits, lambda x: torch.stack([lookup[int(k)] for k in pack(x)]))
+    assert np.isfinite(expected).all()
+    got = result.values.numpy()
+    assert np.max(np.abs(got - expected) / np.maximum(1.0, np.abs(expected))) < 1e-12

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "(default: a quarter of --first-steps, at least 50)")
     g.add_argument("--anneal-per-point", type=float, metavar="T0",
                    help="annealing temperature (Ha) of the warm-started geometries (default 0: none)")
+    g.add_argument("--lr-per-point", type=float, metavar="LR",
+                   help="peak learning rate of the warm-started geometries (default: --lr)")
     g.add_argument("--json", metavar="FILE", help="write the curve as a JSON list of points")
     g.add_argument("--plot", metavar="FILE.png", help="plot energies and |errors| vs r")
     g.add_argument("--stop-after-points", type=int, help=argparse.SUPPRESS)  # testing aid: Ctrl-C after K points
@@ -65,7 +67,7 @@ def resolve_curve(args: argparse.Namespace):
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name) is not None}
     curve_flags = {k: getattr(args, k) for k in ("bond", "atom", "fragment", "first_steps", "steps_per_point",
-                                                  "anneal_per_point") if getattr(args, k) is not None}
+                                                  "anneal_per_point", "lr_per_point") if getattr(args, k) is not None}
     layers, saved = [], None
     if args.resume:
         path = Path(args.resume) / "curve.yaml"

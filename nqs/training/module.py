@@ -163,7 +163,7 @@ class VMCModule(L.LightningModule):
         if self.schedule.kind == "adaptive":
             self.n_samples = self.schedule.update(self.n_samples, samples.n_unique)
         fl = flop_model.step_flops(cfg.model_config(), p.sector, samples.rows_per_position, r["n_evals"],
-                                   samples.n_unique, p.pauli.n_terms, p.pauli.n_flip_masks)
+                                   samples.n_unique, self.hamiltonian.gemm_columns)
         self.flops_total += fl["total"]
         e_fci = p.references.e_fci
         error_mha = (stats.mean - e_fci) * 1e3 if e_fci is not None else None
