@@ -46,8 +46,8 @@ class LocalEnergy:
 
 
 def _chunk_rows(h: CompiledHamiltonian, memory_bytes: int) -> int:
-    if h.patterns is not None:  # (C, K) float and int32 pattern values, bool, linear columns
-        per_row = 4 * (3 * h.n_flip_masks + 2 * h.patterns.linear_t.shape[1] + 2 * h.n_qubits)
+    if h.patterns is not None:  # per (sample, mask): ~17 B of pattern values and ~70 B if it survives as a pair
+        per_row = 88 * h.n_flip_masks + 8 * (h.patterns.linear_t.shape[1] + 2 * h.n_qubits)
     else:  # float64 parities/elements plus int64 pair data
         per_row = 8 * (3 * h.n_terms + 6 * h.n_flip_masks)
     return max(1, memory_bytes // per_row)
