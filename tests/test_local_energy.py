@@ -106,6 +106,26 @@ def test_pattern_tables_equal_per_string_sums(problems, name):
     assert (fast.diagonal - dense.diagonal).abs().max().item() < 1e-10  # |H_xx| ~ 100 Ha for N2
 
 
+@pytest.mark.parametrize("name", ["C2H4", "Li2O"])
+def test_pattern_tables_on_larger_molecules(name):
+    """28 and 30 qubits (FCI skipped): the same pairs and elements as the per-string path."""
+    from nqs.molecules import resolve_molecule
+    from nqs.problem import build_problem
+
+    p = build_problem(resolve_molecule(name), fci_max_dets=0)
+    h = p.compiled()
+    assert h.patterns is not None
+    g = torch.Generator().manual_seed(0)
+    bits = torch.zeros(300, p.n_qubits, dtype=torch.uint8)
+    for spin, n_occ in ((0, p.sector.n_alpha), (1, p.sector.n_beta)):
+        occupied = torch.rand(300, p.sector.n_orb, generator=g).argsort(1)[:, :n_occ]
+        bits[:, spin::2].scatter_(1, occupied, 1)
+    fast, dense = connections(h, bits), connections(h, bits, dense=True)
+    (keys_f, elem_f), (keys_d, elem_d) = _pairs(fast), _pairs(dense)
+    assert torch.equal(keys_f, keys_d) and (elem_f - elem_d).abs().max().item() < 1e-12
+    assert (fast.diagonal - dense.diagonal).abs().max().item() < 1e-10
+
+
 def test_pattern_tables_with_complex_coefficients(problems):
     """Random complex coefficients on LiH's strings (the algebra does not need a Hermitian H)."""
     p = problems("LiH")
