@@ -9,7 +9,8 @@
 --atom CENTRE stretches the bonds to CENTRE symmetrically; --fragment K pulls atoms K+1.. apart from 1..K.
 A from-scratch run of --first-steps (default --steps) at the first geometry (OUT/start/) starts the chain;
 every geometry then trains --steps-per-point from the previous run's parameters, in orbitals matched to that
-run's (signs and order), without annealing unless --anneal-per-point is given. Each geometry is a run
+run's (signs and order), without annealing unless --anneal-per-point is given, at peak rate --lr-per-point
+(default --lr). Geometries train in the order given. Each geometry is a run
 directory OUT/r=1.200/; rerunning the same command (or nqs-curve --resume OUT) skips the finished geometries
 and continues an interrupted one. Every nqs-train option is accepted. Sectors of at most 16 configurations
 (H2, H2+) train in float64 with lr 3e-2 unless --dtype / --lr are given; a one-configuration sector (no
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume = next(a for a in parser._actions if a.dest == "resume")  # here it names the curve directory
     resume.metavar, resume.help = "OUT", "continue the curve in OUT with its saved settings (curve.yaml)"
     g = parser.add_argument_group("curve")
-    g.add_argument("--bond", help="distances in Å: START:STOP:STEP (stop included) or a list 0.9,1.1,1.4")
+    g.add_argument("--bond", help="distances in Å: START:STOP:STEP (stop included) or a list 0.9,1.1,1.4 "
+                                  "(trained in this order)")
     g.add_argument("--atom", help="centre atom (symbol or 1-based number): symmetric stretch of its bonds")
     g.add_argument("--fragment", type=int, metavar="K", help="separate atoms 1..K from the rest (centroid distance)")
     g.add_argument("--first-steps", type=int, help="steps of the from-scratch run at the first geometry "
