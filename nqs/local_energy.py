@@ -1,16 +1,19 @@
 """Exact local energy E_loc(x) = sum_x' H_xx' psi(x') / psi(x) for a batch of configurations.
 
 Three phases, all batched tensor code that runs unchanged on CPU and CUDA:
-1. connections: for every (sample b, flip mask k), whether x' = x XOR f_k stays in the (N_alpha, N_beta) sector
-   (one GEMM of x against the masks' alpha/beta bits) and its matrix element H_k(x) (one GEMM for the
-   parities of x against all sign masks, then a segment sum per mask; laid out (terms, samples) so the
-   segment sum adds contiguous rows); pairs outside the sector or with
-   |H_k(x)| below `tol` are dropped. The batch is chunked so that the (chunk, M) intermediates stay under
+1. connections: for every (sample b, flip mask k), whether x' = x XOR f_k stays in the (N_alpha, N_beta)
+   sector and its matrix element H_k(x). By default through the pattern tables (`nqs.pattern_tables`): one
+   GEMM of x against the tables' weights gives each pair's table row (which also decides the sector) and
+   its sign, the element is a lookup plus, for single excitations, a linear term; the diagonal is
+   c0 + x^T Q x. `dense=True` (and any Hamiltonian without tables) sums every Pauli string instead: one GEMM
+   for the parities of x against all sign masks, a segment sum per mask, and a GEMM for the sector test.
+   Pairs outside the sector or with |H_k(x)| <= `tol` are dropped; the batch is chunked under
    `memory_bytes`.
 2. deduplication: the surviving x' of the whole batch, together with the batch itself, are made unique
-   (packed int64 keys), so psi is evaluated once per distinct configuration.
+   (packed keys), so psi is evaluated once per distinct configuration.
 3. evaluation: log psi on the unique configurations in chunks of `eval_chunk` rows, then
-   E_loc(b) = H_0(x_b) + sum_k H_k(x_b) exp(log psi(x'_bk) - log psi(x_b)).
+   E_loc(b) = H_0(x_b) + sum_k H_k(x_b) psi(x'_bk) / psi(x_b), with one exp per unique configuration
+   (amplitudes scaled by the batch's largest; pair-by-pair ratios where that would under- or overflow).
 """
 from __future__ import annotations
 
@@ -66,16 +69,16 @@ def _connections_patterns(h: CompiledHamiltonian, x: torch.Tensor, packed_x: tor
     n_off = h.n_flip_masks - 1
     xf = x.to(t.weights_t.dtype)
     value = torch.addmm(t.bias, xf, t.weights_t).to(torch.int32).view(-1)  # (C K',): row << shift | parity
-    flat = _flat_nonzero(t.allowed.index_select(0, (value >> t.shift).long()))  # flat (sample, mask) index
+    rows = (value >> t.shift).long()
+    flat = _flat_nonzero(t.allowed.index_select(0, rows))  # flat (sample, mask) index of the candidates
     b = torch.div(flat, n_off, rounding_mode="floor")
     k = flat - b * n_off
-    v = value.index_select(0, flat)
-    r = (v >> t.shift).long()
+    r, odd = rows.index_select(0, flat), value.index_select(0, flat) & 1
     x64 = x.to(t.constant.dtype)
     linear = torch.mm(x64, t.linear_t).view(-1)  # (C (R + 1),)
     element = t.constant.index_select(0, r) + linear.index_select(0, b * t.linear_t.shape[1]
                                                                     + t.linear_row.index_select(0, r))
-    element *= (1 - 2 * (v & 1)).to(element.dtype)
+    element *= (1 - 2 * odd).to(element.dtype)
     diagonal = ((x64 @ t.diag_quadratic) * x64).sum(1) + t.diag_constant
     small = element.abs() <= tol  # an element that cancels for this x (the tables only know it can be non-zero)
     if bool(small.any()):

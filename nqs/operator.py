@@ -137,7 +137,7 @@ class CompiledHamiltonian:
         self.coeff_col = self.term_coeffs.unsqueeze(1)  # (M, 1)
         self.minus4_coeff_col = -4.0 * self.coeff_col
         self.patterns = build_pattern_tables(n, pauli.flip_masks, pauli.term_group, pauli.term_signs,
-                                             pauli.term_coeffs, n_alpha, n_beta, dev)
+                                             pauli.term_coeffs.real if self.is_real else pauli.term_coeffs, dev)
 
     @property
     def gemm_columns(self) -> int:

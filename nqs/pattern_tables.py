@@ -39,7 +39,7 @@ def _bit_index(a: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PatternTables:
-    """Lookup tables of one Hamiltonian and sector on one device (K' = K - 1 off-diagonal flip masks)."""
+    """Lookup tables of one Hamiltonian on one device (K' = K - 1 off-diagonal flip masks)."""
 
     shift: int  # chain parities are < 2^shift
     width: int  # patterns per flip mask, 2^(max flipped qubits)
@@ -59,13 +59,12 @@ class PatternTables:
 
 
 def build_pattern_tables(n_qubits: int, flip_masks: np.ndarray, term_group: np.ndarray, term_signs: np.ndarray,
-                         term_coeffs: np.ndarray, n_alpha: int, n_beta: int, device: torch.device,
-                         tol: float = 1e-14) -> PatternTables | None:
-    """Tables for the (n_alpha, n_beta) sector, or None when the Hamiltonian is not of the supported form."""
+                         coeffs: np.ndarray, device: torch.device, tol: float = 1e-14) -> PatternTables | None:
+    """Tables of a grouped Pauli Hamiltonian (`coeffs` real or complex: the tables take their dtype), or None
+    when it is not of the supported form. They do not depend on the sector: a pattern keeps x' in x's sector
+    iff it moves as many alpha (beta) electrons in as out."""
     n = n_qubits
-    is_real = bool(np.abs(term_coeffs.imag).max(initial=0.0) < 1e-14)
-    dtype = np.float64 if is_real else np.complex128
-    coeffs = term_coeffs.real if is_real else term_coeffs
+    dtype = coeffs.dtype
     n_masks = len(flip_masks)
     diag = term_group == 0
     if popcount(term_signs[diag]).max(initial=0) > 2:

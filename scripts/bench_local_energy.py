@@ -195,13 +195,13 @@ def measure_rss(name: str, fci_bits: torch.Tensor, psi: torch.Tensor, args) -> d
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def mlp_overhead(h, bits: torch.Tensor, mlp, repeats: int, dense: bool = False):
-    """Best-of-repeats total local-energy time with psi = MLP and the psi time inside that run, in wall time
-    (perf_counter) and, from the repeat with the least CPU time, in thread CPU time."""
+def timed_local_energy(h, bits: torch.Tensor, log_psi, repeats: int, dense: bool = False):
+    """Best-of-repeats total local-energy time and the psi time inside that run, in wall time (perf_counter)
+    and, from the repeat with the least CPU time, in thread CPU time; plus the psi evaluations made."""
     best_total, best_psi, n_evals = float("inf"), 0.0, 0
     best_cpu, best_cpu_psi = float("inf"), 0.0
     for _ in range(repeats):
-        timed = TimedLogPsi(mlp)
+        timed = TimedLogPsi(log_psi)
         start, start_cpu = time.perf_counter(), time.thread_time()
         result = local_energy(h, bits, timed, dense=dense)
         total, cpu = time.perf_counter() - start, time.thread_time() - start_cpu
@@ -275,13 +275,13 @@ def bench_molecule(name: str, args) -> dict:
 
     # overhead with a small network as psi: on the FCI batch, and on B configurations uniform over the sector
     mlp = make_mlp(problem.n_qubits)
-    best_total, best_psi, mlp_evals, mlp_cpu, mlp_cpu_psi = mlp_overhead(h, bits, mlp, args.repeats)
+    best_total, best_psi, mlp_evals, mlp_cpu, mlp_cpu_psi = timed_local_energy(h, bits, mlp, args.repeats)
     overhead = (best_total - best_psi) / best_total
-    dense_total, dense_psi, _, _, _ = mlp_overhead(h, bits, mlp, args.repeats, dense=True)
+    dense_total, dense_psi, _, _, _ = timed_local_energy(h, bits, mlp, args.repeats, dense=True)
     g = torch.Generator().manual_seed(args.seed)
     sector_bits = problem.sector.enumerate_bits()
     uniform = sector_bits[torch.randperm(len(sector_bits), generator=g)[:batch]]
-    uni_total, uni_psi, uni_evals, _, _ = mlp_overhead(h, uniform, mlp, args.repeats)
+    uni_total, uni_psi, uni_evals, _, _ = timed_local_energy(h, uniform, mlp, args.repeats)
     # what the reference code evaluates: psi on all B*K flipped configurations (psi only, no connections)
     flipped = unpack((pack(bits).unsqueeze(1) ^ h.flip_masks.unsqueeze(0)).reshape(-1), problem.n_qubits)
     with torch.no_grad():

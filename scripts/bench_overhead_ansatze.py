@@ -14,32 +14,17 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_local_energy import TimedLogPsi  # noqa: E402
+from bench_local_energy import timed_local_energy  # noqa: E402
 
-from nqs.local_energy import local_energy  # noqa: E402
 from nqs.models import ANSATZE, ModelConfig, build_model  # noqa: E402
 from nqs.molecules import resolve_molecule  # noqa: E402
 from nqs.problem import build_problem  # noqa: E402
 from nqs.sampler import sample  # noqa: E402
-
-
-def timed(h, bits, log_psi, repeats: int, dense: bool) -> tuple[float, float, int]:
-    """(total s, psi s, n_evals) of the repeat with the least total time."""
-    best = (float("inf"), 0.0, 0)
-    for _ in range(repeats):
-        wrapped = TimedLogPsi(log_psi)
-        start = time.perf_counter()
-        result = local_energy(h, bits, wrapped, dense=dense)
-        total = time.perf_counter() - start
-        if total < best[0]:
-            best = (total, wrapped.seconds, result.n_evals)
-    return best
 
 
 def main(argv=None) -> None:
@@ -60,8 +45,8 @@ def main(argv=None) -> None:
             model = build_model(ModelConfig(ansatz), problem.sector).eval()
             with torch.no_grad():
                 bits = sample(model, 1e12, args.unique, torch.Generator().manual_seed(0)).bits
-                total, psi, evals = timed(h, bits, model.log_psi, args.repeats, dense=False)
-                d_total, d_psi, _ = timed(h, bits, model.log_psi, args.repeats, dense=True)
+                total, psi, evals, _, _ = timed_local_energy(h, bits, model.log_psi, args.repeats)
+                d_total, d_psi, _, _, _ = timed_local_energy(h, bits, model.log_psi, args.repeats, dense=True)
             row = {"molecule": name, "ansatz": ansatz, "batch": bits.shape[0], "evals_per_config": evals / bits.shape[0],
                    "overhead_fraction": (total - psi) / total, "total_s": total, "psi_s": psi,
                    "dense_overhead_fraction": (d_total - d_psi) / d_total, "dense_total_s": d_total,

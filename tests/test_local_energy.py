@@ -87,43 +87,41 @@ def _pairs(conn):
 
 
 def _random_sector_bits(sector, count: int, seed: int) -> torch.Tensor:
-    bits = sector.enumerate_bits()
+    """(count, n) random configurations of the sector, drawn per spin without enumerating it."""
     g = torch.Generator().manual_seed(seed)
-    return bits[torch.randperm(len(bits), generator=g)[:count]]
+    bits = torch.zeros(count, sector.n_qubits, dtype=torch.uint8)
+    for spin, n_occ in ((0, sector.n_alpha), (1, sector.n_beta)):
+        occupied = torch.rand(count, sector.n_orb, generator=g).argsort(1)[:, :n_occ]
+        bits[:, spin::2].scatter_(1, occupied, 1)
+    return bits
 
 
-@pytest.mark.parametrize("name", ["LiH", "H2O", "O2", "N2"])
-def test_pattern_tables_equal_per_string_sums(problems, name):
-    """The table lookup (default) and the sum over every Pauli string (dense=True) give the same connections."""
-    p = problems(name)
-    h = p.compiled()
+def _assert_tables_match_every_string(h, bits, diagonal_tol: float) -> None:
+    """The table lookup (default) and the sum over every Pauli string (dense=True): same pairs, elements to
+    1e-12 Ha, diagonals to `diagonal_tol`."""
     assert h.patterns is not None
-    bits = _random_sector_bits(p.sector, 400, seed=len(name))
     fast, dense = connections(h, bits), connections(h, bits, dense=True)
     (keys_f, elem_f), (keys_d, elem_d) = _pairs(fast), _pairs(dense)
     assert torch.equal(keys_f, keys_d)
     assert (elem_f - elem_d).abs().max().item() < 1e-12
-    assert (fast.diagonal - dense.diagonal).abs().max().item() < 1e-10  # |H_xx| ~ 100 Ha for N2
+    assert (fast.diagonal - dense.diagonal).abs().max().item() < diagonal_tol
+
+
+@pytest.mark.parametrize("name", ["LiH", "H2O", "O2", "N2"])
+def test_pattern_tables_equal_per_string_sums(problems, name):
+    p = problems(name)
+    _assert_tables_match_every_string(p.compiled(), _random_sector_bits(p.sector, 400, seed=len(name)),
+                                      1e-10)  # |H_xx| ~ 100 Ha for N2
 
 
 @pytest.mark.parametrize("name", ["C2H4", "Li2O"])
 def test_pattern_tables_on_larger_molecules(name):
-    """28 and 30 qubits (FCI skipped): the same pairs and elements as the per-string path."""
+    """28 and 30 qubits (FCI skipped)."""
     from nqs.molecules import resolve_molecule
     from nqs.problem import build_problem
 
     p = build_problem(resolve_molecule(name), fci_max_dets=0)
-    h = p.compiled()
-    assert h.patterns is not None
-    g = torch.Generator().manual_seed(0)
-    bits = torch.zeros(300, p.n_qubits, dtype=torch.uint8)
-    for spin, n_occ in ((0, p.sector.n_alpha), (1, p.sector.n_beta)):
-        occupied = torch.rand(300, p.sector.n_orb, generator=g).argsort(1)[:, :n_occ]
-        bits[:, spin::2].scatter_(1, occupied, 1)
-    fast, dense = connections(h, bits), connections(h, bits, dense=True)
-    (keys_f, elem_f), (keys_d, elem_d) = _pairs(fast), _pairs(dense)
-    assert torch.equal(keys_f, keys_d) and (elem_f - elem_d).abs().max().item() < 1e-12
-    assert (fast.diagonal - dense.diagonal).abs().max().item() < 1e-10
+    _assert_tables_match_every_string(p.compiled(), _random_sector_bits(p.sector, 300, seed=0), 1e-10)
 
 
 def test_pattern_tables_with_complex_coefficients(problems):
@@ -134,12 +132,8 @@ def test_pattern_tables_with_complex_coefficients(problems):
     pauli = PauliHamiltonian(p.n_qubits, p.pauli.flip_masks, p.pauli.term_group, p.pauli.term_signs,
                              p.pauli.term_coeffs * phases)
     h = CompiledHamiltonian(pauli, p.sector.n_alpha, p.sector.n_beta)
-    assert h.patterns is not None and not h.is_real
-    bits = _random_sector_bits(p.sector, 200, seed=5)
-    fast, dense = connections(h, bits), connections(h, bits, dense=True)
-    (keys_f, elem_f), (keys_d, elem_d) = _pairs(fast), _pairs(dense)
-    assert torch.equal(keys_f, keys_d) and (elem_f - elem_d).abs().max().item() < 1e-12
-    assert (fast.diagonal - dense.diagonal).abs().max().item() < 1e-12
+    assert not h.is_real
+    _assert_tables_match_every_string(h, _random_sector_bits(p.sector, 200, seed=5), 1e-12)
 
 
 def test_hamiltonian_outside_the_pattern_form_uses_every_string(problems):
