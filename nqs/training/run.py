@@ -177,6 +177,9 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         raise
     if files.interrupted:
         raise KeyboardInterrupt
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # DDP is over: without this, gloo's threads outlive the interpreter and abort the exit about half the time
+        torch.distributed.destroy_process_group()
     model.eval()
     stats, final = evaluate_energy(model, problem, module.hamiltonian, cfg.final_samples, cfg.final_unique,
                                    cfg.seed, cfg.eval_chunk)
