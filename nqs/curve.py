@@ -2,7 +2,9 @@
 
 A curve directory holds curve.yaml (the scan and the base training config), `start/` (a from-scratch run at
 the first geometry) and one ordinary run directory per geometry, `r=1.200/`, written by
-`nqs.training.run.run`. Every point trains `steps_per_point` steps from the previous run's parameters, in
+`nqs.training.run.run`. With a meeting point there are two chains: the second starts from `start-last/`, a
+from-scratch run at the last geometry, and walks back towards the meeting point. Every point trains
+`steps_per_point` steps from the previous run's parameters (of its chain), in
 orbitals matched to that run's (`matched_problem`): canonical orbitals change sign and order from one
 geometry to the next, which would scramble the amplitudes a warm start carries over. A point whose
 summary.json exists is finished and is read back, so an interrupted scan continues where it stopped (a point
@@ -10,18 +12,13 @@ interrupted mid-run continues from its checkpoint). Exact limits need no trainin
 configuration (H2 with charge +2 has no electrons) has the energy of its single diagonal element, FCI
 exactly; its run directory gets a summary.json of the same keys with steps 0.
 
-Scan coordinates (Å): `bond` moves atom 2 of a diatomic along the bond axis; `stretch` moves the atoms bonded to
-a centre atom (those within 1.3 times its shortest distance) radially so that the shortest bond is r (a
-symmetric stretch when the bonds are equal); `fragment` translates atoms[split:] rigidly so that the two
-fragments' centroids are r apart.
+Scan coordinates are in `nqs.scan`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,148 +26,17 @@ from pathlib import Path
 from typing import Callable
 
 from nqs.errors import UserError
-from nqs.molecules import MIN_DISTANCE_ANGSTROM, MoleculeSpec, parse_geometry, resolve_molecule
+from nqs.molecules import MoleculeSpec, parse_geometry, resolve_molecule
+from nqs.scan import geometry_text, make_scan, nuclear_repulsion, point_name
 from nqs.training.config import TrainConfig
 
-NEIGHBOUR_FACTOR = 1.3  # atoms within this factor of the centre's shortest distance are its bonded neighbours
 TINY_SECTOR = 16  # at most this many configurations (H2, H2+): TINY_SECTOR_DEFAULTS unless given
 TINY_SECTOR_DEFAULTS = {"dtype": "float64", "lr": 3e-2}
 ENUMERATE_MAX = 4096  # sectors up to this size also get the exactly enumerated <H> of the final parameters
 ORBITALS = "orbitals.npz"  # in each run directory: the matched orbitals its Hamiltonian was built in
 START = "start"  # the from-scratch run at the first geometry, beside the points
+START_LAST = "start-last"  # with a meeting point (--meet): the from-scratch run at the last geometry
 POINT_KEYS = ("r", "energy", "energy_err", "e_hf", "e_ccsd", "e_ccsd_t", "e_fci", "error_mha")
-_FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-
-
-# --- the scan coordinate -----------------------------------------------------------------------------------
-def parse_values(text: str) -> tuple[float, ...]:
-    """'0.5:3.0:0.1' (start:stop:step, stop included), '0.9,1.1,1.4' or '0.74' -> distances in Å."""
-    text = text.strip()
-    hint = "write --bond START:STOP:STEP (Å, e.g. 0.5:3.0:0.1), a list 0.9,1.1,1.4, or one value"
-    if re.fullmatch(rf"{_FLOAT}:{_FLOAT}:{_FLOAT}", text):
-        start, stop, step = (float(v) for v in text.split(":"))
-        if step == 0 or (stop - start) * step < 0:
-            raise UserError(f"--bond {text}: the step must be non-zero and go from START towards STOP; {hint}")
-        n = int(math.floor((stop - start) / step + 1e-9)) + 1
-        if n > 10_000:
-            raise UserError(f"--bond {text} asks for {n} points: use a larger step")
-        values = tuple(round(start + i * step, 6) for i in range(n))
-    elif re.fullmatch(rf"{_FLOAT}(?:\s*,\s*{_FLOAT})*", text):
-        values = tuple(float(v) for v in text.split(","))
-    else:
-        raise UserError(f"malformed --bond '{text}': {hint}")
-    if min(values) < MIN_DISTANCE_ANGSTROM:
-        raise UserError(f"--bond {text} reaches {min(values):g} Å, below {MIN_DISTANCE_ANGSTROM} Å: start further out")
-    names = [point_name(r) for r in values]
-    if len(set(names)) != len(names):
-        raise UserError(f"--bond {text} repeats a distance (points are named to 0.001 Å): use distinct values")
-    return values
-
-
-def point_name(r: float) -> str:
-    return f"r={r:.3f}"
-
-
-@dataclass(frozen=True)
-class Scan:
-    """Distances `values` (Å) of one coordinate: `mode` bond | stretch (around atom `centre`, 0-based) |
-    fragment (atoms[:split] and atoms[split:])."""
-
-    values: tuple[float, ...]
-    mode: str = "bond"
-    centre: int | None = None
-    split: int | None = None
-
-    def geometry(self, spec: MoleculeSpec, r: float) -> MoleculeSpec:
-        """The molecule with its coordinate set to r (Å), validated."""
-        pos = [list(a[1:]) for a in spec.atoms]
-        if self.mode == "bond":
-            pos[1] = _along(pos[0], pos[1], r)
-        elif self.mode == "stretch":
-            c = pos[self.centre]
-            for j in neighbours(spec, self.centre):
-                pos[j] = _along(c, pos[j], r * math.dist(c, pos[j]) / _shortest(spec, self.centre))
-        else:
-            a, b = _centroid(pos[:self.split]), _centroid(pos[self.split:])
-            target = _along(a, b, r)
-            pos = pos[:self.split] + [[p[i] + target[i] - b[i] for i in range(3)] for p in pos[self.split:]]
-        atoms = tuple((a[0], *(round(x, 10) for x in p)) for a, p in zip(spec.atoms, pos))
-        return replace(spec, atoms=atoms).validate()
-
-
-def make_scan(spec: MoleculeSpec, bond: str, atom: str | None = None, fragment: int | None = None) -> Scan:
-    """The scan of `spec` asked for by --bond, with --atom CENTRE or --fragment K for polyatomics."""
-    values = parse_values(bond)
-    n = len(spec.atoms)
-    if atom is not None and fragment is not None:
-        raise UserError("give at most one of --atom (symmetric stretch) and --fragment (separate two fragments)")
-    if fragment is not None:
-        if not 1 <= fragment < n:
-            raise UserError(f"--fragment {fragment}: the first fragment is atoms 1..K with 1 <= K < {n}")
-        scan = Scan(values, "fragment", split=fragment)
-    elif atom is not None:
-        scan = Scan(values, "stretch", centre=_atom_index(spec, atom))
-        if not neighbours(spec, scan.centre):
-            raise UserError(f"--atom {atom}: the molecule has no other atom to stretch")
-    elif n == 2:
-        scan = Scan(values, "bond")
-    else:
-        raise UserError(f"--bond alone scans a diatomic, and {spec.name} has {n} atoms: add --atom CENTRE for a "
-                        f"symmetric stretch of the bonds to CENTRE, or --fragment K to pull atoms K+1.. apart")
-    for r in (values[0], values[-1], min(values)):
-        scan.geometry(spec, r)  # an impossible geometry fails now, not after hours of training
-    return scan
-
-
-def _atom_index(spec: MoleculeSpec, atom: str) -> int:
-    if atom.isdigit():
-        index = int(atom) - 1
-        if not 0 <= index < len(spec.atoms):
-            raise UserError(f"--atom {atom}: atoms are numbered 1..{len(spec.atoms)}")
-        return index
-    hits = [i for i, a in enumerate(spec.atoms) if a[0].lower() == atom.lower()]
-    if len(hits) != 1:
-        what = "no atom" if not hits else f"{len(hits)} atoms"
-        raise UserError(f"--atom {atom}: {spec.name} has {what} of that element; give the atom's number "
-                        f"(1..{len(spec.atoms)})")
-    return hits[0]
-
-
-def neighbours(spec: MoleculeSpec, centre: int) -> list[int]:
-    """Atoms bonded to `centre`: within NEIGHBOUR_FACTOR of its shortest distance."""
-    if len(spec.atoms) < 2:
-        return []
-    cut = NEIGHBOUR_FACTOR * _shortest(spec, centre)
-    c = spec.atoms[centre][1:]
-    return [j for j, a in enumerate(spec.atoms) if j != centre and math.dist(c, a[1:]) <= cut]
-
-
-def _shortest(spec: MoleculeSpec, centre: int) -> float:
-    c = spec.atoms[centre][1:]
-    return min(math.dist(c, a[1:]) for j, a in enumerate(spec.atoms) if j != centre)
-
-
-def _along(origin, point, r: float) -> list[float]:
-    d = math.dist(origin, point)
-    return [o + (p - o) * r / d for o, p in zip(origin, point)]
-
-
-def _centroid(points) -> list[float]:
-    return [sum(p[i] for p in points) / len(points) for i in range(3)]
-
-
-def geometry_text(spec: MoleculeSpec) -> str:
-    return "; ".join(f"{s} {x:.10f} {y:.10f} {z:.10f}" for s, x, y, z in spec.atoms)
-
-
-def nuclear_repulsion(spec: MoleculeSpec) -> float:
-    """sum_{i<j} Z_i Z_j / R_ij in Hartree (R in bohr, PySCF's constant): the energy with no electrons."""
-    from pyscf.data.elements import charge
-    from pyscf.lib.parameters import BOHR
-
-    atoms = spec.atoms
-    return sum(charge(a[0]) * charge(b[0]) / (math.dist(a[1:], b[1:]) / BOHR)
-               for i, a in enumerate(atoms) for b in atoms[:i])
 
 
 # --- one point -----------------------------------------------------------------------------------------------
@@ -360,6 +226,7 @@ class CurveSettings:
     steps_per_point: int | None = None  # None: a quarter of first_steps (at least 50)
     anneal_per_point: float = 0.0  # annealing temperature T0 (Ha) of the warm-started points
     lr_per_point: float | None = None  # peak learning rate of the warm-started points (None: the config's lr)
+    meet: float | None = None  # two chains: up to this r (Å) from the first geometry, the rest from the last
 
     def steps(self, cfg: TrainConfig) -> tuple[int, int]:
         first = self.first_steps or cfg.steps
@@ -385,7 +252,7 @@ def point_config(base: TrainConfig, spec: MoleculeSpec, run_dir: Path, steps: in
 
 def start_run(base: TrainConfig, spec: MoleculeSpec, r: float, run_dir: Path, steps: int,
               log: Callable[[str], None]) -> str | None:
-    """The from-scratch run at the first geometry (`steps` steps) that the first point warm-starts from, so
+    """The from-scratch run at a chain's first geometry (`steps` steps) that its first point warm-starts from, so
     that every point ends with the same short warm-started schedule (and a fresh optimiser state: Adam's
     second moments remember the large early gradients and slow the approach to amplitudes that must vanish).
     None for a one-configuration sector, which needs no training."""
@@ -409,9 +276,33 @@ def start_run(base: TrainConfig, spec: MoleculeSpec, r: float, run_dir: Path, st
     return str(run_dir)
 
 
-def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callable[[str], None] = print,
-              stop_after: int | None = None) -> list[CurvePoint]:
-    """Every geometry of the scan in order; finished points are read back. `stop_after`: testing aid, a
+@dataclass(frozen=True)
+class Chain:
+    """Geometries `values` (Å, in training order), each warm-started from the one before; the first from the
+    from-scratch run in `start` (a directory name under the curve directory) at values[0]."""
+
+    start: str
+    values: tuple[float, ...]
+
+
+def chains(values: tuple[float, ...], meet: float | None) -> list[Chain]:
+    """One chain in the order given; with `meet`, two that meet in the middle: values up to and including
+    `meet` forwards from the first geometry, the rest backwards from the last. A warm start carries a state
+    across a small change of geometry only: N2 reaches stretched bonds far more easily from the stretched side
+    (docs/faithfulness.md)."""
+    if meet is None:
+        return [Chain(START, tuple(values))]
+    names = [point_name(r) for r in values]
+    if point_name(meet) not in names[:-1]:
+        raise UserError(f"--meet {meet:g} must be one of the scan's distances other than the last "
+                        f"({', '.join(f'{r:g}' for r in values[:-1])}): the first chain ends there")
+    k = names.index(point_name(meet)) + 1
+    return [Chain(START, tuple(values[:k])), Chain(START_LAST, tuple(reversed(values[k:])))]
+
+
+def run_chain(base: TrainConfig, settings: CurveSettings, out: Path, chain: Chain,
+              log: Callable[[str], None] = print, stop_after: int | None = None) -> list[CurvePoint]:
+    """The geometries of one chain in order; finished points are read back. `stop_after`: testing aid, a
     KeyboardInterrupt once that many points were computed by this call."""
     from nqs.training.run import CHECKPOINT
 
@@ -420,8 +311,9 @@ def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callab
     first, later = settings.steps(base)
     points, previous, computed = [], base.init_from, 0
     if previous is None:
-        previous = start_run(base, scan.geometry(spec0, scan.values[0]), scan.values[0], out / START, first, log)
-    for r in scan.values:
+        r0 = chain.values[0]
+        previous = start_run(base, scan.geometry(spec0, r0), r0, out / chain.start, first, log)
+    for r in chain.values:
         spec = scan.geometry(spec0, r)
         run_dir = out / point_name(r)
         start = time.perf_counter()
@@ -444,9 +336,43 @@ def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callab
             previous = str(run_dir)
         err = f"{point.error_mha:+.4f} mHa vs FCI" if point.error_mha is not None else "no FCI"
         log(f"r = {r:.3f} Å: E = {point.energy:.8f} Ha ({err}); {status}; {time.perf_counter() - start:.1f} s")
-        if stop_after is not None and computed >= stop_after and r != scan.values[-1]:
+        if stop_after is not None and computed >= stop_after and r != chain.values[-1]:
             raise KeyboardInterrupt
     return points
+
+
+def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callable[[str], None] = print,
+              stop_after: int | None = None, parallel: bool = False) -> list[CurvePoint]:
+    """Every geometry of the scan, chain by chain (`parallel`: the chains at once, one process each), returned in
+    scan order. `stop_after`: testing aid, see run_chain (per chain)."""
+    spec0 = resolve_molecule(mol=base.mol, geometry=base.geometry, charge=base.charge, spin=base.spin, basis=base.basis)
+    scan = make_scan(spec0, settings.bond, settings.atom, settings.fragment)
+    plan = chains(scan.values, settings.meet)
+    tags = [""] if len(plan) == 1 else [f"[chain {i + 1}] " for i in range(len(plan))]
+    if parallel and len(plan) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(len(plan), mp_context=multiprocessing.get_context("spawn")) as pool:
+            jobs = [pool.submit(_chain_process, base, settings, out, chain, tag, stop_after)
+                    for chain, tag in zip(plan, tags)]
+            done = [job.result() for job in jobs]
+    else:
+        done = [run_chain(base, settings, out, chain, _tagged(log, tag), stop_after) for chain, tag in zip(plan, tags)]
+    by_name = {point_name(p.r): p for points in done for p in points}
+    return [by_name[point_name(r)] for r in scan.values]
+
+
+def _tagged(log: Callable[[str], None], tag: str) -> Callable[[str], None]:
+    return log if not tag else (lambda line: log(tag + line))
+
+
+def _chain_process(base, settings, out, chain, tag, stop_after) -> list[CurvePoint]:
+    """run_chain in a worker process, printing its log lines prefixed with `tag`."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    return run_chain(base, settings, out, chain, lambda line: print(tag + line, flush=True), stop_after)
 
 
 @contextmanager

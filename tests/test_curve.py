@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pyscf.lib  # noqa: F401  before any capsys: PySCF keeps the sys.stdout it finds at import and writes to it
 import pytest
 
 from nqs.cli.curve import main
-from nqs.curve import Scan, make_scan, nuclear_repulsion, parse_values, point_name
 from nqs.errors import UserError
 from nqs.molecules import parse_geometry, resolve_molecule
+from nqs.scan import Scan, make_scan, nuclear_repulsion, parse_values, point_name
 
 BOHR = 0.52917721092  # PySCF's Bohr radius in Å
 FAST = ["--no-progress", "--final-unique", "100"]
@@ -132,6 +133,31 @@ def test_an_interrupted_scan_resumes_without_redoing_points(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # the same directory with other settings is refused
         main([*args, "--lr", "0.05"])
     assert exc.value.code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_two_chains_meet_in_the_middle_in_one_process_or_two(tmp_path, capsys):
+    """--meet 0.9: 0.6 -> 0.9 from start/ (at 0.6), 1.6 -> 1.2 from start-last/ (at 1.6); in parallel the same
+    numbers (float64, one thread, the same seeds)."""
+    import yaml
+
+    common = ["--mol", "H2", "--bond", "0.6,0.9,1.2,1.6", "--first-steps", "60", "--steps-per-point", "30", *FAST]
+    for bad in (["--meet", "1.6"], ["--meet", "1.0"], ["--parallel-chains"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*common, *bad, "--out", str(tmp_path / "bad")])
+        assert exc.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    energies = {}
+    for name, extra in (("one", []), ("two", ["--parallel-chains"])):
+        curve = tmp_path / name
+        main([*common, "--meet", "0.9", *extra, "--out", str(curve), "--json", str(tmp_path / f"{name}.json")])
+        warm = {d: Path(yaml.safe_load((curve / d / "config.yaml").read_text())["init_from"]).name
+                for d in ("r=0.600", "r=0.900", "r=1.600", "r=1.200")}
+        assert warm == {"r=0.600": "start", "r=0.900": "r=0.600", "r=1.600": "start-last", "r=1.200": "r=1.600"}
+        atoms = parse_geometry(yaml.safe_load((curve / "start-last" / "config.yaml").read_text())["geometry"]).atoms
+        assert math.dist(atoms[0][1:], atoms[1][1:]) == pytest.approx(1.6, abs=1e-9)
+        rows = points(tmp_path / f"{name}.json")
+        assert [p["r"] for p in rows] == [0.6, 0.9, 1.2, 1.6]
+        energies[name] = [p["energy"] for p in rows]
+    assert energies["one"] == pytest.approx(energies["two"], abs=1e-12)
 
 
 def test_nuclear_repulsion_is_coulombs_law():

@@ -10,7 +10,9 @@
 A from-scratch run of --first-steps (default --steps) at the first geometry (OUT/start/) starts the chain;
 every geometry then trains --steps-per-point from the previous run's parameters, in orbitals matched to that
 run's (signs and order), without annealing unless --anneal-per-point is given, at peak rate --lr-per-point
-(default --lr). Geometries train in the order given. Each geometry is a run
+(default --lr). Geometries train in the order given; --meet R splits them into two chains that meet at R,
+the second starting from the last geometry (a stretched bond is reached far more easily from the
+stretched side). Each geometry is a run
 directory OUT/r=1.200/; rerunning the same command (or nqs-curve --resume OUT) skips the finished geometries
 and continues an interrupted one. Every nqs-train option is accepted. Sectors of at most 16 configurations
 (H2, H2+) train in float64 with lr 3e-2 unless --dtype / --lr are given; a one-configuration sector (no
@@ -55,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annealing temperature (Ha) of the warm-started geometries (default 0: none)")
     g.add_argument("--lr-per-point", type=float, metavar="LR",
                    help="peak learning rate of the warm-started geometries (default: --lr)")
+    g.add_argument("--meet", type=float, metavar="R",
+                   help="two chains: the distances up to R (as listed) from a start run at the first, the rest "
+                        "backwards from a start run at the last (OUT/start-last/)")
+    g.add_argument("--parallel-chains", action="store_true",
+                   help="with --meet: train the two chains at once, one process each (--threads each)")
     g.add_argument("--json", metavar="FILE", help="write the curve as a JSON list of points")
     g.add_argument("--plot", metavar="FILE.png", help="plot energies and |errors| vs r")
     g.add_argument("--stop-after-points", type=int, help=argparse.SUPPRESS)  # testing aid: Ctrl-C after K points
@@ -69,7 +76,7 @@ def resolve_curve(args: argparse.Namespace):
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name) is not None}
     curve_flags = {k: getattr(args, k) for k in ("bond", "atom", "fragment", "first_steps", "steps_per_point",
-                                                  "anneal_per_point", "lr_per_point") if getattr(args, k) is not None}
+                                                  "anneal_per_point", "lr_per_point", "meet") if getattr(args, k) is not None}
     layers, saved = [], None
     if args.resume:
         path = Path(args.resume) / "curve.yaml"
@@ -87,6 +94,8 @@ def resolve_curve(args: argparse.Namespace):
     if not curve_flags.get("bond"):
         raise UserError("give the scan: --bond START:STOP:STEP in Å (e.g. --bond 0.5:3.0:0.1) or a list 0.9,1.1")
     settings = CurveSettings(**{k: v for k, v in curve_flags.items() if v is not None})
+    if args.parallel_chains and settings.meet is None:
+        raise UserError("--parallel-chains trains the two chains of --meet R at once: add --meet R")
     if cfg.devices * cfg.num_nodes > 1:
         raise UserError("nqs-curve trains one geometry after another on one device: drop --devices/--num-nodes "
                         "(run several curves side by side instead)")
@@ -104,11 +113,12 @@ def _tiny_sector_defaults(cfg: TrainConfig, settings, explicit: set[str]) -> Tra
     """Sectors of at most TINY_SECTOR configurations (H2, H2+): float64 and lr 3e-2 unless given. 1e-8 Ha
     needs float64; amplitudes that must vanish (symmetry-forbidden configurations) approach 0 only as fast as
     the logits run away, which lr 1e-2 makes slow. (Two H2, 36 configurations, can stall at lr 3e-2.)"""
-    from nqs.curve import TINY_SECTOR, TINY_SECTOR_DEFAULTS, build_point_problem, make_scan, point_config
+    from nqs.curve import TINY_SECTOR, TINY_SECTOR_DEFAULTS, build_point_problem, chains, make_scan, point_config
     from nqs.molecules import resolve_molecule
 
     spec = resolve_molecule(mol=cfg.mol, geometry=cfg.geometry, charge=cfg.charge, spin=cfg.spin, basis=cfg.basis)
     scan = make_scan(spec, settings.bond, settings.atom, settings.fragment)
+    chains(scan.values, settings.meet)  # a --meet off the scan fails now
     problem = build_point_problem(point_config(cfg, scan.geometry(spec, scan.values[0]), Path(cfg.out), 1, None))
     if problem.sector.size > TINY_SECTOR:
         return cfg
@@ -192,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"curve directory: {out}", flush=True)
         try:
             points = run_curve(cfg, settings, out, log=lambda line: print(line, flush=True),
-                               stop_after=args.stop_after_points)
+                               stop_after=args.stop_after_points, parallel=args.parallel_chains)
         except KeyboardInterrupt:
             print(f"\ninterrupted: finished geometries are kept in {out}; continue with nqs-curve --resume {out}",
                   file=sys.stderr)
