@@ -198,6 +198,7 @@ def fci(ints: Integrals, max_determinants: float, notes: list[str], residual: fl
         return ints.e_core, 0.0, np.ones((1, 1))
     solver = pyscf_fci.direct_spin1.FCI()
     solver.conv_tol, solver.max_cycle, solver.max_space = 1e-12, 400, 30
+    solver.verbose = 0  # else check_sanity prints 'Overwritten attributes conv_tol_residual' to stdout
     solver.conv_tol_residual = residual  # None: PySCF's default, sqrt(conv_tol)
     if residual is not None:  # Davidson also stops once the squared residual reaches lindep
         solver.lindep = min(solver.lindep, 0.01 * residual**2)
