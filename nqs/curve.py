@@ -27,7 +27,7 @@ from typing import Callable
 
 from nqs.errors import UserError
 from nqs.molecules import MoleculeSpec, parse_geometry, resolve_molecule
-from nqs.scan import geometry_text, make_scan, nuclear_repulsion, point_name
+from nqs.scan import Scan, geometry_text, make_scan, nuclear_repulsion, point_name
 from nqs.training.config import TrainConfig
 
 TINY_SECTOR = 16  # at most this many configurations (H2, H2+): TINY_SECTOR_DEFAULTS unless given
@@ -300,14 +300,12 @@ def chains(values: tuple[float, ...], meet: float | None) -> list[Chain]:
     return [Chain(START, tuple(values[:k])), Chain(START_LAST, tuple(reversed(values[k:])))]
 
 
-def run_chain(base: TrainConfig, settings: CurveSettings, out: Path, chain: Chain,
-              log: Callable[[str], None] = print, stop_after: int | None = None) -> list[CurvePoint]:
-    """The geometries of one chain in order; finished points are read back. `stop_after`: testing aid, a
-    KeyboardInterrupt once that many points were computed by this call."""
+def run_chain(base: TrainConfig, settings: CurveSettings, out: Path, spec0: MoleculeSpec, scan: Scan,
+              chain: Chain, log: Callable[[str], None] = print, stop_after: int | None = None) -> list[CurvePoint]:
+    """The geometries of one chain (of `scan` applied to `spec0`) in order; finished points are read back.
+    `stop_after`: testing aid, a KeyboardInterrupt once that many points were computed by this call."""
     from nqs.training.run import CHECKPOINT
 
-    spec0 = resolve_molecule(mol=base.mol, geometry=base.geometry, charge=base.charge, spin=base.spin, basis=base.basis)
-    scan = make_scan(spec0, settings.bond, settings.atom, settings.fragment)
     first, later = settings.steps(base)
     points, previous, computed = [], base.init_from, 0
     if previous is None:
@@ -354,11 +352,12 @@ def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callab
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(len(plan), mp_context=multiprocessing.get_context("spawn")) as pool:
-            jobs = [pool.submit(_chain_process, base, settings, out, chain, tag, stop_after)
+            jobs = [pool.submit(_chain_process, base, settings, out, spec0, scan, chain, tag, stop_after)
                     for chain, tag in zip(plan, tags)]
             done = [job.result() for job in jobs]
     else:
-        done = [run_chain(base, settings, out, chain, _tagged(log, tag), stop_after) for chain, tag in zip(plan, tags)]
+        done = [run_chain(base, settings, out, spec0, scan, chain, _tagged(log, tag), stop_after)
+                for chain, tag in zip(plan, tags)]
     by_name = {point_name(p.r): p for points in done for p in points}
     return [by_name[point_name(r)] for r in scan.values]
 
@@ -367,12 +366,13 @@ def _tagged(log: Callable[[str], None], tag: str) -> Callable[[str], None]:
     return log if not tag else (lambda line: log(tag + line))
 
 
-def _chain_process(base, settings, out, chain, tag, stop_after) -> list[CurvePoint]:
+def _chain_process(base, settings, out, spec0, scan, chain, tag, stop_after) -> list[CurvePoint]:
     """run_chain in a worker process, printing its log lines prefixed with `tag`."""
     import warnings
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    return run_chain(base, settings, out, chain, lambda line: print(tag + line, flush=True), stop_after)
+    log = _tagged(lambda line: print(line, flush=True), tag)
+    return run_chain(base, settings, out, spec0, scan, chain, log, stop_after)
 
 
 @contextmanager
