@@ -27,7 +27,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,7 @@ except ImportError:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_local_energy import TimedLogPsi, draw_batch, make_mlp  # noqa: E402
+from bench_local_energy import best_of, draw_batch, make_mlp, timed_psi_call  # noqa: E402
 from nqs.exact import fci_state  # noqa: E402
 from nqs.hilbert import pack, unpack  # noqa: E402
 from nqs.local_energy import local_energy  # noqa: E402
@@ -224,25 +223,13 @@ class Fused:
 
 
 def best_us(repeats: int, fn) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return 1e6 * best
+    return 1e6 * best_of(repeats, fn)[0]
 
 
 def overhead(repeats: int, fn, mlp) -> tuple[float, float, float]:
     """(total us, psi us, overhead fraction) of the best-of-repeats run of fn(timed psi)."""
-    best_total, best_psi = float("inf"), 0.0
-    for _ in range(repeats):
-        timed = TimedLogPsi(mlp)
-        start = time.perf_counter()
-        fn(timed)
-        total = time.perf_counter() - start
-        if total < best_total:
-            best_total, best_psi = total, timed.seconds
-    return 1e6 * best_total, 1e6 * best_psi, (best_total - best_psi) / best_total
+    total, psi = timed_psi_call(fn, mlp, repeats)[:2]
+    return 1e6 * total, 1e6 * psi, (total - psi) / total
 
 
 @torch.no_grad()

@@ -195,21 +195,28 @@ def measure_rss(name: str, fci_bits: torch.Tensor, psi: torch.Tensor, args) -> d
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def timed_local_energy(h, bits: torch.Tensor, log_psi, repeats: int, dense: bool = False):
-    """Best-of-repeats total local-energy time and the psi time inside that run, in wall time (perf_counter)
-    and, from the repeat with the least CPU time, in thread CPU time; plus the psi evaluations made."""
-    best_total, best_psi, n_evals = float("inf"), 0.0, 0
+def timed_psi_call(fn, log_psi, repeats: int):
+    """fn(timed log_psi) best of repeats: (total s, psi s inside that run, its result) in wall time, and
+    (total s, psi s) of the repeat with the least thread CPU time."""
+    best_total, best_psi, best_result = float("inf"), 0.0, None
     best_cpu, best_cpu_psi = float("inf"), 0.0
     for _ in range(repeats):
         timed = TimedLogPsi(log_psi)
         start, start_cpu = time.perf_counter(), time.thread_time()
-        result = local_energy(h, bits, timed, dense=dense)
+        result = fn(timed)
         total, cpu = time.perf_counter() - start, time.thread_time() - start_cpu
         if total < best_total:
-            best_total, best_psi, n_evals = total, timed.seconds, result.n_evals
+            best_total, best_psi, best_result = total, timed.seconds, result
         if cpu < best_cpu:
             best_cpu, best_cpu_psi = cpu, timed.cpu_seconds
-    return best_total, best_psi, n_evals, best_cpu, best_cpu_psi
+    return best_total, best_psi, best_result, best_cpu, best_cpu_psi
+
+
+def timed_local_energy(h, bits: torch.Tensor, log_psi, repeats: int, dense: bool = False):
+    """`timed_psi_call` of the kernel, with the psi evaluations made in place of the result."""
+    total, psi, result, cpu, cpu_psi = timed_psi_call(lambda timed: local_energy(h, bits, timed, dense=dense),
+                                                      log_psi, repeats)
+    return total, psi, result.n_evals, cpu, cpu_psi
 
 
 def profile_ops(name: str, h, bits: torch.Tensor, mlp, repeats: int) -> None:
