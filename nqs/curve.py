@@ -1,195 +1,146 @@
 """Potential-energy curves: one NQS run per geometry along a scan coordinate, each warm-started from the last.
 
-A curve directory holds curve.yaml (the scan and the base training config), `start/` (a from-scratch run at
-the first geometry) and one ordinary run directory per geometry, `r=1.200/`, written by
-`nqs.training.run.run`. With a meeting point there are two chains: the second starts from `start-last/`, a
-from-scratch run at the last geometry, and walks back towards the meeting point. Every point trains
-`steps_per_point` steps from the previous run's parameters (of its chain), in
-orbitals matched to that run's (`matched_problem`): canonical orbitals change sign and order from one
-geometry to the next, which would scramble the amplitudes a warm start carries over. A point whose
-summary.json exists is finished and is read back, so an interrupted scan continues where it stopped (a point
-interrupted mid-run continues from its checkpoint). Exact limits need no training: a sector of one
-configuration (H2 with charge +2 has no electrons) has the energy of its single diagonal element, FCI
-exactly; its run directory gets a summary.json of the same keys with steps 0.
+A curve directory holds curve.yaml (the scan, the base training config and the notes of the defaults the
+curve changed), `start/` (a from-scratch run at the first geometry) and one ordinary run directory per
+geometry, `r=1.200/`, written by `nqs.training.run.run`. With a meeting point there are two chains: the second
+starts from `start-last/`, a from-scratch run at the last geometry, and walks back towards the meeting point.
+Every point trains `steps_per_point` steps from the previous run's parameters (of its chain), in orbitals
+matched to that run's (`nqs.orbitals.match`, saved as orbitals.npz in each run directory): canonical orbitals
+change sign and order from one geometry to the next, which would scramble the amplitudes a warm start carries
+over. Each geometry's Hamiltonian, canonical and matched, comes from the problem cache (`nqs.problem`), so a
+rerun rebuilds nothing that was built before. A point whose summary.json exists is finished and is read back
+(`nqs.record.RunSummary`), so an interrupted scan continues where it stopped (a point interrupted mid-run
+continues from its checkpoint). Exact limits need no training: a sector of one configuration (H2 with charge
++2 has no electrons) has the energy of its single diagonal element, FCI exactly, recorded with steps 0.
 
-Scan coordinates are in `nqs.scan`.
+Every point's record keeps the molecule's name and its scan coordinate (`RunSummary.scan`); every default the
+curve changes (TINY_SECTOR_DEFAULTS) and every orbital matching it could not do is printed and written into
+the record's notes. Scan coordinates are in `nqs.scan`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
+from nqs.chem import OrbitalOptions, nuclear_repulsion
 from nqs.errors import UserError
-from nqs.molecules import MoleculeSpec, parse_geometry, resolve_molecule
-from nqs.scan import Scan, geometry_text, make_scan, nuclear_repulsion, point_name
+from nqs.molecules import MoleculeSpec, resolve_molecule
+from nqs.orbitals import ORBITALS_FILE, match, read_reference
+from nqs.problem import MolecularProblem, build_problem
+from nqs.record import SUMMARY_FILE, RunSummary, read_summary
+from nqs.scan import Scan, geometry_text, make_scan, point_name
 from nqs.training.config import TrainConfig
 
 TINY_SECTOR = 16  # at most this many configurations (H2, H2+): TINY_SECTOR_DEFAULTS unless given
 TINY_SECTOR_DEFAULTS = {"dtype": "float64", "lr": 3e-2}
 ENUMERATE_MAX = 4096  # sectors up to this size also get the exactly enumerated <H> of the final parameters
-ORBITALS = "orbitals.npz"  # in each run directory: the matched orbitals its Hamiltonian was built in
 START = "start"  # the from-scratch run at the first geometry, beside the points
 START_LAST = "start-last"  # with a meeting point (--meet): the from-scratch run at the last geometry
-POINT_KEYS = ("r", "energy", "energy_err", "e_hf", "e_ccsd", "e_ccsd_t", "e_fci", "error_mha")
 
 
 # --- one point -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CurvePoint:
-    """One geometry's result (Hartree); `exact`: one-configuration sector, no training."""
+    """One geometry: its run record (energies in Hartree), r in Å, and the nuclear repulsion (Hartree)."""
 
     r: float
-    energy: float
-    energy_err: float
-    e_hf: float | None
-    e_ccsd: float | None
-    e_ccsd_t: float | None
-    e_fci: float | None
-    e_nuc: float
-    steps: int
-    wall_s: float
-    exact: bool
+    summary: RunSummary
     run_dir: str
-    energy_enum: float | None = None  # <H> of the final parameters by enumerating the sector (small sectors)
+    e_nuc: float
 
     @property
     def error_mha(self) -> float | None:
-        return None if self.e_fci is None else (self.energy - self.e_fci) * 1e3
+        return self.summary.error_mha
 
     @property
     def ccsd_t_error_mha(self) -> float | None:
-        if self.e_fci is None or self.e_ccsd_t is None:
-            return None
-        return (self.e_ccsd_t - self.e_fci) * 1e3
+        return self.summary.reference_error_mha("ccsd_t")
 
     def record(self) -> dict:
-        out = {k: getattr(self, k) for k in POINT_KEYS}
-        out.update(ccsd_t_error_mha=self.ccsd_t_error_mha, e_nuc=self.e_nuc, energy_enum=self.energy_enum,
-                   steps=self.steps, wall_s=self.wall_s, exact=self.exact, run_dir=self.run_dir)
-        return out
+        """One entry of `nqs-curve --json`: the run record with r, the CCSD(T) error, E_nuc and the run directory."""
+        return {"r": self.r, **self.summary.to_json(), "ccsd_t_error_mha": self.ccsd_t_error_mha,
+                "e_nuc": self.e_nuc, "run_dir": self.run_dir}
 
 
-def point_from_summary(r: float, summary: dict, spec: MoleculeSpec, run_dir: Path) -> CurvePoint:
-    return CurvePoint(r=r, energy=summary["energy"], energy_err=summary["energy_err"], e_hf=summary["e_hf"],
-                      e_ccsd=summary["e_ccsd"], e_ccsd_t=summary["e_ccsd_t"], e_fci=summary["e_fci"],
-                      e_nuc=nuclear_repulsion(spec), steps=summary["steps"], wall_s=summary["wall_s"],
-                      exact=bool(summary.get("exact", False)), run_dir=str(run_dir),
-                      energy_enum=summary.get("energy_enum"))
+def base_molecule(cfg: TrainConfig) -> MoleculeSpec:
+    """The curve's molecule before its scan coordinate is set, named by `name` when the config gives one."""
+    m = cfg.molecule
+    spec = resolve_molecule(mol=m.mol, geometry=m.geometry, charge=m.charge, spin=m.spin, basis=m.basis)
+    return replace(spec, name=m.name) if m.name else spec
 
 
-def build_point_problem(cfg: TrainConfig):
-    """The cached problem of one geometry with canonical orbitals (references, sector)."""
-    from nqs.training.run import build_cfg_problem
-
-    return build_cfg_problem(cfg)
+def orbital_options(cfg: TrainConfig) -> OrbitalOptions:
+    m = cfg.molecule
+    return OrbitalOptions(frozen_core=m.frozen_core, active_orbitals=m.active_orbitals, symmetry=m.symmetry)
 
 
-# --- orbitals that follow the geometry -----------------------------------------------------------------------
-def matched_problem(cfg: TrainConfig, reference: Path | None):
-    """(problem, orbitals record): the geometry's Hamiltonian in canonical orbitals reordered and re-signed to
-    match the orbitals of the run in `reference` (None: canonical).
+@dataclass(frozen=True)
+class PointProblem:
+    """A geometry's problem in the orbitals its run trains in; `orbitals` describes them, `notes` says what
+    could not be done, `cached`: nothing was built (no SCF, no Jordan-Wigner)."""
 
-    Canonical orbitals come out of the eigensolver with arbitrary signs, and orbitals of equal occupation swap
-    places when their energies cross; a model warm-started across geometries then meets configurations whose
-    amplitudes changed sign or position (LiH STO-3G: the sigma* orbital flips sign between 2.25 and 2.5 Å;
-    N2: occupied orbitals reorder at 1.0, 1.2, 1.4 Å). Within each block of equal occupation (and core /
-    active / frozen region) the orbitals are matched to the reference's by the largest |overlap|
-    <phi_ref|phi> (cross-geometry AO overlap, Hungarian assignment), then signed to overlap positively.
-    Energies are unchanged: references come from the cached canonical problem."""
-    import numpy as np
-
-    from nqs import chem
-    from nqs.operator import PauliHamiltonian
-
-    problem = build_point_problem(cfg)
-    spec = problem.spec
-    mol = chem.build_mole(spec, cfg.symmetry)
-    mf = chem.run_scf(mol, [])
-    if mf is None or problem.sector.size == 1:
-        return problem, None
-    n_core, n_act = chem.active_space(mol, spec, problem.options)
-    mo = chem.mo_coefficients(mol, mf)
-    region = np.array([0] * n_core + [1] * n_act + [2] * (mo.shape[1] - n_core - n_act))
-    blocks = region * 10 + np.asarray(mf.mo_occ).round().astype(int)
-    if reference is not None and (reference / ORBITALS).is_file():
-        mo = _match(mol, mo, blocks, reference / ORBITALS)
-    ints = chem.integrals(mol, mo, n_core, n_act, spec.n_alpha, spec.n_beta)
-    problem = replace(problem, integrals=ints, pauli=PauliHamiltonian.from_integrals(ints))
-    return problem, {"mo": mo, "blocks": blocks, "geometry": np.array(geometry_text(spec)),
-                     "basis": np.array(spec.basis), "charge": spec.charge, "spin": spec.spin}
+    problem: MolecularProblem
+    orbitals: str
+    notes: tuple[str, ...]
+    cached: bool
 
 
-def _match(mol, mo, blocks, path: Path):
-    import numpy as np
-    from pyscf import gto
-    from scipy.optimize import linear_sum_assignment
-
-    from nqs import chem
-
-    with np.load(path) as ref:
-        ref_mo, ref_blocks = ref["mo"], ref["blocks"]
-        ref_spec = replace(parse_geometry(str(ref["geometry"])), basis=str(ref["basis"]), charge=int(ref["charge"]),
-                           spin=int(ref["spin"]))
-    if ref_mo.shape != mo.shape or not np.array_equal(np.sort(ref_blocks), np.sort(blocks)):
-        return mo  # another molecule or occupation pattern: nothing to follow
-    overlap = ref_mo.T @ gto.intor_cross("int1e_ovlp", chem.build_mole(ref_spec, False), mol) @ mo
-    out = mo.copy()
-    for b in np.unique(blocks):
-        cols, ref_cols = np.flatnonzero(blocks == b), np.flatnonzero(ref_blocks == b)
-        rows, pick = linear_sum_assignment(-np.abs(overlap[np.ix_(ref_cols, cols)]))
-        for i, j in zip(rows, pick):
-            sign = -1.0 if overlap[ref_cols[i], cols[j]] < 0 else 1.0
-            out[:, ref_cols[i]] = sign * mo[:, cols[j]]
-    return out
+def point_problem(cfg: TrainConfig, spec: MoleculeSpec, reference: Path | None) -> PointProblem:
+    """The cached problem of `spec` in its canonical orbitals matched to those of the run in `reference` (its
+    orbitals.npz; None: canonical). When they cannot be matched the canonical orbitals are used and the notes
+    say why. Energies are unchanged: references come from the cached canonical problem."""
+    options, fci_max = orbital_options(cfg), cfg.molecule.fci_max_dets
+    canonical = build_problem(spec, options, fci_max_dets=fci_max)
+    if reference is None or canonical.sector.size == 1:
+        return PointProblem(canonical, "canonical orbitals", (), canonical.from_cache)
+    ref, notes = read_reference(reference)
+    matching = match(canonical.orbitals, ref, label=reference.name) if ref is not None else None
+    if matching is None or not matching.matched:
+        notes = notes + (matching.notes if matching else ())
+        return PointProblem(canonical, "canonical orbitals (see note)", notes, canonical.from_cache)
+    if matching.reordered == matching.resigned == 0:  # the canonical orbitals already follow the reference
+        return PointProblem(canonical, matching.describe(), (), canonical.from_cache)
+    problem = build_problem(spec, options, fci_max_dets=fci_max, orbitals=matching.orbitals)
+    return PointProblem(problem, matching.describe(), (), canonical.from_cache and problem.from_cache)
 
 
-def save_orbitals(run_dir: Path, record: dict | None) -> None:
-    import numpy as np
-
-    if record is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(run_dir / ORBITALS, **record)
-
-
-def exact_point(cfg: TrainConfig, problem, out: Path) -> dict:
+def exact_point(cfg: TrainConfig, problem: MolecularProblem, out: Path, scan: dict,
+                notes: tuple[str, ...] = ()) -> RunSummary:
     """A one-configuration sector: E = <x|H|x> from the qubit Hamiltonian, no training; writes the run directory."""
     from nqs.local_energy import connections
-    from nqs.training.config import to_yaml
 
     start = time.perf_counter()
     bits = problem.sector.enumerate_bits()
     energy = float(connections(problem.compiled("cpu"), bits).diagonal[0].real)
     refs = problem.references
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(to_yaml(cfg))
+    (out / "config.yaml").write_text(cfg.to_yaml())
     wall = time.perf_counter() - start
-    summary = {"molecule": problem.spec.name, "ansatz": cfg.ansatz, "n_qubits": problem.n_qubits,
-               "n_alpha": problem.sector.n_alpha, "n_beta": problem.sector.n_beta, "sector_size": 1,
-               "n_params": 0, "n_params_modulus": 0, "n_params_phase": 0, "steps": 0, "samples": cfg.samples,
-               "unique": cfg.unique, "energy": energy, "energy_err": 0.0, "variance": 0.0, "vscore": None,
-               "e_fci": refs.e_fci, "e_ccsd_t": refs.e_ccsd_t, "e_hf": refs.e_hf,
-               "error_mha": (energy - refs.e_fci) * 1e3 if refs.e_fci is not None else None, "d_prime": 0.0,
-               "wall_s": wall, "seed": cfg.seed, "e_ccsd": refs.e_ccsd, "e_mp2": refs.e_mp2, "e_inf": problem.e_inf,
-               "d_prime_full": 0.0, "flops_total": 0.0, "final_n_unique": 1, "final_n_samples": 0,
-               "command_wall_s": wall, "device": "cpu", "torch_threads": None, "exact": True, "energy_enum": energy}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    summary = RunSummary(
+        molecule=problem.spec.name, ansatz=cfg.model.ansatz, n_qubits=problem.n_qubits,
+        n_alpha=problem.sector.n_alpha, n_beta=problem.sector.n_beta, sector_size=1, n_params=0,
+        n_params_modulus=0, n_params_phase=0, steps=0, samples=cfg.sampling.samples, unique=cfg.sampling.unique,
+        energy=energy, energy_err=0.0, error_bar_covers="none needed: the sector's one configuration, no sampling",
+        variance=0.0, final_n_unique=1, final_n_samples=0, final_kept_mass=1.0, e_fci=refs.e_fci,
+        e_ccsd_t=refs.e_ccsd_t, e_ccsd=refs.e_ccsd, e_mp2=refs.e_mp2, e_hf=refs.e_hf, e_inf=problem.e_inf,
+        d_prime=0.0, d_prime_full=0.0, flops_total=0.0, wall_s=wall, command_wall_s=wall, seed=cfg.run.seed,
+        device="cpu", exact=True, energy_enum=energy, scan=scan, notes=tuple(notes))
+    summary.write(out)
     return summary
 
 
-def enumerated_energy(cfg: TrainConfig, run_dir: Path, problem) -> float:
+def enumerated_energy(cfg: TrainConfig, run_dir: Path, problem: MolecularProblem) -> float:
     """<psi|H|psi> of the run's final parameters, summing |psi(x)|^2 E_loc(x) over the whole sector exactly."""
     import torch
 
     from nqs.local_energy import local_energy
     from nqs.training.run import build
 
-    problem, model = build(replace(cfg, init_from=str(run_dir)), problem)
+    problem, model = build(cfg.updated(init_from=str(run_dir)), problem)
     model.eval()
     bits = problem.sector.enumerate_bits()
     with torch.no_grad():
@@ -199,18 +150,18 @@ def enumerated_energy(cfg: TrainConfig, run_dir: Path, problem) -> float:
     return float((p * e_loc).sum() / p.sum())
 
 
-def train_point(cfg: TrainConfig, run_dir: Path, reference: Path | None) -> dict:
-    """Train in orbitals matched to `reference` (or continue an interrupted run in `run_dir`); small sectors
-    also get the enumerated energy."""
+def train_point(cfg: TrainConfig, run_dir: Path, problem: MolecularProblem, scan: dict,
+                notes: tuple[str, ...] = ()) -> RunSummary:
+    """Train in the problem's orbitals (saved as orbitals.npz), or continue an interrupted run in `run_dir`;
+    small sectors also get the enumerated energy."""
     from nqs.training.run import CHECKPOINT, run
 
-    problem, orbitals = matched_problem(cfg, reference)
-    save_orbitals(run_dir, orbitals)
+    problem.orbitals.save(run_dir / ORBITALS_FILE)
     resume = (run_dir / CHECKPOINT).is_file() and (run_dir / "config.yaml").is_file()
-    summary = run(cfg, run_dir, resume=resume, problem=problem)
-    if summary["sector_size"] <= ENUMERATE_MAX:
-        summary["energy_enum"] = enumerated_energy(cfg, run_dir, problem)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    summary = run(cfg, run_dir, resume=resume, problem=problem, scan=scan, notes=notes)
+    if summary.sector_size <= ENUMERATE_MAX:
+        summary = replace(summary, energy_enum=enumerated_energy(cfg, run_dir, problem))
+        summary.write(run_dir)
     return summary
 
 
@@ -229,7 +180,7 @@ class CurveSettings:
     meet: float | None = None  # two chains: up to this r (Å) from the first geometry, the rest from the last
 
     def steps(self, cfg: TrainConfig) -> tuple[int, int]:
-        first = self.first_steps or cfg.steps
+        first = self.first_steps or cfg.optim.steps
         later = self.steps_per_point or max(first // 4, 50)
         if first < 1 or later < 1:
             raise UserError("--first-steps and --steps-per-point must be at least 1")
@@ -238,42 +189,64 @@ class CurveSettings:
 
 def point_config(base: TrainConfig, spec: MoleculeSpec, run_dir: Path, steps: int, init_from: str | None,
                  anneal_warm: float = 0.0, lr_warm: float | None = None) -> TrainConfig:
-    """The run config of one geometry. A warm start anneals from `anneal_warm` (default 0), not from the
-    config's anneal_t0: the entropy bonus T*S that lifts a fresh model off the Hartree-Fock plateau pushes a
-    converged state away again. `lr_warm` (default: the config's lr) is a warm start's peak learning rate; its
-    final rate is the config's lr_final or lr_warm if lower. A large peak knocks a converged state far back up."""
+    """The run config of one geometry, a custom geometry named as the curve's molecule. A warm start anneals
+    from `anneal_warm` (default 0), not from the config's anneal_t0: the entropy bonus T*S that lifts a fresh
+    model off the Hartree-Fock plateau pushes a converged state away again. `lr_warm` (default: the config's lr)
+    is a warm start's peak learning rate; its final rate is the config's lr_final or lr_warm if lower. A large
+    peak knocks a converged state far back up."""
     warm = init_from is not None
-    anneal = anneal_warm if warm else base.anneal_t0
-    lr = lr_warm if warm and lr_warm is not None else base.lr
-    return replace(base, mol=None, geometry=geometry_text(spec), charge=spec.charge, spin=spec.spin,
-                   basis=spec.basis, steps=steps, init_from=init_from, out=str(run_dir), anneal_t0=anneal,
-                   lr=lr, lr_final=min(base.lr_final, lr)).validate()
+    anneal = anneal_warm if warm else base.optim.anneal_t0
+    lr = lr_warm if warm and lr_warm is not None else base.optim.lr
+    return base.updated(mol=None, name=spec.name, geometry=geometry_text(spec), charge=spec.charge, spin=spec.spin,
+                        basis=spec.basis, steps=steps, init_from=init_from, out=str(run_dir), anneal_t0=anneal,
+                        lr=lr, lr_final=min(base.optim.lr_final, lr))
 
 
-def start_run(base: TrainConfig, spec: MoleculeSpec, r: float, run_dir: Path, steps: int,
-              log: Callable[[str], None]) -> str | None:
+def tiny_sector_defaults(cfg: TrainConfig, sector_size: int, explicit: set[str]) -> tuple[TrainConfig, tuple[str, ...]]:
+    """Sectors of at most TINY_SECTOR configurations (H2, H2+) train with TINY_SECTOR_DEFAULTS (float64, lr 3e-2)
+    where the user gave neither; returns the config and a note saying what was changed. 1e-8 Ha needs float64;
+    amplitudes that must vanish (symmetry-forbidden configurations) approach 0 only as fast as the logits run
+    away, which lr 1e-2 makes slow. (Two H2, 36 configurations, can stall at lr 3e-2.)"""
+    if sector_size > TINY_SECTOR:
+        return cfg, ()
+    changes = {k: v for k, v in TINY_SECTOR_DEFAULTS.items() if k not in explicit}
+    if not changes:
+        return cfg, ()
+    what = " and ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in changes.items())
+    flags = "/".join(f"--{k}" for k in changes)
+    note = (f"sector of {sector_size} configurations: using {what} (TINY_SECTOR_DEFAULTS, at most {TINY_SECTOR} "
+            f"configurations); pass {flags} to override")
+    return cfg.updated(**changes), (note,)
+
+
+def start_run(base: TrainConfig, scan: Scan, spec0: MoleculeSpec, r: float, run_dir: Path, steps: int,
+              log: Callable[[str], None], notes: tuple[str, ...] = ()) -> str | None:
     """The from-scratch run at a chain's first geometry (`steps` steps) that its first point warm-starts from, so
     that every point ends with the same short warm-started schedule (and a fresh optimiser state: Adam's
     second moments remember the large early gradients and slow the approach to amplitudes that must vanish).
     None for a one-configuration sector, which needs no training."""
-    from nqs.training.run import CHECKPOINT
+    from nqs.training.run import CHECKPOINT, run
 
-    if (run_dir / "summary.json").is_file():
+    if (run_dir / SUMMARY_FILE).is_file():
         return str(run_dir)
+    spec = scan.geometry(spec0, r)
     cfg = point_config(base, spec, run_dir, steps, None)
-    problem, orbitals = matched_problem(cfg, None)
-    if problem.sector.size == 1:
+    point = point_problem(cfg, spec, None)
+    if point.problem.sector.size == 1:
         return None
-    from nqs.training.run import run
-
     start = time.perf_counter()
-    save_orbitals(run_dir, orbitals)
+    point.problem.orbitals.save(run_dir / ORBITALS_FILE)
     resume = (run_dir / CHECKPOINT).is_file() and (run_dir / "config.yaml").is_file()
-    summary = run(cfg, run_dir, resume=resume, problem=problem)
-    err = f"{summary['error_mha']:+.4f} mHa vs FCI" if summary["error_mha"] is not None else "no FCI"
-    log(f"start at r = {r:.3f} Å: E = {summary['energy']:.8f} Ha ({err}); {steps} steps from "
-        f"scratch; {time.perf_counter() - start:.1f} s")
+    summary = run(cfg, run_dir, resume=resume, problem=point.problem, scan={**scan.record(r), "role": "start"},
+                  notes=notes)
+    err = f"{summary.error_mha:+.4f} mHa vs FCI" if summary.error_mha is not None else "no FCI"
+    log(f"start at r = {r:.3f} Å: E = {summary.energy:.8f} Ha ({err}); {steps} steps from scratch; "
+        f"{_built(point)}; {time.perf_counter() - start:.1f} s")
     return str(run_dir)
+
+
+def _built(point: PointProblem) -> str:
+    return "Hamiltonian from the cache" if point.cached else "Hamiltonian built (SCF, Jordan-Wigner)"
 
 
 @dataclass(frozen=True)
@@ -301,49 +274,55 @@ def chains(values: tuple[float, ...], meet: float | None) -> list[Chain]:
 
 
 def run_chain(base: TrainConfig, settings: CurveSettings, out: Path, spec0: MoleculeSpec, scan: Scan,
-              chain: Chain, log: Callable[[str], None] = print, stop_after: int | None = None) -> list[CurvePoint]:
+              chain: Chain, log: Callable[[str], None] = print, stop_after: int | None = None,
+              notes: tuple[str, ...] = ()) -> list[CurvePoint]:
     """The geometries of one chain (of `scan` applied to `spec0`) in order; finished points are read back.
-    `stop_after`: testing aid, a KeyboardInterrupt once that many points were computed by this call."""
+    `notes` (the defaults the curve changed) go into every run record. `stop_after`: testing aid, a
+    KeyboardInterrupt once that many points were computed by this call."""
     from nqs.training.run import CHECKPOINT
 
     first, later = settings.steps(base)
-    points, previous, computed = [], base.init_from, 0
+    points, previous, computed = [], base.run.init_from, 0
     if previous is None:
-        r0 = chain.values[0]
-        previous = start_run(base, scan.geometry(spec0, r0), r0, out / chain.start, first, log)
+        previous = start_run(base, scan, spec0, chain.values[0], out / chain.start, first, log, notes)
     for r in chain.values:
         spec = scan.geometry(spec0, r)
         run_dir = out / point_name(r)
         start = time.perf_counter()
-        if (run_dir / "summary.json").is_file():
-            summary, status = json.loads((run_dir / "summary.json").read_text()), "finished earlier"
+        if (run_dir / SUMMARY_FILE).is_file():
+            summary, status = read_summary(run_dir), "finished earlier"
         else:
             cfg = point_config(base, spec, run_dir, later, previous, settings.anneal_per_point,
                                settings.lr_per_point)
-            problem = build_point_problem(cfg)
-            if problem.sector.size == 1:
-                summary, status = exact_point(cfg, problem, run_dir), "one configuration: exact, no training"
+            point = point_problem(cfg, spec, Path(previous) if previous else None)
+            record = {**scan.record(r), "role": "point"}
+            if point.problem.sector.size == 1:
+                summary = exact_point(cfg, point.problem, run_dir, record, notes)
+                status = "one configuration: exact, no training"
             else:
                 warm = f"warm start from {Path(previous).name}" if previous else "from scratch"
-                reference = Path(previous) if previous else None
-                summary, status = train_point(cfg, run_dir, reference), f"{cfg.steps} steps, {warm}"
+                summary = train_point(cfg, run_dir, point.problem, record, notes + point.notes)
+                status = f"{later} steps, {warm}, {point.orbitals}"
+            status += f"; {_built(point)}"
             computed += 1
-        point = point_from_summary(r, summary, spec, run_dir)
+        point = CurvePoint(r, summary, str(run_dir), nuclear_repulsion(spec))
         points.append(point)
         if (run_dir / CHECKPOINT).is_file():
             previous = str(run_dir)
         err = f"{point.error_mha:+.4f} mHa vs FCI" if point.error_mha is not None else "no FCI"
-        log(f"r = {r:.3f} Å: E = {point.energy:.8f} Ha ({err}); {status}; {time.perf_counter() - start:.1f} s")
+        log(f"r = {r:.3f} Å: E = {summary.energy:.8f} Ha ({err}); {status}; {time.perf_counter() - start:.1f} s")
         if stop_after is not None and computed >= stop_after and r != chain.values[-1]:
             raise KeyboardInterrupt
     return points
 
 
 def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callable[[str], None] = print,
-              stop_after: int | None = None, parallel: bool = False) -> list[CurvePoint]:
-    """Every geometry of the scan, chain by chain (`parallel`: the chains at once, one process each), returned in
-    scan order. `stop_after`: testing aid, see run_chain (per chain)."""
-    spec0 = resolve_molecule(mol=base.mol, geometry=base.geometry, charge=base.charge, spin=base.spin, basis=base.basis)
+              stop_after: int | None = None, parallel: bool = False, notes: tuple[str, ...] = (),
+              initializer: Callable[[int], None] | None = None) -> list[CurvePoint]:
+    """Every geometry of the scan, chain by chain (`parallel`: the chains at once, one process each, set up by
+    `initializer(threads)`), returned in scan order. `notes` go into every run record. `stop_after`: testing
+    aid, see run_chain (per chain)."""
+    spec0 = base_molecule(base)
     scan = make_scan(spec0, settings.bond, settings.atom, settings.fragment)
     plan = chains(scan.values, settings.meet)
     tags = [""] if len(plan) == 1 else [f"[chain {i + 1}] " for i in range(len(plan))]
@@ -351,12 +330,14 @@ def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callab
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(len(plan), mp_context=multiprocessing.get_context("spawn")) as pool:
-            jobs = [pool.submit(_chain_process, base, settings, out, spec0, scan, chain, tag, stop_after)
+        setup = (initializer, (base.run.threads,)) if initializer is not None else (None, ())
+        with ProcessPoolExecutor(len(plan), mp_context=multiprocessing.get_context("spawn"), initializer=setup[0],
+                                 initargs=setup[1]) as pool:
+            jobs = [pool.submit(_chain_process, base, settings, out, spec0, scan, chain, tag, stop_after, notes)
                     for chain, tag in zip(plan, tags)]
             done = [job.result() for job in jobs]
     else:
-        done = [run_chain(base, settings, out, spec0, scan, chain, _tagged(log, tag), stop_after)
+        done = [run_chain(base, settings, out, spec0, scan, chain, _tagged(log, tag), stop_after, notes)
                 for chain, tag in zip(plan, tags)]
     by_name = {point_name(p.r): p for points in done for p in points}
     return [by_name[point_name(r)] for r in scan.values]
@@ -366,79 +347,33 @@ def _tagged(log: Callable[[str], None], tag: str) -> Callable[[str], None]:
     return log if not tag else (lambda line: log(tag + line))
 
 
-def _chain_process(base, settings, out, spec0, scan, chain, tag, stop_after) -> list[CurvePoint]:
+def _chain_process(base, settings, out, spec0, scan, chain, tag, stop_after, notes) -> list[CurvePoint]:
     """run_chain in a worker process, printing its log lines prefixed with `tag`."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     log = _tagged(lambda line: print(line, flush=True), tag)
-    return run_chain(base, settings, out, spec0, scan, chain, log, stop_after)
+    return run_chain(base, settings, out, spec0, scan, chain, log, stop_after, notes)
 
 
 @contextmanager
 def curve_lock(out: Path):
-    """One process at a time per curve directory: OUT/.lock holds the owner's pid (this host); a lock left by a
-    process that no longer runs is taken over."""
-    path = out / ".lock"
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            text = path.read_text().strip() if path.is_file() else ""
-            pid = int(text) if text.isdigit() else None
-            if pid is not None and _alive(pid):
-                raise UserError(f"{out} is in use by another nqs-curve (pid {pid}): wait for it or stop it; "
-                                f"two processes must not train the same geometries") from None
-            path.unlink(missing_ok=True)
-    else:
-        raise UserError(f"cannot lock {path}: remove it if no nqs-curve is running there")
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
+    """One process at a time per curve directory: an exclusive OS lock on OUT/.lock (filelock), which the
+    operating system drops when its process ends, however it ends."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(out / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{out} is in use by another nqs-curve: wait for it or stop it") from None
+    except OSError as exc:
+        raise UserError(f"cannot lock {out / '.lock'} ({exc.strerror}): choose an --out you can write to") from None
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        lock.release()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def curve_table(points: list[CurvePoint]) -> str:
-    """A Markdown table, one row per geometry: energies in Hartree, errors vs FCI in mHa."""
-
-    def e(v):
-        return f"{v:.8f}" if v is not None else "—"
-
-    def m(v):
-        return f"{v:+.4f}" if v is not None else "—"
-
-    lines = ["| r (Å) | E_NQS (Ha) | ± | HF | CCSD | CCSD(T) | FCI | NQS − FCI (mHa) | CCSD(T) − FCI (mHa) | steps |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for p in points:
-        lines.append(f"| {p.r:.3f} | {e(p.energy)} | {p.energy_err:.1e} | {e(p.e_hf)} | {e(p.e_ccsd)} | "
-                     f"{e(p.e_ccsd_t)} | {e(p.e_fci)} | {m(p.error_mha)} | {m(p.ccsd_t_error_mha)} | "
-                     f"{p.steps}{' (exact)' if p.exact else ''} |")
-    errors = [abs(p.error_mha) for p in points if p.error_mha is not None]
-    if errors:
-        lines.append(f"max |NQS − FCI| = {max(errors):.4g} mHa over {len(errors)} points "
-                     f"({sum(x < 1.6 for x in errors)} within chemical accuracy, 1.6 mHa)")
-    return "\n".join(lines)
-
-
-def write_json(points: list[CurvePoint], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([p.record() for p in points], indent=1) + "\n")
-
-
-def settings_record(base: TrainConfig, settings: CurveSettings) -> dict:
-    train = dataclasses.asdict(base)
-    train["unique_window"] = list(base.unique_window)
-    return {"curve": dataclasses.asdict(settings), "train": train}
+def settings_record(base: TrainConfig, settings: CurveSettings, notes: tuple[str, ...] = ()) -> dict:
+    """curve.yaml: the curve settings, the flat base training config and the notes of the defaults changed."""
+    train = base.flat()
+    train["unique_window"] = list(train["unique_window"])
+    return {"curve": asdict(settings), "train": train, "notes": list(notes)}

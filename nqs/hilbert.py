@@ -31,6 +31,7 @@ class Sector:
     def __post_init__(self):
         if not (0 <= self.n_alpha <= self.n_orb and 0 <= self.n_beta <= self.n_orb):
             raise ValueError(f"sector ({self.n_alpha},{self.n_beta}) impossible with {self.n_orb} orbitals")
+        _check_qubits(self.n_qubits)
 
     @property
     def n_qubits(self) -> int:
@@ -69,17 +70,24 @@ def _strings(n_orb: int, n_occ: int) -> np.ndarray:
     return out
 
 
+def _check_qubits(n: int) -> None:
+    """ValueError when n qubits do not fit the packed int64 encoding (bit i = x_i, sign bit unused)."""
+    if n > MAX_QUBITS:
+        raise ValueError(f"{n} qubits exceed the packed int64 encoding's limit of {MAX_QUBITS} "
+                         f"({n // 2} spatial orbitals > {MAX_QUBITS // 2}): choose a smaller basis or active space")
+
+
 def pack(bits: torch.Tensor) -> torch.Tensor:
     """(..., n) {0,1} -> (...,) int64 with bit i = x_i."""
     n = bits.shape[-1]
-    if n > MAX_QUBITS:
-        raise ValueError(f"{n} qubits exceed the packed encoding's limit of {MAX_QUBITS}")
+    _check_qubits(n)
     weights = torch.ones(n, dtype=torch.int64, device=bits.device) << torch.arange(n, device=bits.device)
     return (bits.to(torch.int64) * weights).sum(-1)
 
 
 def unpack(packed: torch.Tensor, n: int, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
     """(...,) int64 -> (..., n) bits of `dtype`."""
+    _check_qubits(n)
     shifts = torch.arange(n, device=packed.device)
     return ((packed.unsqueeze(-1) >> shifts) & 1).to(dtype)
 

@@ -1,15 +1,18 @@
-"""Molecule specifications: the cited catalogue in `hamiltonians/*.toml`, custom geometries, validation.
+"""Molecule specifications: the cited catalogue in `nqs/hamiltonians/*.toml`, custom geometries, validation.
 
 Geometries are in Angstrom. `spin` is 2S = N_alpha - N_beta (PySCF's convention); catalogue files give the
 multiplicity 2S + 1. Every problem with the input raises `UserError` with one line saying how to fix it.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass, replace
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from nqs.errors import UserError
@@ -89,25 +92,34 @@ class MoleculeSpec:
         return self
 
 
-def catalogue_dir() -> Path:
-    """The folder of catalogue files: $NQS_HAMILTONIANS, else `hamiltonians/` beside the package."""
+def catalogue_dir() -> Traversable:
+    """The folder of catalogue files: $NQS_HAMILTONIANS, else the package's own `nqs/hamiltonians/`."""
     env = os.environ.get("NQS_HAMILTONIANS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "hamiltonians"
+    if not env:
+        return files("nqs") / "hamiltonians"
+    if not Path(env).is_dir():
+        raise UserError(f"NQS_HAMILTONIANS={env} is not a folder: point it at a folder of catalogue .toml files, "
+                        f"or unset it to use the catalogue shipped with the package")
+    return Path(env)
 
 
 def catalogue_names() -> list[str]:
-    return sorted(p.stem for p in catalogue_dir().glob("*.toml"))
+    """Names of the catalogue molecules (file stems), sorted."""
+    folder = catalogue_dir()
+    return sorted(p.name[:-len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml") and p.is_file())
 
 
 def load_molecule(name: str) -> MoleculeSpec:
     """A catalogue molecule by name (case-insensitive), e.g. 'N2', 'h2o'."""
     names = {n.lower(): n for n in catalogue_names()}
     if name.lower() not in names:
-        raise UserError(f"unknown molecule '{name}': choose one of {', '.join(catalogue_names())}, "
+        close = difflib.get_close_matches(name.lower(), names, n=3)
+        hint = f" (did you mean {', '.join(names[c] for c in close)}?)" if close else ""
+        raise UserError(f"unknown molecule '{name}'{hint}: choose one of {', '.join(catalogue_names()) or '(none)'}, "
                         f"or give --geometry / an .xyz file")
     path = catalogue_dir() / f"{names[name.lower()]}.toml"
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
         atoms = tuple((str(a[0]), float(a[1]), float(a[2]), float(a[3])) for a in data["atoms"])
         spec = MoleculeSpec(name=data["name"], atoms=atoms, charge=int(data.get("charge", 0)),
                             spin=int(data.get("multiplicity", 1)) - 1, basis=data.get("basis", "sto-3g"),

@@ -24,12 +24,26 @@ import torch
 
 MAX_FLIPPED = 8  # table width 2^MAX_FLIPPED patterns per flip mask at most
 FLOAT32_EXACT = 2**24
+INT32_LIMIT = 2**31  # the kernel casts GEMM values (row << shift | parity) to int32: all must stay below this
 
 
 def popcount(a: np.ndarray) -> np.ndarray:
-    """Number of set bits of each int64 (non-negative) entry."""
+    """Number of set bits of each int64 entry (two's complement for negative ones), as int64."""
     a = np.ascontiguousarray(a, dtype=np.int64)
-    return np.unpackbits(a.view(np.uint8)).reshape(*a.shape, 64).sum(-1).astype(np.int64)
+    return np.bitwise_count(a.view(np.uint64)).astype(np.int64)
+
+
+def check_int32_rows(n_off: int, width: int, shift: int) -> None:
+    """ValueError unless every GEMM value k * width * 2^shift + (p << shift) + parity fits in int32.
+
+    The largest value is below n_off * width * 2^shift (n_off off-diagonal flip masks, `width` patterns each,
+    chain parities < 2^shift); the local-energy kernel casts these values to int32.
+    """
+    span = n_off * (width << shift)
+    if span > INT32_LIMIT:
+        raise ValueError(f"pattern tables too large for int32 row values: {n_off} off-diagonal flip masks x "
+                         f"{width} patterns x 2^{shift} = {span:,} > 2^31; this Hamiltonian needs the dense path "
+                         f"(or int64 row values in nqs.local_energy)")
 
 
 def _bit_index(a: np.ndarray) -> np.ndarray:
@@ -92,6 +106,7 @@ def build_pattern_tables(n_qubits: int, flip_masks: np.ndarray, term_group: np.n
         return None
     width = 1 << int(n_flipped.max(initial=0))
     shift = max(1, int(n).bit_length())
+    check_int32_rows(n_off, width, shift)
 
     # chain_f: the bitwise majority of each group's off-mask parts (the Jordan-Wigner parity string)
     outside = signs & ~masks[group]

@@ -1,7 +1,11 @@
 """A molecular problem: the qubit Hamiltonian with its sector, reference energies and provenance, cached on disk.
 
-`build_problem(spec, options)` runs PySCF -> OpenFermion -> grouped Pauli strings once and stores the result
-under a hash of everything that defines it; a second build loads the arrays and energies from the cache.
+`build_problem(spec, options)` runs PySCF -> OpenFermion -> grouped Pauli strings once and stores the result,
+with its canonical orbitals, under a hash of everything that defines it; a second build loads the arrays and
+energies from the cache. `build_problem(spec, options, orbitals=...)` writes the Hamiltonian in given orbitals
+(e.g. matched to another geometry's by `nqs.orbitals.match`), cached under the canonical key and a hash of the
+coefficients (no SCF, no Jordan-Wigner build the second time); its reference energies do not depend on the
+orbitals and are the canonical problem's.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from nqs.chem import Integrals, OrbitalOptions, References
 from nqs.hilbert import Sector
 from nqs.molecules import MoleculeSpec
 from nqs.operator import CompiledHamiltonian, PauliHamiltonian
+from nqs.orbitals import ORBITALS_FILE, Orbitals, canonical
 
 CACHE_VERSION = 1
 DEFAULT_FCI_MAX_DETS = 1e7
@@ -37,6 +42,7 @@ class MolecularProblem:
     e_inf: float  # Tr H / dim over the sector, Hartree
     build_seconds: float
     from_cache: bool = False
+    orbitals: Orbitals | None = None  # the orbitals the Hamiltonian is written in (canonical unless given)
 
     @property
     def n_qubits(self) -> int:
@@ -75,7 +81,8 @@ def _compute(spec: MoleculeSpec, options: OrbitalOptions, fci_max_dets: float):
     mol = chem.build_mole(spec, options.symmetry)
     mf = chem.run_scf(mol, notes)
     n_core, n_act = chem.active_space(mol, spec, options)
-    ints = chem.integrals(mol, chem.mo_coefficients(mol, mf), n_core, n_act, spec.n_alpha, spec.n_beta)
+    orbitals = _canonical_orbitals(spec, mol, mf, n_core, n_act)
+    ints = chem.integrals(mol, orbitals.mo, n_core, n_act, spec.n_alpha, spec.n_beta)
     pauli = PauliHamiltonian.from_integrals(ints)
     e_hf = float(mf.e_tot) if mf is not None else ints.e_core
     frozen = list(range(n_core)) + list(range(n_core + n_act, mol.nao))
@@ -85,58 +92,123 @@ def _compute(spec: MoleculeSpec, options: OrbitalOptions, fci_max_dets: float):
         e_mp2, e_ccsd, e_ccsd_t = chem.correlated_references(mol, mf, frozen, notes)
     e_fci, s2, _ = chem.fci(ints, fci_max_dets, notes)
     refs = References(e_hf, e_mp2, e_ccsd, e_ccsd_t, e_fci, s2, tuple(notes))
-    return ints, pauli, refs
+    return ints, pauli, refs, orbitals
 
 
-def _save(path: Path, ints: Integrals, pauli: PauliHamiltonian, refs: References, meta: dict) -> None:
+def _canonical_orbitals(spec: MoleculeSpec, mol, mf, n_core: int, n_act: int) -> Orbitals:
+    occupations = mf.mo_occ if mf is not None else np.zeros(mol.nao)
+    return canonical(spec, chem.mo_coefficients(mol, mf), occupations, n_core, n_act)
+
+
+def _scf_orbitals(spec: MoleculeSpec, options: OrbitalOptions) -> Orbitals:
+    """The canonical orbitals alone, for a cache entry written before entries kept them."""
+    mol = chem.build_mole(spec, options.symmetry)
+    mf = chem.run_scf(mol, [])
+    n_core, n_act = chem.active_space(mol, spec, options)
+    return _canonical_orbitals(spec, mol, mf, n_core, n_act)
+
+
+def _in_orbitals(spec: MoleculeSpec, options: OrbitalOptions, orbitals: Orbitals) -> Integrals:
+    """Integrals over the given orbitals (no SCF)."""
+    mol = chem.build_mole(spec, options.symmetry)
+    n_core, n_act = chem.active_space(mol, spec, options)
+    if orbitals.mo.shape != (mol.nao, mol.nao):
+        raise ValueError(f"orbitals of shape {orbitals.mo.shape} do not fit {spec.name} in {spec.basis} "
+                         f"({mol.nao} AOs)")
+    return chem.integrals(mol, orbitals.mo, n_core, n_act, spec.n_alpha, spec.n_beta)
+
+
+def _save(path: Path, ints: Integrals, pauli: PauliHamiltonian, refs: References | None,
+          orbitals: Orbitals | None, meta: dict) -> None:
+    """One cache entry: arrays.npz, orbitals.npz, then meta.json (an entry without it is not read)."""
     path.mkdir(parents=True, exist_ok=True)
     tmp = path / "arrays.tmp.npz"
     np.savez(tmp, h1=ints.h1, h2=ints.h2, **pauli.arrays())
     tmp.replace(path / "arrays.npz")
+    if orbitals is not None:
+        orbitals.save(path / ORBITALS_FILE)
     record = {"integrals": {"e_core": ints.e_core, "e_nuc": ints.e_nuc, "n_alpha": ints.n_alpha,
-                            "n_beta": ints.n_beta},
-              "references": dataclasses.asdict(refs), "n_qubits": pauli.n_qubits, **meta}
+                            "n_beta": ints.n_beta}, "n_qubits": pauli.n_qubits, **meta}
+    if refs is not None:  # an entry in given orbitals takes the canonical entry's
+        record["references"] = dataclasses.asdict(refs)
     (path / "meta.tmp.json").write_text(json.dumps(record, indent=1))
     (path / "meta.tmp.json").replace(path / "meta.json")
 
 
-def _load(path: Path):
-    record = json.loads((path / "meta.json").read_text())
-    with np.load(path / "arrays.npz") as z:
-        ints = Integrals(h1=z["h1"], h2=z["h2"], **record["integrals"])
-        pauli = PauliHamiltonian(record["n_qubits"], z["flip_masks"], z["term_group"], z["term_signs"],
-                                 z["term_coeffs"])
-    ref = record["references"]
-    ref["notes"] = tuple(ref["notes"])
-    return ints, pauli, References(**ref), record
+def _load(path: Path, use_cache: bool):
+    """(integrals, pauli, references or None, orbitals or None, meta) of a cache entry; None when there is none
+    or it is damaged (it is then rebuilt)."""
+    if not (use_cache and (path / "meta.json").is_file() and (path / "arrays.npz").is_file()):
+        return None
+    try:
+        record = json.loads((path / "meta.json").read_text())
+        with np.load(path / "arrays.npz") as z:
+            ints = Integrals(h1=z["h1"], h2=z["h2"], **record["integrals"])
+            pauli = PauliHamiltonian(record["n_qubits"], z["flip_masks"], z["term_group"], z["term_signs"],
+                                     z["term_coeffs"])
+        refs = None
+        if "references" in record:
+            refs = References(**{**record["references"], "notes": tuple(record["references"]["notes"])})
+        orbitals = Orbitals.load(path / ORBITALS_FILE) if (path / ORBITALS_FILE).is_file() else None
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return None
+    return ints, pauli, refs, orbitals, record
 
 
 def build_problem(spec: MoleculeSpec, options: OrbitalOptions = OrbitalOptions(),
-                  fci_max_dets: float = DEFAULT_FCI_MAX_DETS, use_cache: bool = True) -> MolecularProblem:
-    """Hamiltonian and references for a validated molecule; cached under `cache_dir()`."""
+                  fci_max_dets: float = DEFAULT_FCI_MAX_DETS, use_cache: bool = True,
+                  orbitals: Orbitals | None = None) -> MolecularProblem:
+    """Hamiltonian and references for a validated molecule, cached under `cache_dir()`: in its canonical
+    orbitals, or in `orbitals` (AO coefficients of this geometry, e.g. matched to another's)."""
+    if orbitals is not None:
+        return _build_in_orbitals(spec, options, fci_max_dets, use_cache, orbitals)
     start = time.perf_counter()
     path = cache_dir() / cache_key(spec, options)
-    loaded = None
-    if use_cache and (path / "meta.json").is_file() and (path / "arrays.npz").is_file():
-        try:
-            loaded = _load(path)
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-            loaded = None  # a corrupt cache entry is rebuilt
-    if loaded is not None:
-        ints, pauli, refs, record = loaded
+    loaded = _load(path, use_cache)
+    if loaded is not None and loaded[2] is not None:
+        ints, pauli, refs, orbitals, record = loaded
+        meta = {"build_seconds_first": record.get("build_seconds_first")}
         dims = math.comb(ints.n_orb, ints.n_alpha) * math.comb(ints.n_orb, ints.n_beta)
         if refs.e_fci is None and dims <= fci_max_dets:  # FCI skipped earlier under a lower limit
             notes = [n for n in refs.notes if not n.startswith("FCI skipped")]
             e_fci, s2, _ = chem.fci(ints, fci_max_dets, notes)
             refs = dataclasses.replace(refs, e_fci=e_fci, s2_fci=s2, notes=tuple(notes))
-            _save(path, ints, pauli, refs, {"build_seconds_first": record.get("build_seconds_first")})
+            _save(path, ints, pauli, refs, orbitals, meta)
+        if orbitals is None:  # written before entries kept their orbitals: add them once, with the Hamiltonian
+            orbitals = _scf_orbitals(spec, options)  # rebuilt if this SCF's orbitals differ (e.g. in sign)
+            fresh = _in_orbitals(spec, options, orbitals)
+            if not (np.allclose(fresh.h1, ints.h1, rtol=0, atol=1e-10)
+                    and np.allclose(fresh.h2, ints.h2, rtol=0, atol=1e-10)):
+                ints, pauli = fresh, PauliHamiltonian.from_integrals(fresh)
+            _save(path, ints, pauli, refs, orbitals, meta)
         from_cache = True
     else:
-        ints, pauli, refs = _compute(spec, options, fci_max_dets)
+        ints, pauli, refs, orbitals = _compute(spec, options, fci_max_dets)
         from_cache = False
     sector = Sector(ints.n_orb, ints.n_alpha, ints.n_beta)
     e_inf = float(pauli.sector_trace(sector.n_alpha, sector.n_beta)) / sector.size
     seconds = time.perf_counter() - start
     if use_cache and not from_cache:
-        _save(path, ints, pauli, refs, {"build_seconds_first": seconds})
-    return MolecularProblem(spec, options, sector, ints, pauli, refs, e_inf, seconds, from_cache)
+        _save(path, ints, pauli, refs, orbitals, {"build_seconds_first": seconds})
+    return MolecularProblem(spec, options, sector, ints, pauli, refs, e_inf, seconds, from_cache, orbitals)
+
+
+def _build_in_orbitals(spec: MoleculeSpec, options: OrbitalOptions, fci_max_dets: float, use_cache: bool,
+                       orbitals: Orbitals) -> MolecularProblem:
+    """The Hamiltonian in `orbitals`, cached under the canonical key and the orbitals' digest; the reference
+    energies (orbital-independent) from the canonical problem."""
+    refs = build_problem(spec, options, fci_max_dets, use_cache).references
+    start = time.perf_counter()
+    path = cache_dir() / f"{cache_key(spec, options)}-{orbitals.digest()}"
+    loaded = _load(path, use_cache)
+    if loaded is not None:
+        ints, pauli = loaded[0], loaded[1]
+    else:
+        ints = _in_orbitals(spec, options, orbitals)
+        pauli = PauliHamiltonian.from_integrals(ints)
+    sector = Sector(ints.n_orb, ints.n_alpha, ints.n_beta)
+    e_inf = float(pauli.sector_trace(sector.n_alpha, sector.n_beta)) / sector.size
+    seconds = time.perf_counter() - start
+    if use_cache and loaded is None:
+        _save(path, ints, pauli, None, orbitals, {"build_seconds_first": seconds})
+    return MolecularProblem(spec, options, sector, ints, pauli, refs, e_inf, seconds, loaded is not None, orbitals)

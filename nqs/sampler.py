@@ -20,11 +20,16 @@ MAX_EXACT_COUNT = 2.0 ** 53
 
 @dataclass(frozen=True)
 class Samples:
-    """Unique configurations `bits` (U, n) uint8 with their multinomial `counts` (U,) float64."""
+    """Unique configurations `bits` (U, n) uint8 with their multinomial `counts` (U,) float64.
+
+    `n_requested` is the N_s asked for; `kept_mass` = sum of the model's p(x) over the returned configurations
+    (float64): below 1 by the mass of configurations the unique cap dropped or the draw never reached."""
 
     bits: torch.Tensor
     counts: torch.Tensor
     rows_per_position: tuple[int, ...] = ()  # prefixes the model processed at each position (FLOP counting)
+    n_requested: float = float("nan")
+    kept_mass: float = float("nan")
 
     @property
     def n_samples(self) -> float:
@@ -86,6 +91,7 @@ def sample(model: AutoregressiveAnsatz, n_samples: float, max_unique: int,
     tokens = torch.zeros(1, 0, dtype=torch.int64, device=device)
     alpha = torch.zeros(1, dtype=torch.int64, device=device)
     beta = torch.zeros(1, dtype=torch.int64, device=device)
+    log_prob = torch.zeros(1, dtype=torch.float64, device=device)  # log p of each prefix
     state, prev, rows = model.init_state(1, device), None, []
     for j in range(sector.n_orb):
         rows.append(int(counts.shape[0]))
@@ -97,9 +103,11 @@ def sample(model: AutoregressiveAnsatz, n_samples: float, max_unique: int,
             keep = most_frequent(c, max_unique)
             parent, tok, c = parent[keep], tok[keep], c[keep]
         tokens = torch.cat([tokens[parent], tok.unsqueeze(-1)], dim=-1)
+        log_prob = log_prob[parent] + log_p[parent, tok].to(torch.float64)
         alpha, beta = alpha[parent] + da[tok], beta[parent] + db[tok]
         state, prev, counts = model.reorder_state(state, parent), tok, c
-    return Samples(bits=tokens_to_bits(tokens), counts=counts, rows_per_position=tuple(rows))
+    return Samples(bits=tokens_to_bits(tokens), counts=counts, rows_per_position=tuple(rows),
+                   n_requested=n_samples, kept_mass=float(log_prob.exp().sum()))
 
 
 SCHEDULES = ("constant", "geometric", "adaptive")

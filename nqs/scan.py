@@ -72,6 +72,12 @@ class Scan:
         atoms = tuple((a[0], *(round(x, 10) for x in p)) for a, p in zip(spec.atoms, pos))
         return replace(spec, atoms=atoms).validate()
 
+    def record(self, r: float) -> dict:
+        """The run record's `scan` entry of the point at r: the coordinate, its value and unit, and what moves
+        (`atom`: the 1-based centre of a stretch; `fragment`: K of a fragment separation)."""
+        return {"coordinate": "r", "value": r, "unit": "Å", "mode": self.mode,
+                "atom": None if self.centre is None else self.centre + 1, "fragment": self.split}
+
 
 def make_scan(spec: MoleculeSpec, bond: str, atom: str | None = None, fragment: int | None = None) -> Scan:
     """The scan of `spec` asked for by --bond, with --atom CENTRE or --fragment K for polyatomics."""
@@ -136,13 +142,3 @@ def _centroid(points) -> list[float]:
 
 def geometry_text(spec: MoleculeSpec) -> str:
     return "; ".join(f"{s} {x:.10f} {y:.10f} {z:.10f}" for s, x, y, z in spec.atoms)
-
-
-def nuclear_repulsion(spec: MoleculeSpec) -> float:
-    """sum_{i<j} Z_i Z_j / R_ij in Hartree (R in bohr, PySCF's constant): the energy with no electrons."""
-    from pyscf.data.elements import charge
-    from pyscf.lib.parameters import BOHR
-
-    atoms = spec.atoms
-    return sum(charge(a[0]) * charge(b[0]) / (math.dist(a[1:], b[1:]) / BOHR)
-               for i, a in enumerate(atoms) for b in atoms[:i])

@@ -1,14 +1,23 @@
-"""Variational Monte Carlo on count-weighted unique samples: statistics, V-score and the gradient surrogate.
+"""Variational Monte Carlo on count-weighted unique samples: the VMC step, statistics, V-score, the surrogate.
 
 With unique samples x_i of multinomial counts c_i (weights w_i = c_i / sum c), E = sum_i w_i E_loc(x_i) and
 grad E = 2 Re sum_i w_i (E_loc(x_i) - E)^* grad log psi(x_i); the surrogate loss below has that gradient.
+`vmc_step` is the one VMC step (samples -> local energy -> statistics -> loss) that training, the final
+evaluation and the step benchmark all run.
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+
+from nqs.local_energy import local_energy
+from nqs.sampler import Samples, sample
+
+KEPT_MASS_WARNING = 1e-6  # warn when the unique cap / the draw dropped more probability mass than this
 
 
 @dataclass(frozen=True)
@@ -16,9 +25,12 @@ class Stats:
     """Count-weighted statistics of the local energy (Hartree)."""
 
     mean: float  # Re E
-    error: float  # statistical error of the mean, sqrt(Var / N_s) for N_s multinomial samples
+    error: float  # statistical error of the mean, sqrt(Var / N_s) for the N_s kept multinomial samples
     variance: float  # Var(E_loc) = sum w |E_loc - E|^2
     imag: float  # Im E (zero for the exact estimator up to noise)
+    n_samples: float = float("nan")  # N_s behind the weights (the kept samples)
+    n_requested: float = float("nan")  # N_s asked of the sampler
+    kept_mass: float = float("nan")  # sum of p(x) over the sampled configurations; the error ignores 1 - this
 
     def vscore(self, n_electrons: int, e_inf: float) -> float:
         """V = N_e Var(E_loc) / (E - E_inf)^2 (Wu et al., Science 2024); E_inf = Tr H / dim of the sector."""
@@ -33,12 +45,13 @@ def weighted_sums(e_loc: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.stack([w.sum(), (w * e.real).sum(), (w * e.imag).sum(), (w * e.abs() ** 2).sum()])
 
 
-def stats_from_sums(sums: torch.Tensor, n_samples: float) -> Stats:
+def stats_from_sums(sums: torch.Tensor, n_samples: float, n_requested: float = float("nan"),
+                    kept_mass: float = float("nan")) -> Stats:
     """Statistics from the all-reduced sums; `n_samples` is the non-unique count N_s behind the weights."""
     w, wr, wi, wabs2 = (float(v) for v in sums)
     mean, imag = wr / w, wi / w
     variance = max(wabs2 / w - mean * mean - imag * imag, 0.0)
-    return Stats(mean, math.sqrt(variance / n_samples), variance, imag)
+    return Stats(mean, math.sqrt(variance / n_samples), variance, imag, n_samples, n_requested, kept_mass)
 
 
 def clip_local_energy(e_loc: torch.Tensor, weights: torch.Tensor, mean: float, width: float | None) -> torch.Tensor:
@@ -58,3 +71,75 @@ def surrogate_loss(log_psi: torch.Tensor, e_loc: torch.Tensor, weights: torch.Te
     """
     centred = (e_loc - mean).conj().detach().to(log_psi.dtype)
     return 2.0 * (weights.to(log_psi.real.dtype) * (centred * log_psi).real).sum()
+
+
+# --- the VMC step --------------------------------------------------------------------------------------------
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's share of the unique samples and the sum over processes (one process: identity)."""
+
+    rank: int = 0
+    world: int = 1
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] = _identity
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one VMC step produced. `loss` is None when no gradient was asked for; times in seconds."""
+
+    stats: Stats
+    samples: Samples
+    loss: torch.Tensor | None
+    n_evals: int  # psi evaluations of the local energy (all ranks)
+    n_connected: int  # surviving (sample, x') pairs (all ranks)
+    t_sampling: float
+    t_local_energy: float
+    t_loss: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: torch.Generator, *,
+             temperature: float = 0.0, clip_width: float | None = None, eval_chunk: int = 65536,
+             with_loss: bool = True, ranks: Ranks = Ranks()) -> StepResult:
+    """Sample, evaluate E_loc on this rank's share, reduce the statistics and build the surrogate loss.
+
+    Sampling is identical on every rank (same `generator` state); rank r takes unique samples r, r + world, ...
+    The loss is that of the free energy F = E - T S (T = `temperature`, Hartree; the local term gains
+    T log p(x)) with Re E_loc clipped to mean ± clip_width·MAD when `clip_width` is set; it is multiplied by
+    `ranks.world` because DDP averages gradients. Raises FloatingPointError on a non-finite energy."""
+    device = next(model.parameters()).device
+    t0 = time.perf_counter()
+    samples = sample(model, n_samples, max_unique, generator)
+    _sync(device)
+    t1 = time.perf_counter()
+    part = slice(ranks.rank, None, ranks.world)
+    bits = samples.bits[part]
+    weights = (samples.counts / samples.counts.sum())[part].to(device)
+    le = local_energy(hamiltonian, bits, model.log_psi, eval_chunk=eval_chunk)
+    sums = ranks.all_reduce(weighted_sums(le.values, weights))
+    counts = ranks.all_reduce(torch.tensor([le.n_evals, le.n_connected], dtype=torch.float64, device=device))
+    stats = stats_from_sums(sums, samples.n_samples, samples.n_requested, samples.kept_mass)
+    _sync(device)
+    t2 = time.perf_counter()
+    if not math.isfinite(stats.mean) or not math.isfinite(stats.variance):
+        raise FloatingPointError(f"non-finite energy {stats.mean}")
+    loss = None
+    if with_loss:
+        e_loc = clip_local_energy(le.values, weights, stats.mean, clip_width)
+        log_psi = model.log_psi(bits)
+        mean = complex(stats.mean, stats.imag)
+        if temperature > 0:
+            log_p = 2.0 * log_psi.real.detach().to(torch.float64)
+            e_loc = e_loc + temperature * log_p
+            mean = mean + temperature * float(ranks.all_reduce((weights * log_p).sum()))
+        loss = surrogate_loss(log_psi, e_loc, weights, mean) * ranks.world
+    return StepResult(stats, samples, loss, int(counts[0]), int(counts[1]), t1 - t0, t2 - t1,
+                      time.perf_counter() - t2)

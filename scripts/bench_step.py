@@ -1,57 +1,49 @@
-"""Seconds per VMC step, split by phase (sampling, local energy, backward + Adam), for each ansatz.
+"""Seconds per VMC step, split by phase (sampling, local energy, gradient), for each ansatz.
 
-Defaults are the reference code's sizes (configs/presets/reference.yaml: d_model 16, 2 heads, FFN 64, 1 layer;
-MADE 2x64; phase MLP 64x3) with a cap of 2,000 unique samples out of N_s = 1e12, on LiH and H2O.
-Prints one JSON line per case, then a table.
+Times the step `nqs-train` runs: `nqs.vmc.vmc_step` (with the annealing temperature and local-energy clipping
+of the config) and `nqs.training.module.optimisation_step` (backward, gradient clipping, AdamW, schedule), on
+the default config (d_model 16, 2 heads, FFN 64, 1 layer; MADE 2x64; phase MLP 64x3) with a cap of 2,000 unique
+samples out of N_s = 1e12, without Lightning. Prints one JSON line per case, then a table.
 
-    .venv/bin/python scripts/bench_step.py --threads 1 --steps 30 --warmup 5
+    .venv/bin/python scripts/bench_step.py --threads 1 --steps 30 --warmup 5 --molecules LiH H2O N2
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
-from nqs.local_energy import local_energy
-from nqs.models import ModelConfig, build_model
-from nqs.molecules import resolve_molecule
-from nqs.problem import build_problem
-from nqs.sampler import sample
-from nqs.vmc import stats_from_sums, surrogate_loss, weighted_sums
+from nqs.cli.common import configure_process
+from nqs.tables import markdown_table
+from nqs.training.config import TrainConfig
+from nqs.training.module import make_optimizer, optimisation_step, step_seed
+from nqs.training.run import build
+from nqs.vmc import vmc_step
 
 
-def bench(problem, ansatz: str, steps: int, warmup: int, n_samples: float, unique: int, lr: float) -> dict:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(ansatz), problem.sector)
+def bench(cfg: TrainConfig, steps: int, warmup: int) -> dict:
+    problem, model = build(cfg)
     ham = problem.compiled("cpu")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    times = {"sampling": [], "local_energy": [], "backward": []}
+    opt, sched = make_optimizer(model, cfg)
+    device = torch.device("cpu")
+    times = {"sampling": [], "local_energy": [], "gradient": []}
     n_unique = []
     for step in range(warmup + steps):
-        t0 = time.perf_counter()
-        samples = sample(model, n_samples, unique, torch.Generator().manual_seed(step))
-        t1 = time.perf_counter()
-        weights = samples.counts / samples.counts.sum()
-        le = local_energy(ham, samples.bits, model.log_psi)
-        stats = stats_from_sums(weighted_sums(le.values, weights), samples.n_samples)
-        t2 = time.perf_counter()
-        loss = surrogate_loss(model.log_psi(samples.bits), le.values, weights, complex(stats.mean, stats.imag))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        t3 = time.perf_counter()
+        gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step))
+        r = vmc_step(model, ham, cfg.sampling.samples, cfg.sampling.unique, gen, temperature=cfg.temperature(step),
+                     clip_width=cfg.optim.clip_local_energy, eval_chunk=cfg.optim.eval_chunk)
+        t_backward, t_optimizer, _ = optimisation_step(r.loss, opt, sched, cfg.optim.grad_clip, device)
         if step >= warmup:
-            times["sampling"].append(t1 - t0)
-            times["local_energy"].append(t2 - t1)
-            times["backward"].append(t3 - t2)
-            n_unique.append(samples.n_unique)
+            times["sampling"].append(r.t_sampling)
+            times["local_energy"].append(r.t_local_energy)
+            times["gradient"].append(r.t_loss + t_backward + t_optimizer)
+            n_unique.append(r.samples.n_unique)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"molecule": problem.spec.name, "ansatz": ansatz, "n_params": model.n_params,
+    return {"molecule": problem.spec.name, "ansatz": cfg.model.ansatz, "n_params": model.n_params,
             "n_unique": round(statistics.mean(n_unique)), "s_per_step": sum(med.values()),
-            "s_sampling": med["sampling"], "s_local_energy": med["local_energy"], "s_backward": med["backward"],
+            "s_sampling": med["sampling"], "s_local_energy": med["local_energy"], "s_backward": med["gradient"],
             "threads": torch.get_num_threads(), "steps_timed": steps}
 
 
@@ -63,22 +55,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--samples", type=float, default=1e12)
     parser.add_argument("--unique", type=int, default=2000)
-    parser.add_argument("--lr", type=float, default=2.5e-3)
+    parser.add_argument("--steps-total", type=int, default=1200, help="the run length the schedules assume")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    configure_process(args.threads)
     rows = []
     for name in args.molecules:
-        problem = build_problem(resolve_molecule(name))
         for ansatz in args.ansatze:
-            row = bench(problem, ansatz, args.steps, args.warmup, args.samples, args.unique, args.lr)
+            cfg = TrainConfig().updated(mol=name, ansatz=ansatz, samples=args.samples, unique=args.unique,
+                                        steps=args.steps_total, threads=args.threads)
+            row = bench(cfg, args.steps, args.warmup)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print(f"\n| molecule | ansatz | params | unique | s/step | sampling | local energy | backward |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['molecule']} | {r['ansatz']} | {r['n_params']:,} | {r['n_unique']} | {r['s_per_step']:.4f} | "
-              f"{r['s_sampling']:.4f} | {r['s_local_energy']:.4f} | {r['s_backward']:.4f} |")
+    print()
+    print(markdown_table(["molecule", "ansatz", "params", "unique", "s/step", "sampling", "local energy", "gradient"],
+                         [[r["molecule"], r["ansatz"], f"{r['n_params']:,}", r["n_unique"], f"{r['s_per_step']:.4f}",
+                           f"{r['s_sampling']:.4f}", f"{r['s_local_energy']:.4f}", f"{r['s_backward']:.4f}"]
+                          for r in rows]))
 
 
 if __name__ == "__main__":

@@ -82,3 +82,14 @@ def test_cli_bad_path_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nqs.cli.compare", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such directory" in proc.stderr
+
+
+def test_markdown_table_escapes_pipes_and_checks_widths():
+    from nqs.tables import markdown_table
+
+    text = markdown_table(["a", "|E − E_FCI|"], [[1, "x|y"], ["two\nlines", None]], align=["right", None])
+    assert text.splitlines() == ["| a | \\|E − E_FCI\\| |", "|---:|---|", "| 1 | x\\|y |", "| two lines | None |"]
+    with pytest.raises(ValueError, match="row 0 has 1 cells for 2 columns"):
+        markdown_table(["a", "b"], [[1]])
+    with pytest.raises(ValueError, match="align"):
+        markdown_table(["a"], [], align=["middle"])

@@ -151,10 +151,11 @@ def test_to_json_has_exactly_the_keys():
 
 # ---------------------------------------------------------------------------- reading runs
 def test_corrupt_metrics_line_warns_with_file_and_line(tmp_path):
-    run = write_run(tmp_path, "r", metrics=[{"step": 0, "d_prime": 1.0, "vscore": 0.2}])
+    run = write_run(tmp_path, "r", metrics=[{"step": 0, "energy": -7.88, "d_prime": 1.0, "vscore": 0.2}])
     with (run / "metrics.jsonl").open("a") as fh:
         fh.write('{"step": 1, "d_prime": 2.0, "vsc\n')  # truncated mid-write
-        fh.write(json.dumps({"step": 2, "d_prime": 3.0, "vscore": 0.1, "flops_step": {"sampling": 5.0}}) + "\n")
+        fh.write(json.dumps({"step": 2, "energy": -7.88, "d_prime": 3.0, "vscore": 0.1,
+                             "flops_step": {"sampling": 5.0}}) + "\n")
     with pytest.warns(UserWarning, match=r"metrics\.jsonl:2: skipped"):
         rows = read_metrics(run)
     assert [r.step for r in rows] == [0, 2] and rows[1].flops_step == {"sampling": 5.0}
@@ -196,8 +197,8 @@ def test_mixed_molecules(tmp_path):
 
 
 def test_points_along_training_and_kappa(tmp_path):
-    metrics = [{"step": s, "d_prime": 0.5 * (s + 1), "vscore": 0.3 / (s + 1), "error_mha": -2.0}
-               for s in range(4)] + [{"step": 4, "d_prime": 3.0, "vscore": None}]
+    metrics = [{"step": s, "energy": -7.884, "d_prime": 0.5 * (s + 1), "vscore": 0.3 / (s + 1), "error_mha": -2.0}
+               for s in range(4)] + [{"step": 4, "energy": -7.88, "d_prime": 3.0, "vscore": None}]
     write_run(tmp_path, "a", n_params=1e4, d_prime=2.5, flops_total=2e4 * 1e4 * 2.5, metrics=metrics)
     write_run(tmp_path, "b", n_params=2e4, d_prime=5.0, flops_total=4e4 * 2e4 * 5.0)
     records = load_runs([tmp_path])
@@ -206,7 +207,7 @@ def test_points_along_training_and_kappa(tmp_path):
     assert len(pts) == 6 and pts.groups.tolist() == [0, 0, 0, 0, 0, 1]
     with pytest.warns(UserWarning, match="dropped 1 of 7 points"):  # step 4 logged no error_mha
         err = collect_points(records, metric="abs_error", along_training=True, n_from="phase")
-    assert np.all(err.loss[1:5] == 2.0) and err.n[0] == pytest.approx(0.7e4)
+    assert err.loss[1:5] == pytest.approx([2.0] * 4, abs=1e-9) and err.n[0] == pytest.approx(0.7e4)
     assert estimate_kappa(records) == pytest.approx(3e4)
 
 
@@ -246,3 +247,19 @@ def test_cli_json_report(tmp_path, capsys):
     report = capsys.readouterr().out
     assert "95% CI" in report and "compute-optimal" in report and "status:" in report
     assert math.isfinite(data["loo_error"])
+
+
+def test_fit_runs_blas_single_threaded_and_restores_it():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from nqs.scaling.fit import _single_thread_blas
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()  # 2 where a library can run 2 threads (some are built for 1)
+        assert before and 2 in before  # numpy/scipy's OpenBLAS is loaded and seen
+        with _single_thread_blas():
+            assert set(blas_threads()) == {1}
+        assert blas_threads() == before

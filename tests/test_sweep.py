@@ -42,13 +42,31 @@ grid:
     assert names[:3] == ["transformer_dm8_ff32_T50_seed0", "transformer_dm8_ff32_T50_seed1",
                          "transformer_dm8_ff32_T100_seed0"]
     assert names[4] == "transformer_dm16_ff64_L2_T50_seed0" and names[-1] == "made_h16_Ns10000"
-    big = sweep.runs[4].config
-    assert (big.ansatz, big.d_model, big.d_ff, big.layers, big.steps, big.seed) == ("transformer", 16, 64, 2, 50, 0)
-    assert big.mol == "H2O" and big.lr == 3e-3  # base beats the preset (lr 2.5e-3) ...
-    assert big.sample_schedule == "geometric" and big.unique == 2000  # ... which still applies elsewhere
-    assert sweep.runs[-1].config.samples == 1e4 and sweep.runs[-1].config.hidden == 16
+    big = sweep.runs[4].config.flat()
+    chosen = [big[k] for k in ("ansatz", "d_model", "d_ff", "layers", "steps", "seed")]
+    assert chosen == ["transformer", 16, 64, 2, 50, 0]
+    assert big["mol"] == "H2O" and big["lr"] == 3e-3  # base beats the preset (lr 2.5e-3) ...
+    assert big["sample_schedule"] == "geometric" and big["unique"] == 2000  # ... which still applies elsewhere
+    last = sweep.runs[-1].config.flat()
+    assert last["samples"] == 1e4 and last["hidden"] == 16
     assert all(r.out == tmp_path / "runs" / r.name and r.status() == "new" for r in sweep.runs)
-    assert [r.index for r in sweep.runs] == list(range(1, 10)) and not big.progress
+    assert [r.index for r in sweep.runs] == list(range(1, 10)) and not big["progress"]
+
+
+def test_dry_run_is_a_markdown_table_then_the_totals(tmp_path, capsys):
+    path = write(tmp_path, f"out: {tmp_path / 'runs'}\nbase: {FAST}\ngrid: {{steps: [2, 3]}}\n")
+    main([str(path), "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["| # | status | run directory | options set by the grid |", "|---:|---|---|---|"]
+    assert lines[2] == f"| 1 | new | {tmp_path / 'runs' / 'T2'} | steps=2 |" and len(lines) == 5
+    assert lines[4] == "2 runs: 0 finished (skipped), 0 to resume, 2 new; 5 optimisation steps to go (at most)"
+
+
+def test_unknown_preset_and_option_suggest_names(tmp_path):
+    with pytest.raises(UserError, match=r"sweep.yaml: unknown preset 'refrence': choose one of .*reference"):
+        load_sweep(write(tmp_path, "preset: refrence\ngrid: {steps: [1]}\n"))
+    with pytest.raises(UserError, match=r"unknown option 'ansatze' in grid \(did you mean ansatz"):
+        load_sweep(write(tmp_path, "grid: {ansatze: [made]}\n"))
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -82,11 +100,10 @@ def test_jobs_other_than_one_and_missing_file_exit_2(tmp_path, capsys):
 
 def fake_finished(run, **summary):
     """A run directory as nqs-train leaves it (config.yaml, summary.json), without training."""
-    from nqs.training.config import to_yaml
-
     run.out.mkdir(parents=True)
-    (run.out / "config.yaml").write_text(to_yaml(run.config))
-    (run.out / "summary.json").write_text(json.dumps({"error_mha": 1.5, "vscore": 1e-3, "n_params": 10,
+    (run.out / "config.yaml").write_text(run.config.to_yaml())
+    (run.out / "summary.json").write_text(json.dumps({"molecule": "LiH", "ansatz": "transformer", "energy": -7.0,
+                                                       "e_fci": -7.0015, "vscore": 1e-3, "n_params": 10,
                                                        "d_prime": 2.0, **summary}))
 
 
@@ -105,6 +122,8 @@ def test_finished_runs_are_skipped_and_a_changed_config_is_refused(tmp_path, mon
     write(tmp_path, f"out: {tmp_path / 'runs'}\nbase: {FAST[:-1]}, lr: 0.5}}\ngrid: {{steps: [2, 3]}}\n")
     with pytest.raises(UserError, match="another configuration.*lr"):
         load_sweep(path)
+    write(tmp_path, f"out: {tmp_path / 'runs'}\nbase: {FAST[:-1]}, threads: 2}}\ngrid: {{steps: [2, 3]}}\n")
+    assert [r.status() for r in load_sweep(path).runs] == ["done", "done"]  # threads do not change a result
 
 
 def test_an_interrupted_run_is_resumed(tmp_path):
@@ -116,7 +135,7 @@ def test_an_interrupted_run_is_resumed(tmp_path):
         train(planned.config, planned.out, interrupt_after=2)
     assert planned.status() == "resume" and not (planned.out / "summary.json").exists()
     (outcome,) = execute(load_sweep(path), echo=lambda line: None)
-    assert outcome.status == "resumed" and outcome.summary["steps"] == 4
+    assert outcome.status == "resumed" and outcome.summary.steps == 4
     steps = [json.loads(line)["step"] for line in (planned.out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2, 3]
 

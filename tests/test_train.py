@@ -9,12 +9,9 @@ import sys
 import pytest
 
 from nqs.cli.train import main
+from nqs.models import ModelConfig, build_model
+from nqs.record import StepRecord, read_metrics, read_summary
 
-METRIC_KEYS = {"step", "energy", "energy_err", "variance", "vscore", "error_mha", "n_unique", "n_samples", "s_f",
-               "d_prime", "lr", "wall_s", "flops_step", "flops_total"}
-SUMMARY_KEYS = {"molecule", "ansatz", "n_qubits", "n_alpha", "n_beta", "sector_size", "n_params", "n_params_modulus",
-                "n_params_phase", "steps", "samples", "unique", "energy", "energy_err", "variance", "vscore", "e_fci",
-                "e_ccsd_t", "e_hf", "error_mha", "d_prime", "wall_s", "seed", "flops_total"}
 FAST = ["--mol", "LiH", "--no-progress", "--final-unique", "500", "--unique", "200", "--samples", "1e6"]
 
 
@@ -29,20 +26,28 @@ def rows(path) -> list[dict]:
 
 
 @pytest.mark.parametrize("ansatz", ["made", "transformer", "retnet"])
-def test_three_step_run_writes_the_run_directory(tmp_path, ansatz, capsys):
+def test_three_step_run_writes_the_run_directory(tmp_path, ansatz, capsys, problems):
     out = tmp_path / "run"
     main([*FAST, "--ansatz", ansatz, "--steps", "3", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "FCI" in printed and "CCSD(T)" in printed
-    summary = json.loads((out / "summary.json").read_text())
-    assert SUMMARY_KEYS <= set(summary) and summary["steps"] == 3 and summary["ansatz"] == ansatz
-    assert summary["n_params"] == summary["n_params_modulus"] + summary["n_params_phase"]
-    metrics = rows(out)
-    assert [r["step"] for r in metrics] == [0, 1, 2] and METRIC_KEYS <= set(metrics[0])
-    assert metrics[-1]["d_prime"] == pytest.approx(sum(r["s_f"] for r in metrics))
+    summary = read_summary(out)
+    assert summary.steps == 3 and summary.ansatz == ansatz and summary.molecule == "LiH"
+    fresh = build_model(ModelConfig(ansatz), problems("LiH").sector)
+    assert summary.n_params == sum(q.numel() for q in fresh.parameters())
+    assert summary.n_params_phase == sum(q.numel() for q in fresh.phase_net.parameters())
+    metrics = read_metrics(out)
+    assert [r.step for r in metrics] == [0, 1, 2]
+    assert set(rows(out)[0]) == set(StepRecord(step=0, energy=0.0, energy_err=0.0, variance=0.0).to_json())
+    assert metrics[-1].d_prime == pytest.approx(sum(r.s_f for r in metrics))
+    assert metrics[-1].wall_s == pytest.approx(sum(r.t_step for r in metrics))  # real time between steps
+    for r in metrics:  # the framework's share is what the step's parts leave of the real step time
+        parts = r.t_sampling + r.t_local_energy + r.t_backward
+        assert r.t_framework == pytest.approx(max(r.t_step - parts, 0.0), abs=1e-9)
     assert (out / "config.yaml").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
     assert any((out / "tensorboard").iterdir())
-    assert summary["energy"] >= summary["e_fci"] - 1e-6  # variational
+    assert summary.energy >= summary.e_fci - 1e-6  # variational
+    assert 0.99 < summary.final_kept_mass < 1 + 1e-6 and "kept mass" in printed
 
 
 def test_resume_continues_to_the_same_result(tmp_path):
@@ -57,11 +62,11 @@ def test_resume_continues_to_the_same_result(tmp_path):
     assert [r["step"] for r in b] == list(range(8))
     for ra, rb in zip(a, b):
         assert ra["energy"] == pytest.approx(rb["energy"], abs=1e-10)
-    sa = json.loads((straight / "summary.json").read_text())
-    sb = json.loads((interrupted / "summary.json").read_text())
-    assert sa["energy"] == pytest.approx(sb["energy"], abs=1e-10) and sa["d_prime"] == pytest.approx(sb["d_prime"])
+    sa, sb = read_summary(straight), read_summary(interrupted)
+    assert sa.energy == pytest.approx(sb.energy, abs=1e-10) and sa.d_prime == pytest.approx(sb.d_prime)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     args = ["--mol", "LiH", "--no-progress", "--steps", "20", "--dtype", "float64", "--device", "cpu",
             "--unique", "200", "--samples", "1e8", "--final-unique", "300"]
@@ -96,3 +101,32 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
     cfg.write_text("steps: 3\nlearning_rate: 0.1\n")
     result = cli("--config", str(cfg), "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "learning_rate" in result.stderr and str(cfg) in result.stderr
+
+
+def test_broken_environments_exit_2_with_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    damaged = tmp_path / "damaged"
+    (damaged / "checkpoints").mkdir(parents=True)
+    (damaged / "config.yaml").write_text("steps: 3\n")
+    (damaged / "checkpoints" / "last.ckpt").write_text("not a checkpoint")
+    cases = [(["--out", str(blocker / "run")], "cannot use"),
+             (["--init-from", str(damaged)], "not a readable nqs-train checkpoint"),
+             (["--resume", str(damaged)], "checkpoint")]
+    import torch
+
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda", "--out", str(tmp_path / "c")], "CUDA is not available"))
+    for args, needle in cases:
+        result = cli(*FAST, "--steps", "2", *args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (args, result.stderr[-1500:])
+        assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (args, lines)
+    assert (damaged / "checkpoints" / "last.ckpt").read_text() == "not a checkpoint"  # nothing lost
+
+
+def test_progress_is_a_line_every_few_seconds_off_a_terminal(tmp_path):
+    result = cli(*[a for a in FAST if a != "--no-progress"], "--steps", "4", "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "\r" not in result.stderr + result.stdout
+    assert "step 4/4" in result.stderr  # the last step's line is written at the end

@@ -44,3 +44,40 @@ def test_surrogate_gradient_equals_exact_energy_gradient(problems):
         estimate = torch.autograd.grad(surrogate_loss(model.log_psi(bits), e_loc, w, mean), list(model.parameters()))
         worst = max((a - b).abs().max().item() for a, b in zip(exact, estimate))
         assert worst < 1e-10, ansatz
+
+
+def test_vmc_step_is_the_composition_of_its_parts(problems):
+    """The step's statistics equal E_loc of its samples by hand; its loss has the VMC gradient."""
+    from nqs.sampler import sample
+    from nqs.vmc import vmc_step
+
+    p = problems("LiH")
+    torch.manual_seed(2)
+    model = build_model(ModelConfig("made"), p.sector).double()
+    h = p.compiled()
+    r = vmc_step(model, h, 1e6, 100, torch.Generator().manual_seed(5), temperature=0.1)
+    s = sample(model, 1e6, 100, torch.Generator().manual_seed(5))
+    assert torch.equal(r.samples.bits, s.bits) and torch.equal(r.samples.counts, s.counts)
+    w = s.counts / s.counts.sum()
+    e = local_energy(h, s.bits, model.log_psi).values
+    assert math.isclose(r.stats.mean, float((w * e.real).sum()), abs_tol=1e-12)
+    log_psi = model.log_psi(s.bits)
+    log_p = 2 * log_psi.real.detach()
+    mean = complex((w * e).sum()) + 0.1 * float((w * log_p).sum())
+    expected = surrogate_loss(log_psi, e + 0.1 * log_p, w, mean)
+    assert math.isclose(float(r.loss), float(expected), rel_tol=1e-12, abs_tol=1e-12)
+    assert r.stats.n_requested == 1e6 and r.stats.n_samples == float(s.counts.sum())
+
+
+def test_kept_mass_is_the_probability_of_the_returned_configurations(problems):
+    """kept_mass = sum of |psi(x)|^2 over the sampled configurations (float64), below 1 under a tight cap."""
+    from nqs.sampler import sample
+
+    p = problems("LiH")
+    torch.manual_seed(3)
+    model = build_model(ModelConfig("transformer"), p.sector).double()
+    for cap, expect_full in ((10, False), (1000, True)):
+        s = sample(model, 1e12, cap, torch.Generator().manual_seed(0))
+        exact = float(torch.exp(2 * model.log_psi(s.bits).real).sum())
+        assert math.isclose(s.kept_mass, exact, rel_tol=1e-10)
+        assert (s.kept_mass > 1 - 1e-9) == expect_full

@@ -13,7 +13,7 @@ from nqs.problem import DEFAULT_FCI_MAX_DETS, MolecularProblem, build_problem
 
 def add_molecule_flags(parser: argparse.ArgumentParser, default_mol: str | None = None) -> None:
     g = parser.add_argument_group("molecule")
-    g.add_argument("--mol", default=default_mol, help="catalogue molecule (hamiltonians/*.toml), e.g. N2")
+    g.add_argument("--mol", default=default_mol, help="catalogue molecule (nqs/hamiltonians/*.toml), e.g. N2")
     g.add_argument("--geometry", help='custom geometry in Å, "H 0 0 0; H 0 0 0.74", or an .xyz file')
     g.add_argument("--basis", help="basis set (default: the catalogue's, else sto-3g)")
     g.add_argument("--charge", type=int, help="total charge")
@@ -36,6 +36,25 @@ def problem_from_args(args: argparse.Namespace) -> MolecularProblem:
     options = OrbitalOptions(frozen_core=args.frozen_core, active_orbitals=args.active_orbitals,
                              symmetry=not args.no_symmetry)
     return build_problem(spec, options, fci_max_dets=args.fci_max_dets, use_cache=not args.no_cache)
+
+
+def configure_process(threads: int) -> None:
+    """Process-wide settings, made once by a command's entry point (never by library code): CPU threads for
+    torch and PySCF's OpenMP code (0: all cores), and Lightning's start-up chatter and data-loader warnings off
+    (VMC has no data set)."""
+    import logging
+    import os
+    import warnings
+
+    import lightning  # noqa: F401  (its import sets its loggers to INFO: lower them after it)
+    from pyscf import lib
+
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    lib.num_threads(n)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*(does not have many workers|IterableDataset|num_workers|LeafSpec).*")
 
 
 def resolve_device(name: str) -> torch.device:

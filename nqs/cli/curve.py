@@ -14,14 +14,16 @@ run's (signs and order), without annealing unless --anneal-per-point is given, a
 the second starting from the last geometry (a stretched bond is reached far more easily from the
 stretched side). Each geometry is a run
 directory OUT/r=1.200/; rerunning the same command (or nqs-curve --resume OUT) skips the finished geometries
-and continues an interrupted one. Every nqs-train option is accepted. Sectors of at most 16 configurations
-(H2, H2+) train in float64 with lr 3e-2 unless --dtype / --lr are given; a one-configuration sector (no
-electrons) is exact without training.
+and continues an interrupted one; every geometry's Hamiltonian is cached, so a rerun builds nothing again.
+Every nqs-train option is accepted. Sectors of at most 16 configurations (H2, H2+) train in float64 with
+lr 3e-2 unless --dtype / --lr are given (a note says so, in the output and in every run record); a
+one-configuration sector (no electrons) is exact without training. Each point's summary.json carries the
+molecule's name and its scan coordinate.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import sys
 import time
 import warnings
@@ -29,12 +31,14 @@ from pathlib import Path
 
 import yaml
 
+from nqs.cli.common import configure_process
 from nqs.errors import UserError, cli_entry
-from nqs.training.config import TrainConfig, load_yaml, resolve
+from nqs.record import CHEMICAL_ACCURACY_MHA
+from nqs.tables import markdown_table
+from nqs.training.config import FIELDS, RESULT_NEUTRAL, TrainConfig, load_yaml, resolve
 
-# Training fields that do not change a curve's numbers: a rerun may differ in them.
-NEUTRAL = {"out", "progress", "device", "devices", "num_nodes", "strategy", "checkpoint_every", "eval_chunk",
-           "threads"}
+CURVE_FLAGS = ("bond", "atom", "fragment", "first_steps", "steps_per_point", "anneal_per_point", "lr_per_point",
+               "meet")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,15 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_curve(args: argparse.Namespace):
-    """(base TrainConfig, CurveSettings, curve directory) from --resume, presets, --config and flags."""
+    """(base TrainConfig, CurveSettings, curve directory, notes) from --resume, presets, --config and flags;
+    the notes say which defaults the curve changed."""
     from nqs.cli.train import preset_and_config_layers
     from nqs.curve import CurveSettings, settings_record
 
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if getattr(args, f.name) is not None}
-    curve_flags = {k: getattr(args, k) for k in ("bond", "atom", "fragment", "first_steps", "steps_per_point",
-                                                  "anneal_per_point", "lr_per_point", "meet") if getattr(args, k) is not None}
-    layers, saved = [], None
+    flags = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
+    curve_flags = {k: getattr(args, k) for k in CURVE_FLAGS if getattr(args, k) is not None}
+    layers, saved_notes = [], ()
     if args.resume:
         path = Path(args.resume) / "curve.yaml"
         if not path.is_file():
@@ -85,6 +88,7 @@ def resolve_curve(args: argparse.Namespace):
         saved = load_yaml(path)
         layers.append((str(path), saved.get("train", {})))
         curve_flags = {**saved.get("curve", {}), **curve_flags}
+        saved_notes = tuple(str(n) for n in saved.get("notes") or ())
         flags["out"] = str(args.resume)
     layers += preset_and_config_layers(args)
     explicit = {k.replace("-", "_") for _, mapping in layers for k in mapping} | set(flags)
@@ -93,36 +97,39 @@ def resolve_curve(args: argparse.Namespace):
     cfg = resolve(layers)
     if not curve_flags.get("bond"):
         raise UserError("give the scan: --bond START:STOP:STEP in Å (e.g. --bond 0.5:3.0:0.1) or a list 0.9,1.1")
-    settings = CurveSettings(**{k: v for k, v in curve_flags.items() if v is not None})
+    settings = CurveSettings(**{k: v for k, v in curve_flags.items() if v is not None and k in CURVE_FLAGS})
     if args.parallel_chains and settings.meet is None:
         raise UserError("--parallel-chains trains the two chains of --meet R at once: add --meet R")
-    if cfg.devices * cfg.num_nodes > 1:
+    if cfg.run.devices * cfg.run.num_nodes > 1:
         raise UserError("nqs-curve trains one geometry after another on one device: drop --devices/--num-nodes "
                         "(run several curves side by side instead)")
-    name = cfg.mol if cfg.geometry is None else "custom"
-    out = Path(cfg.out) if cfg.out else Path("runs") / f"curve-{name}-{cfg.ansatz}-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = dataclasses.replace(cfg, out=str(out))
-    cfg = _tiny_sector_defaults(cfg, settings, explicit)
+    out = Path(cfg.run.out) if cfg.run.out else Path("runs") / (f"curve-{cfg.label}-{cfg.model.ansatz}-"
+                                                                f"{time.strftime('%Y%m%d-%H%M%S')}")
+    cfg = cfg.updated(out=str(out))
+    cfg, notes = _tiny_sector_defaults(cfg, settings, explicit)
     saved_path = out / "curve.yaml"
     if saved_path.is_file() and not args.resume:
         _check_same_curve(load_yaml(saved_path), settings_record(cfg, settings), out)
-    return cfg, settings, out
+    return cfg, settings, out, tuple(dict.fromkeys(saved_notes + notes))
 
 
-def _tiny_sector_defaults(cfg: TrainConfig, settings, explicit: set[str]) -> TrainConfig:
-    """Sectors of at most TINY_SECTOR configurations (H2, H2+): float64 and lr 3e-2 unless given. 1e-8 Ha
-    needs float64; amplitudes that must vanish (symmetry-forbidden configurations) approach 0 only as fast as
-    the logits run away, which lr 1e-2 makes slow. (Two H2, 36 configurations, can stall at lr 3e-2.)"""
-    from nqs.curve import TINY_SECTOR, TINY_SECTOR_DEFAULTS, build_point_problem, chains, make_scan, point_config
-    from nqs.molecules import resolve_molecule
+def _tiny_sector_defaults(cfg: TrainConfig, settings, explicit: set[str]) -> tuple[TrainConfig, tuple[str, ...]]:
+    """nqs.curve.tiny_sector_defaults for the sector of the first geometry (its canonical problem, cached)."""
+    from nqs.curve import (
+        base_molecule,
+        chains,
+        point_config,
+        point_problem,
+        tiny_sector_defaults,
+    )
+    from nqs.scan import make_scan
 
-    spec = resolve_molecule(mol=cfg.mol, geometry=cfg.geometry, charge=cfg.charge, spin=cfg.spin, basis=cfg.basis)
+    spec = base_molecule(cfg)
     scan = make_scan(spec, settings.bond, settings.atom, settings.fragment)
     chains(scan.values, settings.meet)  # a --meet off the scan fails now
-    problem = build_point_problem(point_config(cfg, scan.geometry(spec, scan.values[0]), Path(cfg.out), 1, None))
-    if problem.sector.size > TINY_SECTOR:
-        return cfg
-    return dataclasses.replace(cfg, **{k: v for k, v in TINY_SECTOR_DEFAULTS.items() if k not in explicit})
+    first = scan.geometry(spec, scan.values[0])
+    problem = point_problem(point_config(cfg, first, Path(cfg.run.out), 1, None), first, None).problem
+    return tiny_sector_defaults(cfg, problem.sector.size, explicit)
 
 
 def _same(value):
@@ -130,11 +137,12 @@ def _same(value):
 
 
 def _check_same_curve(saved: dict, new: dict, out: Path) -> None:
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    old_train = {**defaults, **saved.get("train", {})}  # an option newer than the saved curve has its default
-    differ = [k for k in new["train"] if k not in NEUTRAL and _same(old_train.get(k)) != _same(new["train"][k])]
+    import dataclasses
+
     from nqs.curve import CurveSettings
 
+    old_train = {**TrainConfig().flat(), **saved.get("train", {})}  # an option newer than the saved curve: default
+    differ = [k for k in new["train"] if k not in RESULT_NEUTRAL and _same(old_train.get(k)) != _same(new["train"][k])]
     old_curve = {**{f.name: f.default for f in dataclasses.fields(CurveSettings)}, **saved.get("curve", {})}
     differ += [k for k in new["curve"] if k != "bond" and old_curve.get(k) != new["curve"][k]]
     if differ:
@@ -143,6 +151,33 @@ def _check_same_curve(saved: dict, new: dict, out: Path) -> None:
         detail = ", ".join(f"{k}: {old.get(k)!r} there, {now[k]!r} now" for k in differ[:3])
         raise UserError(f"{out} holds a curve with other settings ({detail}): continue it with nqs-curve --resume "
                         f"{out}, or choose another --out")
+
+
+def curve_table(points) -> str:
+    """A Markdown table, one row per geometry: energies in Hartree, errors vs FCI in mHa."""
+
+    def e(v):
+        return f"{v:.8f}" if v is not None else "—"
+
+    def m(v):
+        return f"{v:+.4f}" if v is not None else "—"
+
+    rows = [[f"{p.r:.3f}", e(p.summary.energy), f"{p.summary.energy_err:.1e}", e(p.summary.e_hf),
+             e(p.summary.e_ccsd), e(p.summary.e_ccsd_t), e(p.summary.e_fci), m(p.error_mha), m(p.ccsd_t_error_mha),
+             f"{p.summary.steps}{' (exact)' if p.summary.exact else ''}"] for p in points]
+    lines = [markdown_table(["r (Å)", "E_NQS (Ha)", "±", "HF", "CCSD", "CCSD(T)", "FCI", "NQS − FCI (mHa)",
+                             "CCSD(T) − FCI (mHa)", "steps"], rows, align=["right"] * 10)]
+    within = [p.summary.within_chemical_accuracy for p in points if p.error_mha is not None]
+    if within:
+        worst = max(abs(p.error_mha) for p in points if p.error_mha is not None)
+        lines.append(f"max |NQS − FCI| = {worst:.4g} mHa over {len(within)} points ({sum(within)} within chemical "
+                     f"accuracy, {CHEMICAL_ACCURACY_MHA} mHa)")
+    return "\n".join(lines)
+
+
+def write_json(points, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([p.record() for p in points], indent=1) + "\n")
 
 
 METHODS = (("HF", "e_hf", ":", "s", "tab:blue"), ("CCSD", "e_ccsd", "--", "^", "tab:orange"),
@@ -161,21 +196,22 @@ def plot_curve(points, path: Path, title: str) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.4, 7.2), sharex=True)
     floor = 1e-13
     for label, key, line, marker, colour in METHODS:
-        values = [getattr(p, key) for p in points]
+        values = [getattr(p.summary, key) for p in points]
         if all(v is not None for v in values):
             top.plot(r, values, line, color=colour, lw=1.2, label=label)
-        pairs = [(p.r, abs(getattr(p, key) - p.e_fci)) for p in points
-                 if marker and getattr(p, key) is not None and p.e_fci is not None]
+        pairs = [(p.r, abs(getattr(p.summary, key) - p.summary.e_fci)) for p in points
+                 if marker and getattr(p.summary, key) is not None and p.summary.e_fci is not None]
         if pairs:
             bottom.semilogy([a for a, _ in pairs], [max(b, floor) for _, b in pairs], line, marker=marker, ms=4,
                             lw=1, color=colour)
-    if points and all(p.exact for p in points) and abs(points[0].e_nuc - points[0].energy) < 1e-6:
+    if points and all(p.summary.exact for p in points) and abs(points[0].e_nuc - points[0].summary.energy) < 1e-6:
         top.plot(r, [p.e_nuc for p in points], "-", color="0.75", lw=5, zorder=0, label="Coulomb Z₁Z₂/R")
-    top.errorbar(r, [p.energy for p in points], yerr=[p.energy_err for p in points], fmt="o", ms=4,
+    top.errorbar(r, [p.summary.energy for p in points], yerr=[p.summary.energy_err for p in points], fmt="o", ms=4,
                  color="k", label="NQS", zorder=3)
-    bottom.semilogy(r, [max(abs(p.energy - p.e_fci), floor) if p.e_fci is not None else float("nan")
+    bottom.semilogy(r, [max(abs(p.error_mha) / 1e3, floor) if p.error_mha is not None else float("nan")
                         for p in points], "-o", color="k", ms=4, lw=1, zorder=3)
-    bottom.axhline(1.6e-3, color="0.4", lw=0.8, ls=(0, (6, 3)), label="chemical accuracy (1.6 mHa)")
+    bottom.axhline(CHEMICAL_ACCURACY_MHA / 1e3, color="0.4", lw=0.8, ls=(0, (6, 3)),
+                   label=f"chemical accuracy ({CHEMICAL_ACCURACY_MHA} mHa)")
     top.set_ylabel("energy (Ha)")
     top.set_title(title)
     bottom.set_ylabel(f"|E − E_FCI| (Ha; floor {floor:g})")
@@ -191,18 +227,25 @@ def plot_curve(points, path: Path, title: str) -> None:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    cfg, settings, out = resolve_curve(args)
+    cfg, settings, out, notes = resolve_curve(args)
+    configure_process(cfg.run.threads)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation, once per geometry
-    from nqs.curve import curve_lock, curve_table, run_curve, settings_record, write_json
+    from nqs.curve import curve_lock, run_curve, settings_record
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the curve directory {out} ({exc.strerror}): choose another --out") from None
     start = time.perf_counter()
     with curve_lock(out):
-        (out / "curve.yaml").write_text(yaml.safe_dump(settings_record(cfg, settings), sort_keys=False))
+        (out / "curve.yaml").write_text(yaml.safe_dump(settings_record(cfg, settings, notes), sort_keys=False))
         print(f"curve directory: {out}", flush=True)
+        for note in notes:
+            print(f"note: {note}", flush=True)
         try:
             points = run_curve(cfg, settings, out, log=lambda line: print(line, flush=True),
-                               stop_after=args.stop_after_points, parallel=args.parallel_chains)
+                               stop_after=args.stop_after_points, parallel=args.parallel_chains, notes=notes,
+                               initializer=configure_process)
         except KeyboardInterrupt:
             print(f"\ninterrupted: finished geometries are kept in {out}; continue with nqs-curve --resume {out}",
                   file=sys.stderr)
@@ -212,8 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         write_json(points, Path(args.json))
     if args.plot:
-        name = cfg.mol if cfg.geometry is None else "custom geometry"
-        plot_curve(points, Path(args.plot), f"{name}: {cfg.ansatz} NQS vs references")
+        name = points[0].summary.molecule if points else cfg.label
+        plot_curve(points, Path(args.plot), f"{name}: {cfg.model.ansatz} NQS vs references")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from nqs.scaling.runs import (
     collect_points,
     load_runs,
 )
+from nqs.tables import markdown_table
 
 METRIC_LABELS = {"vscore": "V-score", "abs_error": "|E − E_FCI| (mHa)"}
 
@@ -74,10 +75,10 @@ def format_report(fit: FitResult, *, metric: str, n_from: str, n_runs: int, kapp
         lines.append("")
         lines.append(f"compute-optimal allocation, C = kappa·N·D' with kappa = {kappa:.4g} FLOPs "
                      "(median flops_total / (N·d_prime) over the runs):")
-        lines.append(f"| budget (FLOPs) | N | D' | predicted {METRIC_LABELS[metric]} |")
-        lines.append("|---|---|---|---|")
-        for p in fit.optimal:
-            lines.append(f"| {p.budget:.3g} | {p.n_params:.4g} | {p.d_prime:.4g} | {p.predicted:.4g} |")
+        lines.append(markdown_table(
+            ["budget (FLOPs)", "N", "D'", f"predicted {METRIC_LABELS[metric]}"],
+            [[f"{p.budget:.3g}", f"{p.n_params:.4g}", f"{p.d_prime:.4g}", f"{p.predicted:.4g}"]
+             for p in fit.optimal]))
     return "\n".join(lines)
 
 

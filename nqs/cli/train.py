@@ -7,57 +7,49 @@ defaults < --preset < --config FILE.yaml < flags. --resume DIR continues an inte
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
+import typing
 from pathlib import Path
 
+from nqs.cli.common import configure_process
 from nqs.errors import UserError, cli_entry
-from nqs.training.config import TrainConfig, load_yaml, resolve
+from nqs.record import CHEMICAL_ACCURACY_MHA, RunSummary, error_mha
+from nqs.tables import markdown_table
+from nqs.training.config import FIELDS, GROUPS, HINTS, TrainConfig, load_yaml, resolve
+from nqs.training.presets import load_preset, preset_names
 
-PRESETS = Path(__file__).resolve().parents[2] / "configs" / "presets"
-HELP = {
-    "mol": "catalogue molecule, e.g. LiH, N2 (see hamiltonians/)", "geometry": 'custom geometry "H 0 0 0; H 0 0 0.74" (Å) or an .xyz file',
-    "spin": "2S = N_alpha - N_beta", "samples": "non-unique samples N_s per step (up to 1e12)",
-    "unique": "cap B on unique samples per step (the most frequent are kept)",
-    "sample_schedule": "constant | geometric (samples_start -> samples at 90%% of steps) | adaptive",
-    "device": "auto | cpu | cuda", "devices": "processes / GPUs per node (DDP when > 1)",
-    "out": "run directory (default runs/<molecule>-<ansatz>-<timestamp>)",
-    "clip_local_energy": "clip Re E_loc to mean ± k·MAD (off by default)",
-}
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every option of TrainConfig as a flag, grouped as the config is, with the field's help text."""
     parser = argparse.ArgumentParser(prog="nqs-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of options (any option below, by its name)")
-    parser.add_argument("--preset", help=f"named preset from configs/presets/ ({', '.join(preset_names())})")
+    parser.add_argument("--preset", help=f"named preset shipped with the package ({', '.join(preset_names())})")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from checkpoints/last.ckpt")
     parser.add_argument("--interrupt-after", type=int, help=argparse.SUPPRESS)  # testing aid: a Ctrl-C after K steps
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=HELP.get(f.name, f"default {f.default}"))
-        elif f.type.startswith("tuple"):
-            parser.add_argument(flag, dest=f.name, nargs=2, type=int, default=None, metavar=("LO", "HI"),
-                                help=HELP.get(f.name, f"default {f.default}"))
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for name, (group, f) in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        g = groups[group]
+        if HINTS[name] is bool:
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif typing.get_origin(HINTS[name]) is tuple:
+            g.add_argument(flag, dest=name, nargs=2, default=None, metavar=("LO", "HI"), help=text)
         else:
-            parser.add_argument(flag, dest=f.name, default=None, help=HELP.get(f.name, f"default {f.default}"))
+            g.add_argument(flag, dest=name, default=None, help=text)
     return parser
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
 
 
 def preset_and_config_layers(args: argparse.Namespace) -> list[tuple[str, dict]]:
     """The --preset and --config layers, in that order (later wins)."""
     layers = []
     if args.preset:
-        if args.preset not in preset_names():
-            raise UserError(f"unknown preset '{args.preset}': choose one of {', '.join(preset_names())}")
-        layers.append((f"preset {args.preset}", load_yaml(PRESETS / f"{args.preset}.yaml")))
+        layers.append((f"preset {args.preset}", load_preset(args.preset)))
     if args.config:
         layers.append((args.config, load_yaml(args.config)))
     return layers
@@ -65,11 +57,11 @@ def preset_and_config_layers(args: argparse.Namespace) -> list[tuple[str, dict]]
 
 def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
     """The config layers in precedence order, the run directory, and whether to resume."""
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    flags = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     layers = []
     if args.resume:
         out = Path(args.resume)
-        if not (out / "config.yaml").is_file() or not (out / "checkpoints" / "last.ckpt").is_file():
+        if not (out / "config.yaml").is_file() or not (out / CHECKPOINT).is_file():
             raise UserError(f"--resume {out}: no config.yaml and checkpoints/last.ckpt there; give a run directory "
                             f"written by nqs-train")
         layers.append((str(out / "config.yaml"), load_yaml(out / "config.yaml")))
@@ -78,34 +70,28 @@ def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
     cfg = resolve(layers)
     if args.resume:
         return cfg, Path(args.resume), True
-    name = cfg.mol if cfg.geometry is None else "custom"
-    out = Path(cfg.out) if cfg.out else Path("runs") / f"{name}-{cfg.ansatz}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (out / "checkpoints" / "last.ckpt").exists():
+    out = Path(cfg.run.out) if cfg.run.out else Path("runs") / f"{cfg.label}-{cfg.model.ansatz}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out / CHECKPOINT).exists():
         raise UserError(f"{out} already holds a run: continue it with --resume {out}, or choose another --out")
-    return dataclasses.replace(cfg, out=str(out)), out, False
+    return cfg.updated(out=str(out)), out, False
 
 
-def final_table(summary: dict) -> str:
-    e_fci = summary["e_fci"]
-
-    def row(label, e, err=None):
-        if e is None:
-            return f"| {label:22s} | {'—':>16s} | {'—':>12s} |"
-        text = f"{e:16.8f}" if err is None else f"{e:.8f}±{err:.1e}"
-        delta = f"{(e - e_fci) * 1e3:12.4f}" if e_fci is not None else f"{'—':>12s}"
-        return f"| {label:22s} | {text:>16s} | {delta} |"
-
-    lines = [f"{summary['molecule']} ({summary['n_qubits']} qubits, sector {summary['sector_size']:,}), "
-             f"{summary['ansatz']} with {summary['n_params']:,} parameters "
-             f"({summary['n_params_modulus']:,} modulus + {summary['n_params_phase']:,} phase), "
-             f"{summary['steps']} steps in {summary['wall_s']:.1f} s",
-             f"| {'method':22s} | {'energy (Ha)':>16s} | {'vs FCI (mHa)':>12s} |", f"|{'-' * 24}|{'-' * 18}|{'-' * 14}|",
-             row("HF", summary["e_hf"]), row("CCSD", summary["e_ccsd"]), row("CCSD(T)", summary["e_ccsd_t"]),
-             row(f"NQS ({summary['ansatz']})", summary["energy"], summary["energy_err"]), row("FCI", e_fci)]
-    if summary["error_mha"] is not None:
-        verdict = "within" if abs(summary["error_mha"]) < 1.6 else "outside"
-        lines.append(f"NQS error {summary['error_mha']:+.4f} mHa: {verdict} chemical accuracy (1.6 mHa); "
-                     f"V-score {summary['vscore']:.3e}")
+def final_table(s: RunSummary) -> str:
+    """The final energy beside HF, CCSD, CCSD(T) and FCI (Hartree; errors vs FCI in mHa)."""
+    rows = [("HF", s.e_hf, None), ("CCSD", s.e_ccsd, None), ("CCSD(T)", s.e_ccsd_t, None),
+            (f"NQS ({s.ansatz})", s.energy, s.energy_err), ("FCI", s.e_fci, None)]
+    body = [[label, "—" if e is None else (f"{e:.8f}" if err is None else f"{e:.8f}±{err:.1e}"),
+             "—" if error_mha(e, s.e_fci) is None else f"{error_mha(e, s.e_fci):.4f}"] for label, e, err in rows]
+    per_step = f"; framework {1e3 * s.t_framework_s / s.steps:.2f} ms/step" if s.steps and s.t_framework_s else ""
+    lines = [f"{s.molecule} ({s.n_qubits} qubits, sector {s.sector_size:,}), {s.ansatz} with {s.n_params:,} "
+             f"parameters ({s.n_params_modulus:,} modulus + {s.n_params_phase:,} phase), {s.steps} steps in "
+             f"{s.wall_s:.1f} s{per_step}",
+             markdown_table(["method", "energy (Ha)", "vs FCI (mHa)"], body, align=["left", "right", "right"])]
+    if s.error_mha is not None:
+        verdict = "within" if s.within_chemical_accuracy else "outside"
+        lines.append(f"NQS error {s.error_mha:+.4f} mHa: {verdict} chemical accuracy ({CHEMICAL_ACCURACY_MHA} mHa); "
+                     f"V-score {s.vscore:.3e}")
+    lines.append(f"error bar: {s.error_bar_covers}; kept mass {s.final_kept_mass:.10f}")
     return "\n".join(lines)
 
 
@@ -113,6 +99,7 @@ def final_table(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     cfg, out, resume = resolve_args(args)
+    configure_process(cfg.run.threads)
     from nqs.training.run import run  # heavy imports after the arguments are checked
 
     try:

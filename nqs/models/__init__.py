@@ -10,6 +10,7 @@ from nqs.models.made import MADE
 from nqs.models.phase import PhaseMLP
 from nqs.models.retnet import RetNet
 from nqs.models.transformer import Transformer
+from nqs.options import option
 
 ANSATZE = ("made", "transformer", "retnet")
 
@@ -19,27 +20,33 @@ class ModelConfig:
     """Sizes of every ansatz (defaults: the reference code's). `hidden`, `made_layers`: MADE only;
     `d_model`, `heads`, `layers`, `d_ff`: Transformer and RetNet; `phase_*`: the phase MLP of all three."""
 
-    ansatz: str
-    d_model: int = 16
-    heads: int = 2
-    layers: int = 1
-    d_ff: int = 64
-    hidden: int = 64
-    made_layers: int = 2
-    phase_hidden: int = 64
-    phase_layers: int = 3
+    ansatz: str = option("transformer", "made | transformer | retnet (the modulus network)")
+    d_model: int = option(16, "Transformer/RetNet embedding width")
+    heads: int = option(2, "Transformer/RetNet attention (retention) heads; must divide d_model")
+    layers: int = option(1, "Transformer/RetNet blocks")
+    d_ff: int = option(64, "Transformer/RetNet feed-forward width")
+    hidden: int = option(64, "MADE hidden width")
+    made_layers: int = option(2, "MADE hidden layers")
+    phase_hidden: int = option(64, "phase MLP hidden width (all ansätze)")
+    phase_layers: int = option(3, "phase MLP layers (all ansätze)")
+
+
+    def validate(self) -> "ModelConfig":
+        """UserError for an unknown ansatz, a non-positive size, or heads that do not divide d_model."""
+        if self.ansatz not in ANSATZE:
+            raise UserError(f"unknown ansatz {self.ansatz!r}: choose one of {', '.join(ANSATZE)}")
+        sizes = {k: getattr(self, k) for k in ("d_model", "heads", "layers", "d_ff", "hidden", "made_layers",
+                                                "phase_hidden", "phase_layers")}
+        if any(v < 1 for v in sizes.values()):
+            raise UserError(f"model sizes must be positive integers, got {sizes}")
+        if self.ansatz != "made" and self.d_model % self.heads:
+            raise UserError(f"d_model={self.d_model} must be divisible by heads={self.heads}")
+        return self
 
 
 def build_model(cfg: ModelConfig, sector: Sector) -> AutoregressiveAnsatz:
     """The ansatz named by `cfg.ansatz` over `sector`, float32, randomly initialised (seed torch yourself)."""
-    if cfg.ansatz not in ANSATZE:
-        raise UserError(f"unknown ansatz {cfg.ansatz!r}: choose one of {', '.join(ANSATZE)}")
-    sizes = {k: getattr(cfg, k) for k in ("d_model", "heads", "layers", "d_ff", "hidden", "made_layers",
-                                           "phase_hidden", "phase_layers")}
-    if any(v < 1 for v in sizes.values()):
-        raise UserError(f"model sizes must be positive integers, got {sizes}")
-    if cfg.ansatz != "made" and cfg.d_model % cfg.heads:
-        raise UserError(f"d_model={cfg.d_model} must be divisible by heads={cfg.heads}")
+    cfg.validate()
     phase = PhaseMLP(sector.n_qubits, cfg.phase_hidden, cfg.phase_layers)
     if cfg.ansatz == "made":
         return MADE(sector, phase, cfg.hidden, cfg.made_layers)

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from nqs.scaling.runs import RunRecord
+from nqs.tables import markdown_table
 
 DASH = "—"
 
@@ -94,14 +95,13 @@ def format_markdown(rows: Sequence[CompareRow]) -> str:
     head = ["molecule", "ansatz"] + (["N"] if by_size else []) + [
         "runs", "V-score (mean ± std)", "abs(E − E_FCI) mHa (mean ± std)",
         "HF − FCI mHa", "CCSD − FCI mHa", "CCSD(T) − FCI mHa"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     ref = lambda v: DASH if v is None else f"{v:.3f}"  # noqa: E731
+    body = []
     for r in rows:
-        cells = [r.molecule, r.ansatz] + ([DASH if r.n_params is None else f"{r.n_params:.0f}"]
-                                          if by_size else []) + [
+        body.append([r.molecule, r.ansatz] + ([DASH if r.n_params is None else f"{r.n_params:.0f}"]
+                                              if by_size else []) + [
             str(r.n_runs),
             _cell(r.vscore_mean, r.vscore_std, r.vscore_n, r.n_runs, ".3e", ".1e"),
             _cell(r.abs_error_mean, r.abs_error_std, r.abs_error_n, r.n_runs, ".3f", ".2g"),
-            ref(r.hf_error), ref(r.ccsd_error), ref(r.ccsd_t_error)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            ref(r.hf_error), ref(r.ccsd_error), ref(r.ccsd_t_error)])
+    return markdown_table(head, body)

@@ -1,182 +1,30 @@
-"""Read training-run directories (written by `nqs-train`) into frozen records.
+"""Find training-run directories (written by `nqs-train`) and turn their records into scaling points.
 
-A run directory holds `summary.json` (one record per run), `metrics.jsonl` (one JSON object per
-step) and `config.yaml`. Readers here are tolerant: a corrupt metrics line or a run without a
-summary is skipped with a warning; a path that cannot be a run (or a folder of runs) is a
-`UserError`.
+A run directory holds `summary.json` (`nqs.record.RunSummary`), `metrics.jsonl` (`nqs.record.StepRecord`
+per step) and `config.yaml`; the records and their readers live in `nqs.record`. Readers here are tolerant:
+a corrupt metrics line or a run without a summary is skipped with a warning; a path that cannot be a run (or
+a folder of runs) is a `UserError`.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from nqs.errors import UserError
+from nqs.record import METRICS_FILE, SUMMARY_FILE, RunSummary, StepRecord, read_metrics, read_summary
 
-SUMMARY = "summary.json"
-METRICS = "metrics.jsonl"
+RunRecord = RunSummary  # a run as the scaling tools read it: its summary, with `path` set
+MetricsRow = StepRecord
+
+SUMMARY, METRICS = SUMMARY_FILE, METRICS_FILE
 METRIC_CHOICES = ("vscore", "abs_error")
 N_FROM_CHOICES = ("total", "modulus", "phase")
-
-
-def _num(value: Any) -> float | None:
-    """A finite-or-not float from a JSON value; None for null, bools, strings and the like."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _mha(energy: float | None, e_fci: float | None) -> float | None:
-    if energy is None or e_fci is None:
-        return None
-    return (energy - e_fci) * 1000.0
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One run's `summary.json`. Energies in Hartree; `error_mha` = (energy − e_fci)·1000."""
-
-    path: Path
-    molecule: str
-    ansatz: str
-    n_qubits: int | None = None
-    n_alpha: int | None = None
-    n_beta: int | None = None
-    sector_size: float | None = None
-    n_params: float | None = None
-    n_params_modulus: float | None = None
-    n_params_phase: float | None = None
-    steps: float | None = None
-    samples: float | None = None
-    unique: float | None = None
-    energy: float | None = None
-    energy_err: float | None = None
-    variance: float | None = None
-    vscore: float | None = None
-    e_fci: float | None = None
-    e_ccsd_t: float | None = None
-    e_ccsd: float | None = None
-    e_hf: float | None = None
-    error_mha: float | None = None
-    d_prime: float | None = None
-    wall_s: float | None = None
-    seed: int | None = None
-    flops_total: float | None = None
-
-    @property
-    def abs_error_mha(self) -> float | None:
-        """|E − E_FCI| in mHa (from `error_mha`, else recomputed from the energies)."""
-        err = self.error_mha if self.error_mha is not None else _mha(self.energy, self.e_fci)
-        return None if err is None else abs(err)
-
-    @property
-    def hf_error_mha(self) -> float | None:
-        return _mha(self.e_hf, self.e_fci)
-
-    @property
-    def ccsd_error_mha(self) -> float | None:
-        return _mha(self.e_ccsd, self.e_fci)
-
-    @property
-    def ccsd_t_error_mha(self) -> float | None:
-        return _mha(self.e_ccsd_t, self.e_fci)
-
-    def n_from(self, which: str = "total") -> float | None:
-        """The parameter count used as N: all parameters, or the modulus or phase network's."""
-        return {"total": self.n_params, "modulus": self.n_params_modulus,
-                "phase": self.n_params_phase}[which]
-
-
-_INT_FIELDS = ("n_qubits", "n_alpha", "n_beta", "seed")
-_FLOAT_FIELDS = tuple(
-    f for f in RunRecord.__dataclass_fields__ if f not in ("path", "molecule", "ansatz") + _INT_FIELDS
-)
-
-
-@dataclass(frozen=True)
-class MetricsRow:
-    """One logged training step of `metrics.jsonl`; missing fields are None."""
-
-    step: int | None
-    energy: float | None = None
-    energy_err: float | None = None
-    variance: float | None = None
-    vscore: float | None = None
-    error_mha: float | None = None
-    n_unique: float | None = None
-    n_samples: float | None = None
-    s_f: float | None = None
-    d_prime: float | None = None
-    lr: float | None = None
-    wall_s: float | None = None
-    flops_total: float | None = None
-    flops_step: dict[str, float] = field(default_factory=dict)
-
-
-def read_summary(run_dir: str | os.PathLike) -> RunRecord:
-    """Read `run_dir/summary.json`. Raises UserError when missing, not JSON, or without molecule/ansatz."""
-    path = Path(run_dir) / SUMMARY
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist; pass a run directory written by nqs-train") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); re-run or remove that run") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} does not hold a JSON object; re-run or remove that run")
-    missing = [k for k in ("molecule", "ansatz") if not data.get(k)]
-    if missing:
-        raise UserError(f"{path} lacks {', '.join(missing)}; re-run or remove that run")
-    kwargs: dict[str, Any] = {k: _num(data.get(k)) for k in _FLOAT_FIELDS}
-    for k in _INT_FIELDS:
-        v = _num(data.get(k))
-        kwargs[k] = int(v) if v is not None and math.isfinite(v) else None
-    return RunRecord(path=Path(run_dir), molecule=str(data["molecule"]), ansatz=str(data["ansatz"]),
-                     **kwargs)
-
-
-def read_metrics(path: str | os.PathLike) -> tuple[MetricsRow, ...]:
-    """Read `metrics.jsonl` (a file, or a run directory holding one) into rows.
-
-    A truncated or corrupt line (not JSON, or not an object) is skipped with a warning that names the
-    file and the 1-based line number; blank lines are ignored.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; pass a run directory written by nqs-train")
-    rows = []
-    with path.open("r", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                obj = None
-            if not isinstance(obj, dict):
-                warnings.warn(f"{path}:{lineno}: skipped a truncated or corrupt line", stacklevel=2)
-                continue
-            step = _num(obj.get("step"))
-            flops = obj.get("flops_step")
-            flops = {str(k): v for k, v in flops.items() if _num(v) is not None} if isinstance(flops, dict) else {}
-            rows.append(MetricsRow(
-                step=int(step) if step is not None and math.isfinite(step) else None,
-                flops_step={k: float(v) for k, v in flops.items()},
-                **{k: _num(obj.get(k)) for k in MetricsRow.__dataclass_fields__
-                   if k not in ("step", "flops_step")},
-            ))
-    return tuple(rows)
 
 
 def _is_run_dir(path: Path) -> bool:

@@ -3,9 +3,9 @@
 File format (every key but `grid` optional)::
 
     description: free text
-    preset: reference          # a configs/presets/ name, applied before `base`
+    preset: reference          # a preset name (nqs/presets/), applied before `base`
     out: runs/sweeps/demo      # root folder; one run directory per grid point below it
-    base: {mol: H2O, unique: 2000}           # any nqs-train option (TrainConfig field)
+    base: {mol: H2O, unique: 2000}           # any nqs-train option (a flat TrainConfig option name)
     grid:                      # a mapping, or a list of mappings whose expansions are concatenated
       ansatz: [transformer]                  # option -> list of values
       size: [{d_model: 8, d_ff: 32}, {d_model: 16, d_ff: 64}]   # group -> list of option mappings
@@ -21,7 +21,7 @@ must hold the configuration the sweep asks for (else a `UserError`: change `out`
 """
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import itertools
 import json
 import math
@@ -32,16 +32,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nqs.errors import UserError
-from nqs.training.config import TrainConfig, load_yaml, resolve
+from nqs.record import SUMMARY_FILE, RunSummary, read_summary
+from nqs.tables import markdown_table
+from nqs.training.config import FIELDS, TrainConfig, check_name, load_yaml, resolve
+from nqs.training.presets import load_preset
 
 TOP_KEYS = ("description", "preset", "out", "base", "grid")
 FORBIDDEN = ("out",)  # set by the sweep: `out` at the top level is the root of all runs
-IGNORED_IN_MATCH = ("out", "progress", "checkpoint_every", "eval_chunk")  # do not change a run's result
 ABBREV = {"ansatz": "", "mol": "", "d_model": "dm", "d_ff": "ff", "layers": "L", "heads": "H", "hidden": "h",
           "made_layers": "ml", "phase_hidden": "ph", "phase_layers": "pl", "steps": "T", "samples": "Ns",
           "unique": "B", "seed": "seed", "lr": "lr", "dtype": ""}
-SUMMARY, CHECKPOINT = "summary.json", Path("checkpoints") / "last.ckpt"
-_OPTIONS = {f.name for f in dataclasses.fields(TrainConfig)}
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class PlannedRun:
 
     @property
     def out(self) -> Path:
-        return Path(self.config.out)
+        return Path(self.config.run.out)
 
     @property
     def label(self) -> str:
@@ -63,7 +64,7 @@ class PlannedRun:
 
     def status(self) -> str:
         """'done' (summary.json), 'resume' (a checkpoint, no summary) or 'new'."""
-        if (self.out / SUMMARY).is_file():
+        if (self.out / SUMMARY_FILE).is_file():
             return "done"
         if (self.out / CHECKPOINT).is_file() and (self.out / "config.yaml").is_file():
             return "resume"
@@ -83,17 +84,13 @@ class RunOutcome:
     run: PlannedRun
     status: str  # ran | resumed | skipped | failed
     wall_s: float
-    summary: dict | None = None
+    summary: RunSummary | None = None
     error: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------- planning
 def _option(key: Any, where: str) -> str:
-    name = str(key).replace("-", "_")
-    if name not in _OPTIONS:
-        close = sorted(f for f in _OPTIONS if f.startswith(name[:3]))
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UserError(f"{where}: unknown option '{key}'{hint}")
+    name = check_name(key, where)  # an unknown name: UserError with difflib's closest option names
     if name in FORBIDDEN:
         raise UserError(f"{where}: '{key}' is set by the sweep; give the root folder as the top-level out:")
     return name
@@ -104,16 +101,18 @@ def _axis(key: Any, values: Any, where: str) -> list[tuple[tuple[str, Any], ...]
     if not isinstance(values, list) or not values:
         raise UserError(f"{where}: grid entry '{key}' must be a non-empty list of values, got {values!r}")
     name = str(key).replace("-", "_")
-    if name in _OPTIONS:
+    if name in FIELDS:
         _option(key, where)
         bad = [v for v in values if isinstance(v, (dict, list))]
         if bad:
             raise UserError(f"{where}: grid entry '{key}' takes plain values, got {bad[0]!r}")
         return [((name, v),) for v in values]
     if not all(isinstance(v, dict) and v for v in values):
-        raise UserError(f"{where}: unknown option '{key}' in grid (a grid key is an nqs-train option with a "
+        close = difflib.get_close_matches(name, FIELDS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UserError(f"{where}: unknown option '{key}' in grid{hint}; a grid key is an nqs-train option with a "
                         f"list of values, or a group such as sizes: [{{d_model: 8, d_ff: 32}}, ...] whose values "
-                        f"are mappings of options)")
+                        f"are mappings of options")
     return [tuple((_option(k, f"{where}: grid entry '{key}'"), v) for k, v in value.items()) for value in values]
 
 
@@ -169,11 +168,11 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         _option(key, f"{path}: base")
     layers: list[tuple[str, dict]] = []
     if spec.get("preset"):
-        from nqs.cli.train import PRESETS, preset_names
-
-        if spec["preset"] not in preset_names():
-            raise UserError(f"{path}: unknown preset '{spec['preset']}': choose one of {', '.join(preset_names())}")
-        layers.append((f"preset {spec['preset']}", load_yaml(PRESETS / f"{spec['preset']}.yaml")))
+        try:
+            preset = load_preset(str(spec["preset"]))
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+        layers.append((f"preset {spec['preset']}", preset))
     layers.append((f"{path}: base", base))
     root = Path(out if out is not None else spec.get("out") or Path("runs") / "sweeps" / path.stem)
     runs, names = [], {}
@@ -190,7 +189,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
             if str(path) in str(exc):
                 raise
             raise UserError(f"{path}: grid point {name}: {exc}") from None
-        if cfg.devices * cfg.num_nodes > 1:
+        if cfg.run.devices * cfg.run.num_nodes > 1:
             raise UserError(f"{path}: grid point {name}: devices / num_nodes > 1 (DDP) cannot run inside nqs-sweep; "
                             f"run it with nqs-train --devices")
         runs.append(PlannedRun(index=i, name=name, varied=varied, config=cfg))
@@ -209,10 +208,10 @@ def check_existing(run: PlannedRun) -> None:
         old = resolve([(str(stored), load_yaml(stored))])
     except UserError as exc:
         raise UserError(f"{run.out} holds a run this version cannot read ({exc}); remove it or change out") from None
-    diff = [f.name for f in dataclasses.fields(TrainConfig)
-            if f.name not in IGNORED_IN_MATCH and getattr(old, f.name) != getattr(run.config, f.name)]
+    there, asked = old.result_fields(), run.config.result_fields()  # options that change a result only
+    diff = [k for k in asked if there.get(k) != asked[k]]
     if diff:
-        shown = ", ".join(f"{k}: {getattr(old, k)!r} there, {getattr(run.config, k)!r} asked" for k in diff[:3])
+        shown = ", ".join(f"{k}: {there.get(k)!r} there, {asked[k]!r} asked" for k in diff[:3])
         raise UserError(f"{run.out} holds a run of another configuration ({shown}); remove that directory or "
                         f"set another out:")
 
@@ -224,11 +223,11 @@ def result_line(outcome: RunOutcome, total: int) -> str:
     head = f"[{run.index:>{len(str(total))}}/{total}] {run.label}"
     if outcome.status == "failed":
         return f"{head} | FAILED after {outcome.wall_s:.1f} s: {outcome.error}"
-    err = s.get("error_mha")
+    err = s.error_mha
     err_text = "error —" if err is None else f"error {err:+.3f} mHa"
-    vs = s.get("vscore")
+    vs = s.vscore
     vs_text = "V —" if vs is None or not math.isfinite(vs) else f"V {vs:.2e}"
-    return (f"{head} | {err_text}  {vs_text}  N {s.get('n_params', 0):,}  D' {s.get('d_prime', 0):.1f} | "
+    return (f"{head} | {err_text}  {vs_text}  N {s.n_params or 0:,}  D' {s.d_prime or 0:.1f} | "
             f"{outcome.wall_s:.1f} s {outcome.status}")
 
 
@@ -238,15 +237,15 @@ def run_one(run: PlannedRun) -> RunOutcome:
 
     status = run.status()
     if status == "done":
-        summary = json.loads((run.out / SUMMARY).read_text())
-        return RunOutcome(run, "skipped", float(summary.get("command_wall_s") or 0.0), summary)
+        summary = read_summary(run.out)  # a damaged summary.json: UserError naming the file
+        return RunOutcome(run, "skipped", float(summary.command_wall_s or 0.0), summary)
     start = time.perf_counter()
     try:
         summary = train(run.config, run.out, resume=status == "resume")
     except UserError as exc:
         return RunOutcome(run, "failed", time.perf_counter() - start, error=str(exc))
     if summary is None:  # nqs.training.run.run returns None off rank 0; read what rank 0 wrote
-        summary = json.loads((run.out / SUMMARY).read_text())
+        summary = read_summary(run.out)
     return RunOutcome(run, "resumed" if status == "resume" else "ran", time.perf_counter() - start, summary)
 
 
@@ -267,13 +266,12 @@ def execute(sweep: Sweep, echo: Callable[[str], None] = print) -> list[RunOutcom
 
 
 def plan_table(sweep: Sweep) -> str:
-    """The dry-run listing: one line per run with its status and directory, then the totals."""
-    width = len(str(len(sweep.runs)))
-    lines = [f"{'#':>{width}}  {'status':6}  run directory  (options set by the grid)"]
-    for run in sweep.runs:
-        lines.append(f"{run.index:>{width}}  {run.status():6}  {run.out}  ({run.label})")
+    """The dry-run listing: a Markdown table of the runs (status, directory, grid options), then the totals."""
+    rows = [[run.index, run.status(), run.out, run.label] for run in sweep.runs]
+    lines = [markdown_table(["#", "status", "run directory", "options set by the grid"], rows,
+                            align=["right", None, None, None])]
     counts = {s: sum(r.status() == s for r in sweep.runs) for s in ("done", "resume", "new")}
-    steps = sum(r.config.steps for r in sweep.runs if r.status() != "done")
+    steps = sum(r.config.optim.steps for r in sweep.runs if r.status() != "done")
     lines.append(f"{len(sweep.runs)} runs: {counts['done']} finished (skipped), {counts['resume']} to resume, "
                  f"{counts['new']} new; {steps:,} optimisation steps to go (at most)")
     return "\n".join(lines)

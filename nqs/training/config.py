@@ -1,145 +1,248 @@
 """The one resolved training configuration: defaults < preset / --config YAML < command-line flags.
 
-Every field is settable from YAML under the same name (dashes or underscores); an unknown key or a value of
-the wrong type is a `UserError`. The resolved config is written to the run directory as config.yaml.
+`TrainConfig` groups frozen dataclasses — molecule, model (`nqs.models.ModelConfig`), sampling, optim, run —
+whose field metadata carries the help text (with units) and whether the field changes a run's result. Files
+and flags are flat: every field name is unique across the groups, so `d_model: 32` in YAML and `--d-model 32`
+on the command line name the same field. Values are coerced from the fields' type hints; an unknown key or a
+value of the wrong type is a `UserError` with a suggestion. The resolved config is written to the run
+directory as flat config.yaml, and the config.yaml files of earlier versions load unchanged.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from nqs.errors import UserError
-from nqs.models import ANSATZE, ModelConfig
+from nqs.models import ModelConfig
+from nqs.options import option
 from nqs.sampler import SCHEDULES, SampleSchedule
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    # molecule
-    mol: str | None = "LiH"
-    geometry: str | None = None
-    basis: str | None = None
-    charge: int | None = None
-    spin: int | None = None
-    frozen_core: int = 0
-    active_orbitals: int | None = None
-    symmetry: bool = True
-    fci_max_dets: float = 1e7
-    # ansatz
-    ansatz: str = "transformer"
-    d_model: int = 16
-    heads: int = 2
-    layers: int = 1
-    d_ff: int = 64
-    hidden: int = 64
-    made_layers: int = 2
-    phase_hidden: int = 64
-    phase_layers: int = 3
-    dtype: str = "float32"
-    # sampling
-    samples: float = 1e12  # non-unique N_s per step (constant schedule; the end value of geometric)
-    samples_start: float = 1e2  # geometric / adaptive lower end
-    sample_schedule: str = "constant"
-    unique: int = 2000  # cap B on unique samples per step
-    unique_window: tuple[int, int] = (1000, 2000)
-    final_samples: float = 1e12  # fresh sample for the final energy
-    final_unique: int = 20000
-    # optimisation
-    steps: int = 1200
-    lr: float = 1e-2
-    lr_final: float = 1e-3  # cosine decay from lr to lr_final after warm-up
-    warmup: int = 20
-    phase_lr_scale: float = 1.0  # the phase network's learning rate relative to lr
-    # variational annealing (Hibat-Allah et al. 2021): minimise E - T S[p], T falling linearly from anneal_t0
-    # (Hartree) to 0 at anneal_fraction of the steps; keeps the modulus from collapsing onto the Hartree-Fock
-    # determinant before the phase network has found the signs of the excitations
-    anneal_t0: float = 0.5
-    anneal_fraction: float = 0.5
-    weight_decay: float = 0.0
-    grad_clip: float | None = 1.0  # gradient-norm clipping; null: off
-    clip_local_energy: float | None = None  # clip Re E_loc to mean ± k * MAD; null: off
-    eval_chunk: int = 65536
-    # run
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp
-    threads: int = 1  # CPU threads (torch and PySCF) per process; 0: all cores. One is as fast for the small
-    # default models and immune to the OpenMP stalls that slow two threads 30x when another process holds a core
-    out: str | None = None
-    init_from: str | None = None  # checkpoint whose model weights start this run (warm start; same sizes)
-    checkpoint_every: int = 50
-    progress: bool = True
+class MoleculeConfig:
+    """Which Hamiltonian: a catalogue molecule or a custom geometry, and the orbital space."""
 
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(ansatz=self.ansatz, d_model=self.d_model, heads=self.heads, layers=self.layers,
-                           d_ff=self.d_ff, hidden=self.hidden, made_layers=self.made_layers,
-                           phase_hidden=self.phase_hidden, phase_layers=self.phase_layers)
+    mol: str | None = option("LiH", "catalogue molecule, e.g. LiH, N2 (nqs-hamiltonian --list shows them)")
+    name: str | None = option(None, "label of a custom geometry in the run record (default 'custom')")
+    geometry: str | None = option(None, 'custom geometry "H 0 0 0; H 0 0 0.74" (Å) or an .xyz file')
+    basis: str | None = option(None, "basis set (default: the catalogue's, else sto-3g)")
+    charge: int | None = option(None, "total charge (e)")
+    spin: int | None = option(None, "2S = N_alpha - N_beta")
+    frozen_core: int = option(0, "freeze this many lowest doubly occupied orbitals")
+    active_orbitals: int | None = option(None, "keep this many orbitals above the frozen core")
+    symmetry: bool = option(True, "point-group symmetry-adapted orbitals")
+    fci_max_dets: float = option(1e7, "skip FCI above this many determinants in the sector")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How many samples each step draws, and the final energy's sample."""
+
+    samples: float = option(1e12, "non-unique samples N_s per step (constant schedule; end value of geometric)")
+    samples_start: float = option(1e2, "lower end of N_s for the geometric and adaptive schedules")
+    sample_schedule: str = option("constant", "constant | geometric (samples_start -> samples at 90%% of the "
+                                  "steps) | adaptive (N_s follows unique_window)")
+    unique: int = option(2000, "cap B on unique samples per step (the most frequent are kept)")
+    unique_window: tuple[int, int] = option((1000, 2000), "adaptive schedule: keep the unique count in [LO, HI]")
+    final_samples: float = option(1e12, "N_s of the fresh sample behind the final energy")
+    final_unique: int = option(20000, "unique cap of the final energy's sample")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimiser, its schedules and the loss."""
+
+    steps: int = option(1200, "optimisation steps")
+    lr: float = option(1e-2, "peak learning rate (Adam)")
+    lr_final: float = option(1e-3, "learning rate at the end of the cosine decay that follows the warm-up")
+    warmup: int = option(20, "linear learning-rate warm-up, steps")
+    phase_lr_scale: float = option(1.0, "the phase network's learning rate relative to lr")
+    # variational annealing (Hibat-Allah et al. 2021): minimise E - T S[p], T falling linearly to 0; keeps the
+    # modulus from collapsing onto the Hartree-Fock determinant before the phase network has found the signs
+    anneal_t0: float = option(0.5, "initial annealing temperature T0 (Hartree) of F = E - T S")
+    anneal_fraction: float = option(0.5, "T reaches 0 at this fraction of the steps")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    grad_clip: float | None = option(1.0, "gradient-norm clipping (null: off)")
+    clip_local_energy: float | None = option(None, "clip Re E_loc to mean ± k·MAD (null: off)")
+    dtype: str = option("float32", "float32 | float64 parameters and activations")
+    eval_chunk: int = option(65536, "configurations per network call in the local energy (memory bound)",
+                             affects_result=False)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how the run executes."""
+
+    seed: int = option(0, "seed of the initial parameters and of every step's sample")
+    device: str = option("auto", "auto | cpu | cuda")
+    devices: int = option(1, "processes / GPUs per node (DDP when > 1)", affects_result=False)
+    num_nodes: int = option(1, "nodes (DDP)", affects_result=False)
+    strategy: str = option("auto", "auto | ddp", affects_result=False)
+    # One thread is as fast for the small default models and immune to the OpenMP stalls that slow two
+    # threads 30x when another process holds a core.
+    threads: int = option(1, "CPU threads (torch and PySCF) per process; 0: all cores", affects_result=False)
+    out: str | None = option(None, "run directory (default runs/<molecule>-<ansatz>-<timestamp>)",
+                             affects_result=False)
+    init_from: str | None = option(None, "run directory or .ckpt whose weights start this run (same sizes)")
+    checkpoint_every: int = option(50, "write checkpoints/last.ckpt every this many steps", affects_result=False)
+    progress: bool = option(True, "show progress (a bar on a terminal, a line every few seconds otherwise)",
+                            affects_result=False)
+
+
+GROUPS = {"molecule": MoleculeConfig, "model": ModelConfig, "sampling": SamplingConfig, "optim": OptimConfig,
+          "run": RunConfig}
+
+
+def _index() -> dict[str, tuple[str, dataclasses.Field]]:
+    out = {}
+    for group, cls in GROUPS.items():
+        for f in fields(cls):
+            assert f.name not in out, f"option {f.name} defined twice"
+            out[f.name] = (group, f)
+    return out
+
+
+FIELDS = _index()  # flat option name -> (group, dataclass field)
+HINTS = {name: typing.get_type_hints(GROUPS[group])[name] for name, (group, _) in FIELDS.items()}
+RESULT_NEUTRAL = frozenset(n for n, (_, f) in FIELDS.items() if not f.metadata.get("affects_result", True))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    molecule: MoleculeConfig = field(default_factory=MoleculeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    # --- flat views --------------------------------------------------------------------------------------
+    def flat(self) -> dict:
+        """{option name: value} over all groups."""
+        return {name: getattr(getattr(self, group), name) for name, (group, _) in FIELDS.items()}
+
+    @classmethod
+    def from_flat(cls, values: dict, source: str = "config") -> "TrainConfig":
+        """A validated config from flat {name: value} (names with dashes or underscores; values coerced)."""
+        by_group: dict[str, dict] = {g: {} for g in GROUPS}
+        for key, value in values.items():
+            name = check_name(key, source)
+            by_group[FIELDS[name][0]][name] = coerce(name, value, source)
+        return cls(**{g: GROUPS[g](**kw) for g, kw in by_group.items()}).validate()
+
+    def updated(self, **values) -> "TrainConfig":
+        """A validated copy with the given flat options changed."""
+        return TrainConfig.from_flat({**self.flat(), **values}, source="update")
+
+    def to_yaml(self) -> str:
+        data = self.flat()
+        data["unique_window"] = list(data["unique_window"])
+        return yaml.safe_dump(data, sort_keys=False)
+
+    def result_fields(self) -> dict:
+        """The options that change a run's result (the others: RESULT_NEUTRAL)."""
+        return {k: v for k, v in self.flat().items() if k not in RESULT_NEUTRAL}
+
+    # --- derived -----------------------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        """The molecule's name in run records: the catalogue name, else `name`, else 'custom'."""
+        m = self.molecule
+        return m.mol if m.geometry is None and m.mol else (m.name or "custom")
 
     def temperature(self, step: int) -> float:
         """Annealing temperature (Hartree) at `step`."""
-        return self.anneal_t0 * max(0.0, 1.0 - step / (self.anneal_fraction * self.steps))
+        o = self.optim
+        return o.anneal_t0 * max(0.0, 1.0 - step / (o.anneal_fraction * o.steps))
 
     def schedule(self) -> SampleSchedule:
-        return SampleSchedule(kind=self.sample_schedule, n_samples=self.samples, n_start=self.samples_start,
-                              n_end=self.samples, unique_window=tuple(self.unique_window))
+        s = self.sampling
+        return SampleSchedule(kind=s.sample_schedule, n_samples=s.samples, n_start=s.samples_start,
+                              n_end=s.samples, unique_window=tuple(s.unique_window))
 
     def validate(self) -> "TrainConfig":
-        if self.ansatz not in ANSATZE:
-            raise UserError(f"unknown ansatz {self.ansatz!r}: choose one of {', '.join(ANSATZE)}")
-        if self.sample_schedule not in SCHEDULES:
-            raise UserError(f"unknown sample_schedule {self.sample_schedule!r}: choose one of {', '.join(SCHEDULES)}")
-        if self.dtype not in ("float32", "float64"):
-            raise UserError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        if self.threads < 0:
-            raise UserError(f"threads must be >= 0 (0: all cores), got {self.threads}")
+        s, o, r = self.sampling, self.optim, self.run
+        self.model.validate()
+        if s.sample_schedule not in SCHEDULES:
+            raise UserError(f"unknown sample_schedule {s.sample_schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if o.dtype not in ("float32", "float64"):
+            raise UserError(f"dtype must be float32 or float64, got {o.dtype!r}")
+        if r.threads < 0:
+            raise UserError(f"threads must be >= 0 (0: all cores), got {r.threads}")
         for name in ("steps", "unique", "final_unique", "devices", "num_nodes", "checkpoint_every", "eval_chunk"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not (self.samples >= 1 and self.final_samples >= 1 and 1 <= self.samples_start <= self.samples):
+            if self.flat()[name] < 1:
+                raise UserError(f"{name} must be at least 1, got {self.flat()[name]}")
+        if not (s.samples >= 1 and s.final_samples >= 1 and 1 <= s.samples_start <= s.samples):
             raise UserError("samples and final_samples must be >= 1, and 1 <= samples_start <= samples")
-        if not (self.anneal_t0 >= 0 and 0 < self.anneal_fraction <= 1):
+        if not (o.anneal_t0 >= 0 and 0 < o.anneal_fraction <= 1):
             raise UserError("anneal_t0 must be >= 0 and anneal_fraction in (0, 1]")
-        if not (self.lr > 0 and self.lr_final > 0 and self.warmup >= 0):
+        if not (o.lr > 0 and o.lr_final > 0 and o.warmup >= 0):
             raise UserError("lr and lr_final must be positive and warmup non-negative")
-        if self.strategy not in ("auto", "ddp"):
-            raise UserError(f"strategy must be auto or ddp, got {self.strategy!r}")
-        self.model_config()  # sizes are checked when the model is built
+        if r.strategy not in ("auto", "ddp"):
+            raise UserError(f"strategy must be auto or ddp, got {r.strategy!r}")
+        if r.device not in ("auto", "cpu") and not r.device.startswith("cuda"):
+            raise UserError(f"unknown device '{r.device}': use auto, cpu or cuda")
         self.schedule()
         return self
 
 
-_FIELDS = {f.name: f for f in fields(TrainConfig)}
+def check_name(key: str, source: str) -> str:
+    """The option name of a YAML key or flag; an unknown one is a UserError with the closest names."""
+    name = str(key).replace("-", "_")
+    if name not in FIELDS:
+        close = difflib.get_close_matches(name, FIELDS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UserError(f"{source}: unknown option '{key}'{hint}")
+    return name
 
 
-def _coerce(name: str, value, source: str):
-    """Check a YAML/flag value against the field's annotated type."""
+def coerce(name: str, value, source: str):
+    """`value` checked against and converted to the option's type hint (None allowed where Optional)."""
+    hint = HINTS[name]
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else hint
     if value is None:
-        return None
-    kind = _FIELDS[name].type
+        if optional:
+            return None
+        raise UserError(f"{source}: {name} cannot be null")
     try:
-        if kind.startswith("bool"):
+        if base is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
             if not isinstance(value, bool):
                 raise TypeError
             return value
-        if kind.startswith("int"):
+        if base is int:
             if isinstance(value, bool) or float(value) != int(float(value)):
                 raise TypeError
             return int(float(value))
-        if kind.startswith("float"):
+        if base is float:
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
-        if kind.startswith("tuple"):
-            lo, hi = value
-            return int(lo), int(hi)
+        if typing.get_origin(base) is tuple:
+            items = tuple(value)
+            if len(items) != len(typing.get_args(base)):
+                raise TypeError
+            return tuple(coerce_item(t, v) for t, v in zip(typing.get_args(base), items))
+        if isinstance(value, (dict, list)):
+            raise TypeError
         return str(value)
     except (TypeError, ValueError):
+        kind = getattr(base, "__name__", str(base))
         raise UserError(f"{source}: {name} = {value!r} is not a valid {kind}") from None
+
+
+def coerce_item(kind: type, value):
+    if isinstance(value, bool) or float(value) != kind(float(value)):
+        raise TypeError
+    return kind(float(value))
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -148,30 +251,24 @@ def load_yaml(path: str | Path) -> dict:
         raise UserError(f"config file {path} not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise UserError(f"config file {path} cannot be read: {exc.strerror}") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must be a mapping of option: value")
     return data
 
 
 def resolve(layers: list[tuple[str, dict]]) -> TrainConfig:
-    """Merge (source, mapping) layers in order, later winning; unknown keys are errors naming the source."""
+    """Merge (source, mapping) layers in order, later winning; unknown keys are errors naming the source.
+
+    A geometry given without a molecule name in a layer after the defaults means a custom molecule."""
     values: dict = {}
     for source, mapping in layers:
         for key, value in mapping.items():
-            name = key.replace("-", "_")
-            if name not in _FIELDS:
-                close = [f for f in _FIELDS if f.startswith(name[:3])]
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise UserError(f"{source}: unknown option '{key}'{hint}")
-            values[name] = _coerce(name, value, source)
+            name = check_name(key, source)
+            values[name] = coerce(name, value, source)
     if values.get("geometry") is not None and "mol" not in values:
         values["mol"] = None
-    return TrainConfig(**values).validate()
-
-
-def to_yaml(cfg: TrainConfig) -> str:
-    data = dataclasses.asdict(cfg)
-    data["unique_window"] = list(cfg.unique_window)
-    return yaml.safe_dump(data, sort_keys=False)
+    return TrainConfig.from_flat(values, source="config")

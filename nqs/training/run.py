@@ -1,29 +1,34 @@
-"""`run(cfg)`: build the problem and the ansatz, train under Lightning, evaluate, write the run directory.
+"""`run(cfg, out)`: build the problem and the ansatz, train under Lightning, evaluate, write the run directory.
 
-Run directory: config.yaml (resolved), metrics.jsonl (one object per step, flushed), summary.json,
-tensorboard/ event files, checkpoints/last.ckpt (written atomically every `checkpoint_every` steps, at the end,
-and on Ctrl-C).
+Run directory: config.yaml (resolved, flat), metrics.jsonl (one `nqs.record.StepRecord` per step, flushed),
+summary.json (`nqs.record.RunSummary`), tensorboard/ event files, checkpoints/last.ckpt (written atomically
+every `checkpoint_every` steps, at the end, and on Ctrl-C). Process-wide settings (threads, logging) are the
+command-line entry points' business (`nqs.cli.common.configure_process`), not this module's.
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
+import sys
 import time
-import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 
 from nqs.chem import OrbitalOptions
+from nqs.errors import UserError
 from nqs.models import build_model
 from nqs.molecules import resolve_molecule
 from nqs.problem import MolecularProblem, build_problem
-from nqs.training.config import TrainConfig, to_yaml
+from nqs.record import ERROR_BAR_COVERS, METRICS_FILE, RunSummary, StepRecord
+from nqs.training.config import TrainConfig
 from nqs.training.module import VMCModule, evaluate_energy
+from nqs.vmc import KEPT_MASS_WARNING
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
+PROGRESS_EVERY_S = 5.0  # a progress line this often when stdout is not a terminal
+TENSORBOARD_EVERY = 10  # steps between TensorBoard scalars (metrics.jsonl has every step); 0.02 ms a step
 
 
 class StepStream(torch.utils.data.IterableDataset):
@@ -37,17 +42,15 @@ class StepStream(torch.utils.data.IterableDataset):
 
 
 class RunFiles(L.Callback):
-    """metrics.jsonl rows (rank 0, flushed each step) and the atomically written last checkpoint."""
+    """Per step: the real time since the previous step, the StepRecord appended to metrics.jsonl (rank 0,
+    flushed), a few TensorBoard scalars, progress, and the atomically written last checkpoint."""
 
-    def __init__(self, out: Path, every: int, interrupt_after: int | None = None):
-        self.out, self.every, self.interrupt_after = out, every, interrupt_after
+    def __init__(self, out: Path, cfg: TrainConfig, interrupt_after: int | None = None):
+        self.out, self.cfg, self.interrupt_after = out, cfg, interrupt_after
         self.metrics = None
         self.interrupted = False
-
-    def write_row(self, trainer: L.Trainer, row: dict) -> None:
-        if trainer.is_global_zero:
-            self.metrics.write(json.dumps(row) + "\n")
-            self.metrics.flush()
+        self.mark = 0.0  # perf_counter at the end of the previous step
+        self.progress = Progress(cfg.optim.steps) if cfg.run.progress else None
 
     def save(self, trainer: L.Trainer) -> None:
         path = self.out / CHECKPOINT
@@ -58,22 +61,38 @@ class RunFiles(L.Callback):
 
     def on_train_start(self, trainer, module) -> None:
         if trainer.is_global_zero:
-            path = self.out / "metrics.jsonl"
+            path = self.out / METRICS_FILE
             done = trainer.global_step  # on resume keep only the rows of completed steps
             rows = path.read_text().splitlines() if path.exists() else []
             kept = [r for r in rows if _row_step(r) is not None and _row_step(r) < done]
             path.write_text("".join(r + "\n" for r in kept))
             self.metrics = path.open("a")
+        self.mark = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.write_row(trainer, module.finish_step())
-        if trainer.global_step % self.every == 0:
+        now = time.perf_counter()
+        record = module.finish_step(now - self.mark)
+        self.mark = now
+        if trainer.is_global_zero:
+            self.metrics.write(json.dumps(record.to_json()) + "\n")
+            self.metrics.flush()
+            if record.step % TENSORBOARD_EVERY == 0 or trainer.global_step == self.cfg.optim.steps:
+                log = trainer.logger.experiment
+                for key in ("energy", "error_mha", "vscore", "variance", "n_unique", "lr"):
+                    value = getattr(record, key)
+                    if value is not None:
+                        log.add_scalar(key, value, record.step)
+            if self.progress is not None:
+                self.progress.update(record)
+        if trainer.global_step % self.cfg.run.checkpoint_every == 0:
             self.save(trainer)
         if self.interrupt_after is not None and trainer.global_step >= self.interrupt_after:
             raise KeyboardInterrupt  # testing aid: behave as a Ctrl-C after this many steps
 
     def on_train_end(self, trainer, module) -> None:
         self.save(trainer)
+        if self.progress is not None and trainer.is_global_zero:
+            self.progress.close()
 
     def on_exception(self, trainer, module, exception) -> None:
         if isinstance(exception, KeyboardInterrupt):
@@ -81,6 +100,35 @@ class RunFiles(L.Callback):
             self.save(trainer)  # parameters are consistent: the interrupted step had not updated them
         if self.metrics is not None:
             self.metrics.flush()
+
+
+class Progress:
+    """A carriage-return line on a terminal (at most 5 updates a second); otherwise one line every
+    PROGRESS_EVERY_S seconds, so logs of nohup and CI runs stay readable. Written to stderr."""
+
+    def __init__(self, steps: int, stream=None):
+        self.steps, self.stream = steps, stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = 0.2 if self.tty else PROGRESS_EVERY_S
+        self.last = time.perf_counter()
+        self.pending = ""
+
+    def update(self, r: StepRecord) -> None:
+        err = f" {r.error_mha:+.3f} mHa" if r.error_mha is not None else ""
+        self.pending = f"step {r.step + 1}/{self.steps} E = {r.energy:.6f} Ha{err} ({r.wall_s:.1f} s)"
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self.stream.write(("\r" + self.pending) if self.tty else self.pending + "\n")
+            self.stream.flush()
+            self.pending = ""
+
+    def close(self) -> None:
+        if self.pending:
+            self.stream.write(("\r" + self.pending + "\n") if self.tty else self.pending + "\n")
+        elif self.tty:
+            self.stream.write("\n")
+        self.stream.flush()
 
 
 def _row_step(line: str):
@@ -91,34 +139,43 @@ def _row_step(line: str):
 
 
 def build_cfg_problem(cfg: TrainConfig) -> MolecularProblem:
-    spec = resolve_molecule(mol=cfg.mol, geometry=cfg.geometry, charge=cfg.charge, spin=cfg.spin, basis=cfg.basis)
-    options = OrbitalOptions(frozen_core=cfg.frozen_core, active_orbitals=cfg.active_orbitals,
-                             symmetry=cfg.symmetry)
-    return build_problem(spec, options, fci_max_dets=cfg.fci_max_dets)
+    m = cfg.molecule
+    spec = resolve_molecule(mol=m.mol, geometry=m.geometry, charge=m.charge, spin=m.spin, basis=m.basis)
+    options = OrbitalOptions(frozen_core=m.frozen_core, active_orbitals=m.active_orbitals, symmetry=m.symmetry)
+    return build_problem(spec, options, fci_max_dets=m.fci_max_dets)
 
 
 def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[MolecularProblem, torch.nn.Module]:
     """The problem (unless given, e.g. with orbitals matched to another geometry's by nqs.curve) and the model."""
     if problem is None:
         problem = build_cfg_problem(cfg)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model_config(), problem.sector)
-    if cfg.dtype == "float64":
+    torch.manual_seed(cfg.run.seed)
+    model = build_model(cfg.model, problem.sector)
+    if cfg.optim.dtype == "float64":
         model = model.double()
-    if cfg.init_from:
-        load_model_weights(model, Path(cfg.init_from))
+    if cfg.run.init_from:
+        load_model_weights(model, Path(cfg.run.init_from))
     return problem, model
+
+
+def read_checkpoint(path: Path, what: str) -> dict:
+    """A checkpoint's contents; a truncated or foreign file is a UserError naming it (the file is left alone)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state["state_dict"]
+    except Exception as exc:  # pickle, zip and key errors alike
+        raise UserError(f"{what}: {path} is not a readable nqs-train checkpoint ({type(exc).__name__}); restore "
+                        f"it or start a new run with another --out") from None
+    return state
 
 
 def load_model_weights(model: torch.nn.Module, path: Path) -> None:
     """Warm start from a run's checkpoint (a run directory or a .ckpt file); sizes must match."""
-    from nqs.errors import UserError
-
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.is_file():
         raise UserError(f"init_from: {path} not found: give a run directory or a .ckpt file")
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    state = read_checkpoint(path, "init_from")["state_dict"]
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)
@@ -126,49 +183,54 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
         raise UserError(f"init_from: {path} holds a model of other sizes or ansatz ({str(exc).splitlines()[0]})") from None
 
 
-def set_threads(threads: int) -> None:
-    """CPU threads for torch and PySCF's OpenMP code; 0: all cores."""
-    from pyscf import lib
-
-    n = threads or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    lib.num_threads(n)
+def check_device(cfg: TrainConfig) -> None:
+    if cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for but CUDA is not available here: use --device cpu or --device auto")
 
 
 def _trainer(cfg: TrainConfig, out: Path, files: RunFiles) -> L.Trainer:
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "gpu": "gpu"}[cfg.device]
-    strategy = cfg.strategy
-    if strategy == "auto" and cfg.devices * cfg.num_nodes > 1:
+    r = cfg.run
+    accelerator = {"auto": "auto", "cpu": "cpu"}.get(r.device, "gpu")
+    strategy = r.strategy
+    if strategy == "auto" and r.devices * r.num_nodes > 1:
         strategy = "ddp"
-    return L.Trainer(max_steps=cfg.steps, accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+    return L.Trainer(max_steps=cfg.optim.steps, accelerator=accelerator, devices=r.devices, num_nodes=r.num_nodes,
                      strategy=strategy, logger=TensorBoardLogger(str(out), name="tensorboard", version=""),
-                     callbacks=[files], enable_checkpointing=False, enable_progress_bar=cfg.progress,
-                     enable_model_summary=False, gradient_clip_val=cfg.grad_clip, log_every_n_steps=1,
-                     num_sanity_val_steps=0, deterministic=False, precision="64-true" if cfg.dtype == "float64" else "32-true")
+                     callbacks=[files], enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0, deterministic=False,
+                     precision="64-true" if cfg.optim.dtype == "float64" else "32-true")
+
+
+def make_run_dir(out: Path) -> None:
+    try:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot use {out} as the run directory ({exc.strerror}): choose another --out") from None
 
 
 def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int | None = None,
-        problem: MolecularProblem | None = None) -> dict | None:
+        problem: MolecularProblem | None = None, scan: dict | None = None, notes: tuple = ()) -> RunSummary | None:
     """Train, evaluate the final energy on a fresh large sample, and write summary.json; returns the summary
-    (None on DDP ranks other than 0)."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*(does not have many workers|IterableDataset|num_workers).*")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
+    (None on DDP ranks other than 0). `scan` (curve points) and `notes` (what the caller changed) go into it."""
+    check_device(cfg)
+    make_run_dir(out)
+    if resume:
+        read_checkpoint(out / CHECKPOINT, "--resume")
     start = time.perf_counter()
-    set_threads(cfg.threads)
     problem, model = build(cfg, problem)
     if not resume:
-        (out / "config.yaml").write_text(to_yaml(cfg))
+        (out / "config.yaml").write_text(cfg.to_yaml())
     module = VMCModule(model, problem, cfg)
-    files = RunFiles(out, cfg.checkpoint_every, interrupt_after)
+    files = RunFiles(out, cfg, interrupt_after)
     trainer = _trainer(cfg, out, files)
-    loader = torch.utils.data.DataLoader(StepStream(cfg.steps), batch_size=None)
+    loader = torch.utils.data.DataLoader(StepStream(cfg.optim.steps), batch_size=None)
     ckpt = str(out / CHECKPOINT) if resume else None
-    L.seed_everything(cfg.seed, verbose=False)
+    L.seed_everything(cfg.run.seed, verbose=False)
     try:
         trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt)
     except SystemExit:  # Lightning turns a KeyboardInterrupt into sys.exit(1) after our on_exception
@@ -177,28 +239,41 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         raise
     if files.interrupted:
         raise KeyboardInterrupt
+    model.eval()
+    final = evaluate_energy(model, module.hamiltonian, cfg.sampling.final_samples, cfg.sampling.final_unique,
+                            cfg.run.seed, cfg.optim.eval_chunk)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # DDP is over: without this, gloo's threads outlive the interpreter and abort the exit about half the time
         torch.distributed.destroy_process_group()
-    model.eval()
-    stats, final = evaluate_energy(model, problem, module.hamiltonian, cfg.final_samples, cfg.final_unique,
-                                   cfg.seed, cfg.eval_chunk)
-    refs = problem.references
-    summary = {"molecule": problem.spec.name, "ansatz": cfg.ansatz, "n_qubits": problem.n_qubits,
-               "n_alpha": problem.sector.n_alpha, "n_beta": problem.sector.n_beta,
-               "sector_size": problem.sector.size, "n_params": model.n_params,
-               "n_params_modulus": model.n_params_modulus, "n_params_phase": model.n_params_phase,
-               "steps": trainer.global_step, "samples": cfg.samples, "unique": cfg.unique,
-               "energy": stats.mean, "energy_err": stats.error, "variance": stats.variance,
-               "vscore": stats.vscore(problem.sector.n_electrons, problem.e_inf), "e_fci": refs.e_fci,
-               "e_ccsd_t": refs.e_ccsd_t, "e_hf": refs.e_hf,
-               "error_mha": (stats.mean - refs.e_fci) * 1e3 if refs.e_fci is not None else None,
-               "d_prime": module.d_prime, "wall_s": module.wall_s, "seed": cfg.seed,
-               "e_ccsd": refs.e_ccsd, "e_mp2": refs.e_mp2, "e_inf": problem.e_inf, "d_prime_full": module.d_prime_full,
-               "flops_total": module.flops_total, "final_n_unique": final.n_unique,
-               "final_n_samples": final.n_samples, "command_wall_s": time.perf_counter() - start,
-               "device": str(module.device), "torch_threads": torch.get_num_threads()}
     if not trainer.is_global_zero:
         return None  # DDP: only rank 0 writes and reports
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    notes = list(notes)
+    stats = final.stats
+    if stats.kept_mass < 1 - KEPT_MASS_WARNING:
+        notes.append(f"the final sample kept {stats.kept_mass:.8f} of the probability mass (unique cap "
+                     f"{cfg.sampling.final_unique}): the energy is biased by the dropped part, which its error bar "
+                     f"does not cover; raise --final-unique")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    summary = run_summary(cfg, problem, model, module, final, trainer.global_step, time.perf_counter() - start,
+                          scan, tuple(notes))
+    summary.write(out)
     return summary
+
+
+def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCModule, final, steps: int,
+                command_wall_s: float, scan: dict | None, notes: tuple) -> RunSummary:
+    refs, stats, t = problem.references, final.stats, module.totals
+    return RunSummary(
+        molecule=cfg.label if cfg.molecule.geometry is not None else problem.spec.name, ansatz=cfg.model.ansatz,
+        n_qubits=problem.n_qubits, n_alpha=problem.sector.n_alpha, n_beta=problem.sector.n_beta,
+        sector_size=problem.sector.size, n_params=model.n_params, n_params_modulus=model.n_params_modulus,
+        n_params_phase=model.n_params_phase, steps=steps, samples=cfg.sampling.samples, unique=cfg.sampling.unique,
+        energy=stats.mean, energy_err=stats.error, error_bar_covers=ERROR_BAR_COVERS, variance=stats.variance,
+        vscore=stats.vscore(problem.sector.n_electrons, problem.e_inf), final_n_unique=final.samples.n_unique,
+        final_n_samples=final.samples.n_samples, final_kept_mass=stats.kept_mass, e_fci=refs.e_fci,
+        e_ccsd_t=refs.e_ccsd_t, e_ccsd=refs.e_ccsd, e_mp2=refs.e_mp2, e_hf=refs.e_hf, e_inf=problem.e_inf,
+        d_prime=t.d_prime, d_prime_full=t.d_prime_full, flops_total=t.flops_total, wall_s=t.wall_s,
+        t_framework_s=t.framework_s, command_wall_s=command_wall_s, seed=cfg.run.seed, device=str(module.device),
+        torch_threads=torch.get_num_threads(), scan=scan, notes=notes)
+

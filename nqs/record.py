@@ -1,0 +1,296 @@
+"""The run record: one step of `metrics.jsonl` and a run's `summary.json`, defined once.
+
+Both are frozen dataclasses with `to_json()` / `from_json()` and a schema version. Derived quantities
+(`error_mha`, `within_chemical_accuracy`) are properties computed from the energies (Hartree) and the
+reference energy, so no writer or reader computes them itself. Records written by earlier versions of the code
+(no `schema`, `error_mha` stored instead of the reference energy) still load.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from nqs.errors import UserError
+
+SCHEMA_VERSION = 2
+CHEMICAL_ACCURACY_MHA = 1.6  # 1 kcal/mol in milli-Hartree
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.jsonl"
+ERROR_BAR_COVERS = ("statistical error of the mean, sqrt(Var(E_loc) / N_s) for the N_s multinomial samples kept "
+                    "by the unique-sample cap; it does not cover the bias of the dropped probability mass "
+                    "(1 - kept_mass)")
+
+
+def error_mha(energy: float | None, reference: float | None) -> float | None:
+    """(energy - reference) in milli-Hartree, None when either is unknown."""
+    if energy is None or reference is None:
+        return None
+    return (energy - reference) * 1e3
+
+
+def within_chemical_accuracy(err_mha: float | None) -> bool | None:
+    """|error| < 1.6 mHa; None when the error is unknown."""
+    return None if err_mha is None else abs(err_mha) < CHEMICAL_ACCURACY_MHA
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    v = _num(value)
+    return int(v) if v is not None and math.isfinite(v) else None
+
+
+_DERIVED = ("error_mha", "within_chemical_accuracy")
+
+
+def _coerce_fields(cls, data: dict) -> dict:
+    """Keyword arguments for `cls` from a JSON object: known keys only, numbers coerced, missing -> default."""
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value, kind = data[f.name], str(f.type)
+        if kind.startswith("int"):
+            value = _int(value)
+        elif kind.startswith("float"):
+            value = _num(value)
+        elif kind.startswith("bool"):
+            value = bool(value) if value is not None else None
+        elif kind.startswith("str"):
+            value = None if value is None else str(value)
+        kwargs[f.name] = value
+    return kwargs
+
+
+def _reference_from_error(data: dict) -> float | None:
+    """Older records stored error_mha instead of the reference energy: recover E_ref = E - error/1000."""
+    energy, err = _num(data.get("energy")), _num(data.get("error_mha"))
+    return None if energy is None or err is None else energy - err / 1e3
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimisation step (one line of metrics.jsonl). Energies in Hartree, times in seconds."""
+
+    step: int
+    energy: float = field(metadata={"help": "training estimate of <H> over the step's samples"})
+    energy_err: float = field(metadata={"help": "sqrt(Var/N_s); see ERROR_BAR_COVERS"})
+    variance: float = field(metadata={"help": "Var(E_loc), Hartree^2"})
+    vscore: float | None = field(default=None, metadata={"help": "N_e Var / (E - E_inf)^2"})
+    e_fci: float | None = field(default=None, metadata={"help": "reference energy the error is taken against"})
+    n_unique: int = 0
+    n_samples: float = 0.0
+    kept_mass: float | None = field(default=None, metadata={"help": "probability mass kept by the unique cap"})
+    s_f: float = 0.0
+    d_prime: float = 0.0
+    s_f_full: float = 0.0
+    d_prime_full: float = 0.0
+    lr: float | None = None
+    temperature: float = 0.0
+    wall_s: float = field(default=0.0, metadata={"help": "run time so far: sum of the real times between steps"})
+    t_step: float | None = field(default=None, metadata={"help": "real time of this step, framework included"})
+    t_sampling: float = 0.0
+    t_local_energy: float = 0.0
+    t_backward: float = field(default=0.0, metadata={"help": "gradient phase: loss forward, backward, optimiser"})
+    t_framework: float | None = field(default=None, metadata={"help": "t_step minus the VMC step function"})
+    n_evals: int = 0
+    n_connected: int = 0
+    flops_step: dict = field(default_factory=dict)
+    flops_total: float = 0.0
+
+    @property
+    def error_mha(self) -> float | None:
+        return error_mha(self.energy, self.e_fci)
+
+    @property
+    def within_chemical_accuracy(self) -> bool | None:
+        return within_chemical_accuracy(self.error_mha)
+
+    def to_json(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["error_mha"] = self.error_mha  # derived; written for readers outside the package (jq, pandas)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "StepRecord":
+        """A step from a metrics.jsonl object; raises ValueError without step/energy."""
+        if _int(data.get("step")) is None or _num(data.get("energy")) is None:
+            raise ValueError("a step record needs 'step' and 'energy'")
+        kwargs = _coerce_fields(cls, data)
+        kwargs.setdefault("energy_err", None)
+        kwargs.setdefault("variance", None)
+        if kwargs.get("e_fci") is None:
+            kwargs["e_fci"] = _reference_from_error(data)
+        kwargs["flops_step"] = data.get("flops_step") if isinstance(data.get("flops_step"), dict) else {}
+        # a null where the field has a non-null default (an older writer's gap) takes the default
+        defaults = {f.name for f in fields(cls) if f.default is not MISSING and f.default is not None}
+        return cls(**{k: v for k, v in kwargs.items() if v is not None or k not in defaults})
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run's summary.json: the final energy from a fresh large sample, references and run totals.
+
+    Energies in Hartree; `scan` is set on curve points ({"coordinate": "r", "value": 1.2, "unit": "Å"}).
+    `notes` lists every default the code changed and every step it skipped, in words."""
+
+    molecule: str
+    ansatz: str
+    schema: int = SCHEMA_VERSION
+    n_qubits: int | None = None
+    n_alpha: int | None = None
+    n_beta: int | None = None
+    sector_size: float | None = None
+    n_params: int | None = None
+    n_params_modulus: int | None = None
+    n_params_phase: int | None = None
+    steps: int | None = None
+    samples: float | None = None
+    unique: int | None = None
+    energy: float | None = None
+    energy_err: float | None = None
+    error_bar_covers: str | None = None
+    variance: float | None = None
+    vscore: float | None = None
+    final_n_unique: int | None = None
+    final_n_samples: float | None = None
+    final_kept_mass: float | None = None
+    e_fci: float | None = None
+    e_ccsd_t: float | None = None
+    e_ccsd: float | None = None
+    e_mp2: float | None = None
+    e_hf: float | None = None
+    e_inf: float | None = None
+    d_prime: float | None = None
+    d_prime_full: float | None = None
+    flops_total: float | None = None
+    wall_s: float | None = None
+    t_framework_s: float | None = None
+    command_wall_s: float | None = None
+    seed: int | None = None
+    device: str | None = None
+    torch_threads: int | None = None
+    exact: bool = False
+    energy_enum: float | None = None
+    scan: dict | None = None
+    notes: tuple = ()
+    path: Path | None = field(default=None, compare=False, metadata={"json": False})  # the run directory read
+
+    @property
+    def hf_error_mha(self) -> float | None:
+        return self.reference_error_mha("hf")
+
+    @property
+    def ccsd_error_mha(self) -> float | None:
+        return self.reference_error_mha("ccsd")
+
+    @property
+    def ccsd_t_error_mha(self) -> float | None:
+        return self.reference_error_mha("ccsd_t")
+
+    @property
+    def error_mha(self) -> float | None:
+        return error_mha(self.energy, self.e_fci)
+
+    @property
+    def abs_error_mha(self) -> float | None:
+        err = self.error_mha
+        return None if err is None else abs(err)
+
+    @property
+    def within_chemical_accuracy(self) -> bool | None:
+        return within_chemical_accuracy(self.error_mha)
+
+    def reference_error_mha(self, method: str) -> float | None:
+        """Error of a reference method ('hf', 'mp2', 'ccsd', 'ccsd_t') against FCI, mHa."""
+        return error_mha(getattr(self, f"e_{method}"), self.e_fci)
+
+    def n_from(self, which: str = "total") -> int | None:
+        """The parameter count used as N: all parameters, or the modulus or phase network's."""
+        return {"total": self.n_params, "modulus": self.n_params_modulus, "phase": self.n_params_phase}[which]
+
+    def to_json(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("json", True)}
+        data["notes"] = list(self.notes)
+        data["error_mha"] = self.error_mha
+        data["within_chemical_accuracy"] = self.within_chemical_accuracy
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunSummary":
+        """A summary from its JSON object; raises ValueError without molecule and ansatz."""
+        missing = [k for k in ("molecule", "ansatz") if not data.get(k)]
+        if missing:
+            raise ValueError(f"lacks {', '.join(missing)}")
+        kwargs = _coerce_fields(cls, data)
+        kwargs.pop("path", None)
+        if kwargs.get("e_fci") is None:
+            kwargs["e_fci"] = _reference_from_error(data)
+        kwargs["schema"] = _int(data.get("schema")) or 1
+        kwargs["exact"] = bool(data.get("exact", False))
+        kwargs["scan"] = data.get("scan") if isinstance(data.get("scan"), dict) else None
+        notes = data.get("notes")
+        kwargs["notes"] = tuple(str(n) for n in notes) if isinstance(notes, list) else ()
+        return cls(**kwargs)
+
+    def write(self, run_dir: Path) -> None:
+        """Write run_dir/summary.json atomically."""
+        path = Path(run_dir) / SUMMARY_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        tmp.replace(path)
+
+
+# --- reading run directories ---------------------------------------------------------------------------------
+def read_summary(run_dir: str | os.PathLike) -> RunSummary:
+    """run_dir/summary.json as a RunSummary (with `path` set); UserError when missing, not JSON, or without
+    molecule and ansatz."""
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; pass a run directory written by nqs-train") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); re-run or remove that run") from None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} does not hold a JSON object; re-run or remove that run")
+    try:
+        return replace(RunSummary.from_json(data), path=Path(run_dir))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{path} {exc}; re-run or remove that run") from None
+
+
+def read_metrics(path: str | os.PathLike) -> tuple[StepRecord, ...]:
+    """metrics.jsonl (a file, or a run directory holding one) as StepRecords.
+
+    A truncated or corrupt line (not JSON, not an object, or without step and energy) is skipped with a
+    warning naming the file and the 1-based line number; blank lines are ignored."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; pass a run directory written by nqs-train")
+    rows = []
+    with path.open("r", errors="replace") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(StepRecord.from_json(json.loads(line)))
+            except (json.JSONDecodeError, ValueError, TypeError, AttributeError):
+                warnings.warn(f"{path}:{lineno}: skipped a truncated or corrupt line", stacklevel=2)
+    return tuple(rows)

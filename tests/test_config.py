@@ -1,0 +1,80 @@
+"""The grouped training configuration: flat files and flags, coercion from type hints, help, suggestions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nqs.cli.train import build_parser
+from nqs.errors import UserError
+from nqs.training.config import FIELDS, RESULT_NEUTRAL, TrainConfig, load_yaml, resolve
+
+OLD_CONFIG = Path(__file__).parent / "data" / "run_v1" / "config.yaml"  # a config.yaml of the earlier code
+
+
+def test_a_config_yaml_of_the_earlier_code_loads_and_round_trips():
+    cfg = resolve([("old", load_yaml(OLD_CONFIG))])
+    assert cfg.molecule.mol == "LiH" and cfg.optim.steps == 200 and cfg.model.ansatz == "transformer"
+    assert cfg.sampling.unique_window == (1000, 2000)
+    again = TrainConfig.from_flat(__import__("yaml").safe_load(cfg.to_yaml()))
+    assert again == cfg
+
+
+def test_flat_names_route_to_their_groups():
+    cfg = TrainConfig().updated(d_model=32, lr=3e-3, unique=500, seed=4, frozen_core=1)
+    assert (cfg.model.d_model, cfg.optim.lr, cfg.sampling.unique, cfg.run.seed) == (32, 3e-3, 500, 4)
+    assert cfg.molecule.frozen_core == 1 and cfg.flat()["d_model"] == 32
+    assert TrainConfig().model.d_model == 16  # frozen: the default is untouched
+
+
+@pytest.mark.parametrize("key,value,kind", [("steps", "ten", "int"), ("steps", 2.5, "int"), ("lr", True, "float"),
+                                            ("symmetry", 3, "bool"), ("unique_window", [1], "tuple")])
+def test_values_are_checked_against_the_type_hints(key, value, kind):
+    with pytest.raises(UserError, match=f"{key} = .* is not a valid {kind}"):
+        resolve([("f.yaml", {key: value})])
+
+
+def test_coercion_of_strings_and_optionals():
+    cfg = resolve([("flags", {"steps": "30", "lr": "1e-3", "grad_clip": None, "unique_window": ["10", "20"],
+                              "symmetry": "false"})])
+    assert cfg.optim.steps == 30 and cfg.optim.lr == 1e-3 and cfg.optim.grad_clip is None
+    assert cfg.sampling.unique_window == (10, 20) and cfg.molecule.symmetry is False
+    with pytest.raises(UserError, match="steps cannot be null"):
+        resolve([("f.yaml", {"steps": None})])
+
+
+def test_unknown_keys_get_close_suggestions():
+    with pytest.raises(UserError, match=r"unknown option 'd_modle' \(did you mean d_model"):
+        resolve([("f.yaml", {"d_modle": 8})])
+    with pytest.raises(UserError, match=r"unknown option 'learning_rate'$"):
+        resolve([("f.yaml", {"learning_rate": 0.1})])
+
+
+def test_geometry_without_mol_is_a_custom_molecule_with_its_label():
+    cfg = resolve([("flags", {"geometry": "H 0 0 0; H 0 0 0.74", "name": "H2"})])
+    assert cfg.molecule.mol is None and cfg.label == "H2"
+    assert resolve([("flags", {"geometry": "H 0 0 0; H 0 0 0.74"})]).label == "custom"
+    assert TrainConfig().label == "LiH"
+
+
+def test_result_neutral_options_are_declared_on_the_fields():
+    assert {"out", "progress", "threads", "checkpoint_every", "eval_chunk"} <= RESULT_NEUTRAL
+    assert not {"lr", "steps", "seed", "unique", "samples", "d_model", "ansatz", "mol"} & RESULT_NEUTRAL
+    a, b = TrainConfig(), TrainConfig().updated(threads=2, out="x")
+    assert a.result_fields() == b.result_fields() and a != b
+
+
+def test_help_shows_each_options_text_with_units():
+    text = build_parser().format_help()
+    for name, (_, f) in FIELDS.items():
+        assert "--" + name.replace("_", "-") in text
+        assert f.metadata["help"], name
+    assert "(Hartree)" in " ".join(text.split()) and "(Å)" in text
+
+
+def test_invalid_values_are_caught_before_any_work():
+    for values, needle in [({"ansatz": "lstm"}, "unknown ansatz"), ({"d_model": 10, "heads": 3}, "divisible"),
+                           ({"anneal_fraction": 0}, "anneal_fraction"), ({"device": "tpu"}, "unknown device"),
+                           ({"steps": 0}, "steps must be at least 1")]:
+        with pytest.raises(UserError, match=needle):
+            TrainConfig().updated(**values)
