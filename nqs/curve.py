@@ -19,7 +19,6 @@ the record's notes. Scan coordinates are in `nqs.scan`.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from contextlib import contextmanager

@@ -24,6 +24,12 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
             sys.stdout.flush()
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
+        except OSError as exc:  # the environment: a full disk, a read-only or vanished folder, permissions
+            sys.stdout.flush()
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"error: cannot read or write{where} ({exc.strerror or exc}): check the path, its permissions "
+                  f"and the free disk space, then run the command again", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
         return 0 if code is None else code
 
     return wrapper

@@ -22,7 +22,8 @@ import numpy as np
 
 from nqs import chem
 from nqs.chem import Integrals, OrbitalOptions, References
-from nqs.hilbert import Sector
+from nqs.errors import UserError
+from nqs.hilbert import MAX_QUBITS, Sector
 from nqs.molecules import MoleculeSpec
 from nqs.operator import CompiledHamiltonian, PauliHamiltonian
 from nqs.orbitals import ORBITALS_FILE, Orbitals, canonical
@@ -81,6 +82,10 @@ def _compute(spec: MoleculeSpec, options: OrbitalOptions, fci_max_dets: float):
     mol = chem.build_mole(spec, options.symmetry)
     mf = chem.run_scf(mol, notes)
     n_core, n_act = chem.active_space(mol, spec, options)
+    if 2 * n_act > MAX_QUBITS:
+        raise UserError(f"{spec.name} in {spec.basis} has {n_act} active orbitals ({2 * n_act} qubits); "
+                        f"configurations are packed into one int64, at most {MAX_QUBITS} qubits: choose a smaller "
+                        f"basis, --active-orbitals {MAX_QUBITS // 2} or fewer, or --frozen-core")
     orbitals = _canonical_orbitals(spec, mol, mf, n_core, n_act)
     ints = chem.integrals(mol, orbitals.mo, n_core, n_act, spec.n_alpha, spec.n_beta)
     pauli = PauliHamiltonian.from_integrals(ints)

@@ -91,8 +91,9 @@ class StepRecord:
     vscore: float | None = field(default=None, metadata={"help": "N_e Var / (E - E_inf)^2"})
     e_fci: float | None = field(default=None, metadata={"help": "reference energy the error is taken against"})
     n_unique: int = 0
-    n_samples: float = 0.0
-    kept_mass: float | None = field(default=None, metadata={"help": "probability mass kept by the unique cap"})
+    n_samples: float = field(default=0.0, metadata={"help": "N_s behind the weights (the samples the cap kept)"})
+    n_requested: float | None = field(default=None, metadata={"help": "N_s asked of the sampler"})
+    kept_mass: float | None = field(default=None, metadata={"help": "sum of p(x) over the sampled configurations"})
     s_f: float = 0.0
     d_prime: float = 0.0
     s_f_full: float = 0.0
@@ -166,6 +167,7 @@ class RunSummary:
     vscore: float | None = None
     final_n_unique: int | None = None
     final_n_samples: float | None = None
+    final_n_requested: float | None = None
     final_kept_mass: float | None = None
     e_fci: float | None = None
     e_ccsd_t: float | None = None

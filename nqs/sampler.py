@@ -13,7 +13,7 @@ import torch
 
 from nqs.errors import UserError
 from nqs.hilbert import tokens_to_bits
-from nqs.models.base import N_TOKENS, TOKEN_ALPHA, TOKEN_BETA, AutoregressiveAnsatz
+from nqs.models.base import TOKEN_ALPHA, TOKEN_BETA, AutoregressiveAnsatz
 
 MAX_EXACT_COUNT = 2.0 ** 53
 

@@ -50,17 +50,31 @@ def test_xyz_input(tmp_path):
     (["--geometry", "Qq 0 0 0; H 0 0 1"], "unknown element"),
     (["--geometry", "missing.xyz"], "not found"),
     (["--mol", "LiH", "--frozen-core", "3"], "frozen-core"),
+    (["--geometry", "H 0 0 0; H 0 0 0.74", "--basis", "aug-cc-pvtz"], "at most 62 qubits"),
 ])
-def test_bad_input_exits_2_with_one_clear_line(args, needle):
-    result = run(*args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+def test_bad_input_exits_2_with_one_clear_line(args, needle, capsys):
+    one_error_line(capsys, *args, "--no-cache", needle=needle)
 
 
-def test_malformed_xyz(tmp_path):
+def one_error_line(capsys, *args: str, needle: str) -> None:
+    """main(args) in this process exits 2 with one `error:` line on stderr holding `needle`."""
+    from nqs.cli.hamiltonian import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1, (args, lines)
+    assert lines[0].startswith("error:") and needle in lines[0], (args, lines)
+
+
+def test_a_bad_molecule_exits_2_without_a_traceback_in_a_real_process():
+    result = run("--mol", "Kryptonite")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_malformed_xyz(tmp_path, capsys):
     xyz = tmp_path / "bad.xyz"
     xyz.write_text("3\ncomment\nH 0 0 0\nH 0 0 0.74\n")
-    result = run("--geometry", str(xyz))
-    assert result.returncode == 2 and "declares 3 atoms" in result.stderr
+    one_error_line(capsys, "--geometry", str(xyz), needle="declares 3 atoms")

@@ -114,6 +114,7 @@ def test_pattern_tables_equal_per_string_sums(problems, name):
                                       1e-10)  # |H_xx| ~ 100 Ha for N2
 
 
+@pytest.mark.slow  # 28- and 30-qubit Hamiltonian builds
 @pytest.mark.parametrize("name", ["C2H4", "Li2O"])
 def test_pattern_tables_on_larger_molecules(name):
     """28 and 30 qubits (FCI skipped)."""

@@ -88,12 +88,25 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     (["--mol", "Unobtainium"], "unknown molecule"),
     (["--mol", "H2", "--charge", "1", "--spin", "0"], "impossible"),
 ])
-def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
-    result = cli(*args, "--out", str(tmp_path / "x"))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
-    assert "Traceback" not in result.stderr
+def test_bad_input_exits_2_with_one_line(tmp_path, args, needle, capsys):
+    one_error_line(capsys, *args, "--out", str(tmp_path / "x"), needle=needle)
+
+
+def one_error_line(capsys, *args: str, needle: str) -> None:
+    """main(args) in this process exits 2 with one `error:` line on stderr holding `needle`."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert exit_info.value.code == 2, (args, err[-1500:])
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (args, lines)
+
+
+def test_a_bad_flag_exits_2_without_a_traceback_in_a_real_process(tmp_path):
+    result = cli("--ansatz", "lstm", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: unknown ansatz 'lstm': choose one of made, transformer, retnet"
 
 
 def test_unknown_yaml_key_names_the_file(tmp_path):
@@ -103,7 +116,7 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
     assert result.returncode == 2 and "learning_rate" in result.stderr and str(cfg) in result.stderr
 
 
-def test_broken_environments_exit_2_with_one_line(tmp_path):
+def test_broken_environments_exit_2_with_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     damaged = tmp_path / "damaged"
@@ -118,15 +131,12 @@ def test_broken_environments_exit_2_with_one_line(tmp_path):
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda", "--out", str(tmp_path / "c")], "CUDA is not available"))
     for args, needle in cases:
-        result = cli(*FAST, "--steps", "2", *args)
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2, (args, result.stderr[-1500:])
-        assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (args, lines)
+        one_error_line(capsys, *FAST, "--steps", "2", *args, needle=needle)
     assert (damaged / "checkpoints" / "last.ckpt").read_text() == "not a checkpoint"  # nothing lost
 
 
-def test_progress_is_a_line_every_few_seconds_off_a_terminal(tmp_path):
-    result = cli(*[a for a in FAST if a != "--no-progress"], "--steps", "4", "--out", str(tmp_path / "r"))
-    assert result.returncode == 0, result.stderr[-1500:]
-    assert "\r" not in result.stderr + result.stdout
-    assert "step 4/4" in result.stderr  # the last step's line is written at the end
+def test_progress_is_a_line_every_few_seconds_off_a_terminal(tmp_path, capsys):
+    main([*[a for a in FAST if a != "--no-progress"], "--steps", "4", "--out", str(tmp_path / "r")])
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out
+    assert captured.err.count("step 4/4") == 1  # the last step's line is written at the end

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 
+from nqs.cli.common import configure_process
 from nqs.errors import UserError, cli_entry
 from nqs.scaling.sweep import execute, load_sweep, plan_table
 
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         print(plan_table(sweep))
         return 0
     print(f"nqs-sweep {args.file}: {len(sweep.runs)} runs under {sweep.out}", flush=True)
-    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # Lightning's, once per run otherwise
+    if sweep.runs:  # threads do not change a result; the base's (or the first run's) count holds for all
+        configure_process(sweep.runs[0].config.run.threads)
     start = time.perf_counter()
     try:
         outcomes = execute(sweep, echo=lambda line: print(line, flush=True))

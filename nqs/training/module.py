@@ -184,7 +184,8 @@ class VMCModule(L.LightningModule):
         step, tot = self.global_step - 1, self.totals
         return StepRecord(step=step, energy=stats.mean, energy_err=stats.error, variance=stats.variance,
                           vscore=stats.vscore(p.sector.n_electrons, p.e_inf), e_fci=p.references.e_fci,
-                          n_unique=samples.n_unique, n_samples=samples.n_samples, kept_mass=samples.kept_mass,
+                          n_unique=samples.n_unique, n_samples=samples.n_samples, n_requested=samples.n_requested,
+                          kept_mass=samples.kept_mass,
                           s_f=s_f, d_prime=tot.d_prime, s_f_full=s_f_full, d_prime_full=tot.d_prime_full,
                           lr=self.lr_used, temperature=cfg.temperature(step), wall_s=tot.wall_s, t_step=t_step,
                           t_sampling=r.t_sampling, t_local_energy=r.t_local_energy,
