@@ -14,6 +14,7 @@ import json
 import statistics
 
 import torch
+import yaml
 
 from nqs.cli.common import configure_process
 from nqs.tables import markdown_table
@@ -57,13 +58,16 @@ def main() -> None:
     parser.add_argument("--unique", type=int, default=2000)
     parser.add_argument("--steps-total", type=int, default=1200, help="the run length the schedules assume")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], metavar="OPTION=VALUE",
+                        help="training options to change, e.g. anneal_t0=0 grad_clip=null (YAML values)")
     args = parser.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     configure_process(args.threads)
     rows = []
     for name in args.molecules:
         for ansatz in args.ansatze:
             cfg = TrainConfig().updated(mol=name, ansatz=ansatz, samples=args.samples, unique=args.unique,
-                                        steps=args.steps_total, threads=args.threads)
+                                        steps=args.steps_total, threads=args.threads, **overrides)
             row = bench(cfg, args.steps, args.warmup)
             print(json.dumps(row), flush=True)
             rows.append(row)

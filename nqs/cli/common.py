@@ -42,6 +42,7 @@ def configure_process(threads: int) -> None:
     """Process-wide settings, made once by a command's entry point (never by library code): CPU threads for
     torch and PySCF's OpenMP code (0: all cores), and Lightning's start-up chatter and data-loader warnings off
     (VMC has no data set)."""
+    import gc
     import logging
     import os
     import warnings
@@ -54,6 +55,11 @@ def configure_process(threads: int) -> None:
     lib.num_threads(n)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    import nqs.training.run  # noqa: F401  (the rest of the heavy imports, before the freeze below)
+
+    # The libraries' millions of objects never become garbage; without the freeze a full collection walks them
+    # at some step of a run (measured: one 228 ms step in a 1,200-step LiH run, 13 ms a step on average).
+    gc.freeze()
     warnings.filterwarnings("ignore", message=".*(does not have many workers|IterableDataset|num_workers|LeafSpec).*")
 
 
