@@ -28,7 +28,7 @@ from nqs.sampler import SCHEDULES, SampleSchedule
 class MoleculeConfig:
     """Which Hamiltonian: a catalogue molecule or a custom geometry, and the orbital space."""
 
-    mol: str | None = option("LiH", "catalogue molecule, e.g. LiH, N2 (nqs-hamiltonian --list shows them)")
+    mol: str | None = option("LiH", "catalogue molecule, e.g. LiH, N2 (one TOML file each in nqs/hamiltonians/)")
     name: str | None = option(None, "label of a custom geometry in the run record (default 'custom')")
     geometry: str | None = option(None, 'custom geometry "H 0 0 0; H 0 0 0.74" (Å) or an .xyz file')
     basis: str | None = option(None, "basis set (default: the catalogue's, else sto-3g)")
