@@ -142,6 +142,15 @@ def local_energy_flops(cfg: ModelConfig, sector: Sector, n_evals: int, batch: in
     return {"psi": psi, "hamiltonian": ham, "total": psi + ham}
 
 
+def natural_gradient_flops(cfg: ModelConfig, sector: Sector, rows: int, n_params: int) -> float:
+    """Estimated FLOPs of one SR direction (`nqs.natural_gradient.sr_direction`) on `rows` samples: the
+    Jacobian of Re and Im log ψ (two reverse passes per sample: 2 × gradient_flops), the Gram matrix J Jᵀ
+    (2·(2 rows)²·P), J g and Jᵀ(...) (2 × 2·2 rows·P), and the (2 rows)³/3 Cholesky-like solve. Not checked
+    against FlopCounterMode (vmap's batched backward)."""
+    m = 2 * rows
+    return float(2 * gradient_flops(cfg, sector, rows) + 2 * m * m * n_params + 8 * m * n_params + m ** 3 / 3)
+
+
 def step_flops(cfg: ModelConfig, sector: Sector, rows_per_position: Sequence[int], n_evals: int, batch: int,
                gemm_columns: int) -> dict[str, float]:
     """One VMC step: {"sampling", "local_energy", "gradient", "total"}; `batch` is the number of unique

@@ -21,6 +21,13 @@ SCHEMA_VERSION = 2
 CHEMICAL_ACCURACY_MHA = 1.6  # 1 kcal/mol in milli-Hartree
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
+CHECKPOINT = Path("checkpoints") / "last.ckpt"  # the resumable checkpoint in a run directory
+
+
+def branch_checkpoint(step: int) -> Path:
+    """The checkpoint kept after `step` steps (keep_every), from which branches start."""
+    return Path("checkpoints") / f"step-{step:06d}.ckpt"
+
 ERROR_BAR_COVERS = ("statistical error of the mean, sqrt(Var(E_loc) / N_s) for the N_s multinomial samples kept "
                     "by the unique-sample cap; it does not cover the bias of the dropped probability mass "
                     "(1 - kept_mass)")
@@ -110,6 +117,8 @@ class StepRecord:
     n_connected: int = 0
     flops_step: dict = field(default_factory=dict)
     flops_total: float = 0.0
+    sr_shift: float | None = field(default=None, metadata={"help": "sr: the diagonal shift λ of this step"})
+    sr_metric_step: float | None = field(default=None, metadata={"help": "sr: lr·√(dᵀSd) of the step taken"})
 
     @property
     def error_mha(self) -> float | None:
@@ -186,6 +195,11 @@ class RunSummary:
     torch_threads: int | None = None
     exact: bool = False
     energy_enum: float | None = None
+    optimizer: str | None = None
+    schedule: dict | None = None  # learning-rate and annealing schedule as run: kind, warmup, decay, decay_start
+    stop_reason: str | None = None  # steps | converged | max_time
+    criteria_met: dict | None = None  # stopping criterion -> first step at which it held
+    branch: dict | None = None  # {"trunk": run directory, "step": branch step} for a branch of a trunk run
     scan: dict | None = None
     notes: tuple = ()
     path: Path | None = field(default=None, compare=False, metadata={"json": False})  # the run directory read
@@ -242,7 +256,8 @@ class RunSummary:
             kwargs["e_fci"] = _reference_from_error(data)
         kwargs["schema"] = _int(data.get("schema")) or 1
         kwargs["exact"] = bool(data.get("exact", False))
-        kwargs["scan"] = data.get("scan") if isinstance(data.get("scan"), dict) else None
+        for key in ("scan", "schedule", "criteria_met", "branch"):
+            kwargs[key] = data.get(key) if isinstance(data.get(key), dict) else None
         notes = data.get("notes")
         kwargs["notes"] = tuple(str(n) for n in notes) if isinstance(notes, list) else ()
         return cls(**kwargs)

@@ -14,12 +14,11 @@ from pathlib import Path
 
 from nqs.cli.common import configure_process
 from nqs.errors import UserError, cli_entry
-from nqs.record import CHEMICAL_ACCURACY_MHA, RunSummary, error_mha
+from nqs.record import CHECKPOINT, CHEMICAL_ACCURACY_MHA, RunSummary, branch_checkpoint, error_mha, read_summary
 from nqs.tables import markdown_table
 from nqs.training.config import FIELDS, GROUPS, HINTS, TrainConfig, load_yaml, resolve
 from nqs.training.presets import load_preset, preset_names
 
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 
@@ -30,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML file of options (any option below, by its name)")
     parser.add_argument("--preset", help=f"named preset shipped with the package ({', '.join(preset_names())})")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from checkpoints/last.ckpt")
+    parser.add_argument("--branch-from", metavar="TRUNK", help="start a new run from the trunk run TRUNK's kept "
+                        "checkpoint after --branch-step steps (its config is the base; lr_schedule wsd): it decays "
+                        "over --decay steps, so runs of several lengths share one trunk")
+    parser.add_argument("--branch-step", type=int, metavar="S", help="the trunk step the branch starts from")
     parser.add_argument("--interrupt-after", type=int, help=argparse.SUPPRESS)  # testing aid: a Ctrl-C after K steps
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for name, (group, f) in FIELDS.items():
@@ -59,21 +62,64 @@ def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
     """The config layers in precedence order, the run directory, and whether to resume."""
     flags = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     layers = []
+    if args.resume and args.branch_from:
+        raise UserError("give --resume DIR or --branch-from TRUNK, not both")
     if args.resume:
         out = Path(args.resume)
         if not (out / "config.yaml").is_file() or not (out / CHECKPOINT).is_file():
             raise UserError(f"--resume {out}: no config.yaml and checkpoints/last.ckpt there; give a run directory "
                             f"written by nqs-train")
         layers.append((str(out / "config.yaml"), load_yaml(out / "config.yaml")))
+    if args.branch_from:
+        trunk = Path(args.branch_from)
+        if not (trunk / "config.yaml").is_file():
+            raise UserError(f"--branch-from {trunk}: no config.yaml there; give a run directory written by nqs-train")
+        layers.append((str(trunk / "config.yaml"), load_yaml(trunk / "config.yaml")))
     layers += preset_and_config_layers(args)
     layers.append(("command line", flags))
     cfg = resolve(layers)
     if args.resume:
         return cfg, Path(args.resume), True
+    if args.branch_from:
+        cfg = branch_config(cfg, Path(args.branch_from), args.branch_step)
     out = Path(cfg.run.out) if cfg.run.out else Path("runs") / f"{cfg.label}-{cfg.model.ansatz}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (out / CHECKPOINT).exists():
         raise UserError(f"{out} already holds a run: continue it with --resume {out}, or choose another --out")
     return cfg.updated(out=str(out)), out, False
+
+
+def branch_config(cfg: TrainConfig, trunk: Path, step: int | None) -> TrainConfig:
+    """The branch's config: the trunk's, with the flags given, steps = S + decay (decay in steps, WSD)."""
+    if step is None:
+        raise UserError("--branch-from needs --branch-step S (a step whose checkpoint the trunk kept)")
+    if not (trunk / branch_checkpoint(step)).is_file():
+        kept = sorted(p.name for p in (trunk / "checkpoints").glob("step-*.ckpt"))
+        raise UserError(f"--branch-step {step}: {trunk / branch_checkpoint(step)} does not exist (kept: "
+                        f"{', '.join(kept) or 'none; train the trunk with --keep-every N'})")
+    o = cfg.optim
+    if o.lr_schedule != "wsd" or o.decay < 1:
+        raise UserError("a branch decays a WSD trunk: the trunk (or the flags) must set lr_schedule wsd and --decay K "
+                        "in steps (K >= 1)")
+    trunk_stable_end = read_trunk_decay_start(trunk)
+    if step > trunk_stable_end or step < o.warmup:
+        raise UserError(f"--branch-step {step} is outside the trunk's stable phase (steps {o.warmup}.."
+                        f"{trunk_stable_end}): branch from a checkpoint before the trunk's decay")
+    name = f"{trunk.name}-branch{step}+{int(o.decay)}"
+    out = cfg.run.out if cfg.run.out and cfg.run.out != load_yaml(trunk / "config.yaml").get("out") else \
+        str(trunk.parent / name)
+    return cfg.updated(steps=step + int(o.decay), out=out)
+
+
+def read_trunk_decay_start(trunk: Path) -> int:
+    """The step at which the trunk's decay starts (its summary's, else from its config)."""
+    from nqs.training.schedules import decay_length
+
+    if (trunk / "summary.json").is_file():
+        schedule = read_summary(trunk).schedule or {}
+        if schedule.get("decay_start") is not None:
+            return int(schedule["decay_start"])
+    trunk_cfg = resolve([(str(trunk / "config.yaml"), load_yaml(trunk / "config.yaml"))])
+    return trunk_cfg.optim.steps - decay_length(trunk_cfg.optim)
 
 
 def final_table(s: RunSummary) -> str:
@@ -103,7 +149,12 @@ def main(argv: list[str] | None = None) -> None:
     from nqs.training.run import run  # heavy imports after the arguments are checked
 
     try:
-        summary = run(cfg, out, resume=resume, interrupt_after=args.interrupt_after)
+        branch = None
+        if args.branch_from and not resume:
+            trunk = Path(args.branch_from)
+            branch = {"trunk": str(trunk), "step": args.branch_step,
+                      "checkpoint": str(trunk / branch_checkpoint(args.branch_step))}
+        summary = run(cfg, out, resume=resume, interrupt_after=args.interrupt_after, branch=branch)
     except KeyboardInterrupt:
         print(f"\ninterrupted: checkpoint in {out / 'checkpoints' / 'last.ckpt'}; continue with "
               f"nqs-train --resume {out}", file=sys.stderr)

@@ -96,6 +96,10 @@ class AutoregressiveAnsatz(nn.Module, abc.ABC):
         cond = self.conditionals(tokens)
         return cond.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(-1)
 
+    def forward(self, bits: torch.Tensor) -> torch.Tensor:
+        """The module's call is log psi (for torch.func.functional_call)."""
+        return self.log_psi(bits)
+
     def log_psi(self, bits: torch.Tensor) -> torch.Tensor:
         """Complex log psi(x) = log p(x) / 2 + i phi(x): (B, n) bits -> (B,) complex."""
         tokens = bits_to_tokens(bits)

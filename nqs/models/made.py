@@ -58,7 +58,8 @@ class MADE(AutoregressiveAnsatz):
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, n_orb) int64 -> (B, n_orb, 4) scores."""
         dtype = self.net[0].weight.dtype
-        x = F.one_hot(tokens, N_TOKENS).to(dtype).flatten(1)  # (B, 4*n_orb)
+        # one-hot by comparison (F.one_hot checks its input's range with .item(), which vmap cannot batch)
+        x = (tokens.unsqueeze(-1) == torch.arange(N_TOKENS, device=tokens.device)).to(dtype).flatten(1)  # (B, 4*n_orb)
         x = torch.cat([x.new_ones(x.shape[0], 1), x], dim=1)  # the constant input feeds orbital 0 through the net
         return self.net(x).view(tokens.shape[0], -1, N_TOKENS)
 

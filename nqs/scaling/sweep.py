@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nqs.errors import UserError
-from nqs.record import SUMMARY_FILE, RunSummary, read_summary
+from nqs.record import CHECKPOINT, SUMMARY_FILE, RunSummary, read_summary
 from nqs.tables import markdown_table
 from nqs.training.config import FIELDS, TrainConfig, check_name, load_yaml, resolve
 from nqs.training.presets import load_preset
@@ -42,7 +42,6 @@ FORBIDDEN = ("out",)  # set by the sweep: `out` at the top level is the root of 
 ABBREV = {"ansatz": "", "mol": "", "d_model": "dm", "d_ff": "ff", "layers": "L", "heads": "H", "hidden": "h",
           "made_layers": "ml", "phase_hidden": "ph", "phase_layers": "pl", "steps": "T", "samples": "Ns",
           "unique": "B", "seed": "seed", "lr": "lr", "dtype": ""}
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 @dataclass(frozen=True)

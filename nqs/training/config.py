@@ -22,6 +22,7 @@ from nqs.errors import UserError
 from nqs.models import ModelConfig
 from nqs.options import option
 from nqs.sampler import SCHEDULES, SampleSchedule
+from nqs.training import schedules
 
 
 @dataclass(frozen=True)
@@ -58,17 +59,28 @@ class SamplingConfig:
 class OptimConfig:
     """The optimiser, its schedules and the loss."""
 
-    steps: int = option(1200, "optimisation steps")
-    lr: float = option(1e-2, "peak learning rate (Adam)")
-    lr_final: float = option(1e-3, "learning rate at the end of the cosine decay that follows the warm-up")
+    steps: int = option(1200, "optimisation steps (the most; a stopping rule may end the run earlier)")
+    optimizer: str = option("adam", "adam (AdamW) | sr (stochastic reconfiguration, minimum-step form; one "
+                            "process)")
+    lr: float = option(1e-2, "peak learning rate")
+    lr_final: float = option(1e-3, "learning rate at the end of the decay")
+    lr_schedule: str = option("cosine", "cosine (warm-up, cosine decay to lr_final at the last step) | wsd "
+                              "(warm-up, constant, linear decay to lr_final over the last `decay` steps)")
+    decay: float = option(0.2, "wsd: the final decay, steps (>= 1) or a fraction of the steps (< 1)")
     warmup: int = option(20, "linear learning-rate warm-up, steps")
-    phase_lr_scale: float = option(1.0, "the phase network's learning rate relative to lr")
+    phase_lr_scale: float = option(1.0, "adam: the phase network's learning rate relative to lr")
     # variational annealing (Hibat-Allah et al. 2021): minimise E - T S[p], T falling linearly to 0; keeps the
     # modulus from collapsing onto the Hartree-Fock determinant before the phase network has found the signs
     anneal_t0: float = option(0.5, "initial annealing temperature T0 (Hartree) of F = E - T S")
-    anneal_fraction: float = option(0.5, "T reaches 0 at this fraction of the steps")
+    anneal_fraction: float = option(0.5, "T reaches 0 at this fraction of the steps (unless anneal_steps)")
+    anneal_steps: int | None = option(None, "T reaches 0 after this many steps, whatever the run's length")
     weight_decay: float = option(0.0, "AdamW weight decay")
-    grad_clip: float | None = option(1.0, "gradient-norm clipping (null: off)")
+    grad_clip: float | None = option(1.0, "adam: gradient-norm clipping (null: off)")
+    sr_shift: float = option(1e-3, "sr: initial diagonal shift λ of S + λI")
+    sr_shift_final: float = option(1e-4, "sr: the shift falls geometrically to this")
+    sr_shift_steps: int = option(500, "sr: ... over this many steps")
+    sr_trust: float | None = option(0.1, "sr: the most a step may move in the metric S, lr·√(dᵀSd) (null: off)")
+    sr_rows: int = option(512, "sr: unique samples of largest weight whose log ψ gradients form S")
     clip_local_energy: float | None = option(None, "clip Re E_loc to mean ± k·MAD (null: off)")
     dtype: str = option("float32", "float32 | float64 parameters and activations")
     eval_chunk: int = option(65536, "configurations per network call in the local energy (memory bound)",
@@ -92,12 +104,26 @@ class RunConfig:
     init_from: str | None = option(None, "run directory or .ckpt whose weights start this run (same sizes)")
     checkpoint_every: int = option(200, "write checkpoints/last.ckpt every this many steps (a kill -9 loses at most "
                                    "these; each write costs ~10 ms on CPU)", affects_result=False)
+    keep_every: int | None = option(None, "also keep checkpoints/step-NNNNNN.ckpt every this many steps, the "
+                                    "points a branch can start from (nqs-train --branch-from)", affects_result=False)
     progress: bool = option(True, "show progress (a bar on a terminal, a line every few seconds otherwise)",
                             affects_result=False)
 
 
+@dataclass(frozen=True)
+class StopConfig:
+    """When a run ends before `steps` (nqs.training.schedules): convergence or a wall-time budget."""
+
+    stop_window: int | None = option(None, "energy test: steps per window; converged when the last two windows' "
+                                     "mean energies differ by < stop_sigma standard errors (null: off)")
+    stop_sigma: float = option(2.0, "energy test: the tolerance in standard errors of the windows' means")
+    stop_vscore: float | None = option(None, "V-score test: converged when the window's mean V-score is below "
+                                       "this (null: off)")
+    max_time: float | None = option(None, "training wall-time budget, seconds (wsd: the decay is fitted in)")
+
+
 GROUPS = {"molecule": MoleculeConfig, "model": ModelConfig, "sampling": SamplingConfig, "optim": OptimConfig,
-          "run": RunConfig}
+          "stop": StopConfig, "run": RunConfig}
 
 
 def _index() -> dict[str, tuple[str, dataclasses.Field]]:
@@ -120,6 +146,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     # --- flat views --------------------------------------------------------------------------------------
@@ -158,8 +185,7 @@ class TrainConfig:
 
     def temperature(self, step: int) -> float:
         """Annealing temperature (Hartree) at `step`."""
-        o = self.optim
-        return o.anneal_t0 * max(0.0, 1.0 - step / (o.anneal_fraction * o.steps))
+        return schedules.temperature(self.optim, step)
 
     def schedule(self) -> SampleSchedule:
         s = self.sampling
@@ -184,6 +210,23 @@ class TrainConfig:
             raise UserError("anneal_t0 must be >= 0 and anneal_fraction in (0, 1]")
         if not (o.lr > 0 and o.lr_final > 0 and o.warmup >= 0):
             raise UserError("lr and lr_final must be positive and warmup non-negative")
+        if o.optimizer not in ("adam", "sr"):
+            raise UserError(f"unknown optimizer {o.optimizer!r}: choose adam or sr")
+        if o.lr_schedule not in schedules.LR_SCHEDULES:
+            raise UserError(f"unknown lr_schedule {o.lr_schedule!r}: choose one of {', '.join(schedules.LR_SCHEDULES)}")
+        if not (o.decay > 0 and (o.anneal_steps is None or o.anneal_steps >= 1)):
+            raise UserError("decay must be positive and anneal_steps at least 1")
+        if o.lr_schedule == "wsd" and schedules.decay_length(o) + o.warmup > o.steps:
+            raise UserError(f"warmup {o.warmup} + decay {schedules.decay_length(o)} steps exceed steps {o.steps}")
+        if not (o.sr_shift > 0 and o.sr_shift_final > 0 and o.sr_shift_steps >= 1 and o.sr_rows >= 1):
+            raise UserError("sr_shift and sr_shift_final must be positive, sr_shift_steps and sr_rows at least 1")
+        if o.optimizer == "sr" and (r.devices * r.num_nodes > 1 or r.strategy == "ddp"):
+            raise UserError("--optimizer sr runs in one process (the Jacobian rows are not split across ranks): "
+                            "use --devices 1 --num-nodes 1, or --optimizer adam for DDP")
+        st = self.stop
+        if (st.stop_window is not None and st.stop_window < 2) or st.stop_sigma <= 0 or (
+                st.max_time is not None and st.max_time <= 0):
+            raise UserError("stop_window must be at least 2, stop_sigma and max_time positive")
         if r.strategy not in ("auto", "ddp"):
             raise UserError(f"strategy must be auto or ddp, got {r.strategy!r}")
         if r.device not in ("auto", "cpu") and not r.device.startswith("cuda"):

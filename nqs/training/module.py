@@ -8,8 +8,8 @@ the step is timed here and the framework's share of a step can be recorded apart
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
@@ -21,7 +21,9 @@ from nqs.errors import UserError
 from nqs.models.base import AutoregressiveAnsatz
 from nqs.problem import MolecularProblem
 from nqs.record import StepRecord
+from nqs.natural_gradient import SRSettings, flat_grad, set_flat_grad, sr_direction
 from nqs.training.config import TrainConfig
+from nqs.training.schedules import StopMonitor, StopState, lr_factor
 from nqs.vmc import Ranks, StepResult, vmc_step
 
 
@@ -66,34 +68,26 @@ class Totals:
     framework_s: float = 0.0  # the part of wall_s outside the VMC step and the optimiser
 
 
-def learning_rate_factor(cfg: TrainConfig):
-    """Linear warm-up to lr, then cosine decay to lr_final at the last step: a factor of each group's lr.
+def make_optimizer(model: AutoregressiveAnsatz, cfg: TrainConfig, decay_start: Callable[[], int | None] = lambda: None):
+    """The optimiser and its learning-rate schedule (`nqs.training.schedules.lr_factor`).
 
-    Kept as one closed-form LambdaLR instead of torch's SequentialLR(LinearLR, CosineAnnealingLR): measured,
-    the chained form drifts from the closed form by up to 2.6e-14 relative (its update is recursive), which
-    changes same-seed trajectories, and its eta_min is one absolute rate for all groups, whereas the phase
-    group's final rate must scale with phase_lr_scale."""
+    adam: AdamW with two groups (modulus, phase at phase_lr_scale). sr: plain steps θ -= lr·d along the
+    natural-gradient direction d that `optimisation_step` puts in the gradients. The schedule is one
+    closed-form LambdaLR rather than torch's SequentialLR(LinearLR, CosineAnnealingLR): measured, the chained
+    form drifts from the closed form by up to 2.6e-14 relative (its update is recursive), which changes
+    same-seed trajectories, and its eta_min is one absolute rate for all groups, whereas the phase group's
+    final rate must scale with phase_lr_scale. `decay_start` gives the WSD decay's start when a stopping rule
+    moved it."""
     o = cfg.optim
-    ratio = o.lr_final / o.lr
-
-    def factor(step: int) -> float:
-        if step < o.warmup:
-            return (step + 1) / o.warmup
-        progress = min((step - o.warmup) / max(o.steps - o.warmup, 1), 1.0)
-        return ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def make_optimizer(model: AutoregressiveAnsatz, cfg: TrainConfig):
-    """AdamW with two groups (modulus, phase at phase_lr_scale) and the learning-rate schedule."""
-    o = cfg.optim
-    phase = list(model.phase_net.parameters())
-    ids = {id(q) for q in phase}
-    modulus = [q for q in model.parameters() if id(q) not in ids]
-    groups = [{"params": modulus, "lr": o.lr}, {"params": phase, "lr": o.lr * o.phase_lr_scale}]
-    opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, learning_rate_factor(cfg))
+    if o.optimizer == "sr":
+        opt = torch.optim.SGD(model.parameters(), lr=o.lr)
+    else:
+        phase = list(model.phase_net.parameters())
+        ids = {id(q) for q in phase}
+        modulus = [q for q in model.parameters() if id(q) not in ids]
+        groups = [{"params": modulus, "lr": o.lr}, {"params": phase, "lr": o.lr * o.phase_lr_scale}]
+        opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(o, step, decay_start()))
 
 
 def _clip_norm(optimizer, value: float) -> None:
@@ -102,17 +96,21 @@ def _clip_norm(optimizer, value: float) -> None:
 
 
 def optimisation_step(loss: torch.Tensor, optimizer, scheduler, grad_clip: float | None, device: torch.device,
-                      backward=torch.Tensor.backward, clip=_clip_norm) -> tuple[float, float, float]:
-    """Backward, gradient-norm clipping, the optimiser and the schedule: (t_backward s, t_optimizer s, the
-    learning rate used). Lightning passes its own `backward` (DDP) and `clip` (precision plugins)."""
+                      backward=torch.Tensor.backward, clip=_clip_norm,
+                      precondition: Callable[[float], None] | None = None) -> tuple[float, float, float]:
+    """Backward, gradient-norm clipping (or `precondition(lr)`, which replaces the gradients by the SR
+    direction), the optimiser and the schedule: (t_backward s, t_optimizer s, the learning rate used).
+    Lightning passes its own `backward` (DDP) and `clip` (precision plugins)."""
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     backward(loss)
     _sync(device)
     t1 = time.perf_counter()
-    if grad_clip is not None:
-        clip(optimizer, grad_clip)
     lr = optimizer.param_groups[0]["lr"]
+    if precondition is not None:
+        precondition(lr)
+    elif grad_clip is not None:
+        clip(optimizer, grad_clip)
     optimizer.step()
     scheduler.step()
     _sync(device)
@@ -127,6 +125,11 @@ class VMCModule(L.LightningModule):
         self.hamiltonian = None  # compiled once, on the run's device, in setup()
         self.automatic_optimization = False
         self.totals = Totals(n_samples=self.schedule.n_samples_at(0, cfg.optim.steps))
+        self.stopping = StopMonitor(cfg)
+        self.sr = SRSettings(cfg.optim.sr_shift, cfg.optim.sr_shift_final, cfg.optim.sr_shift_steps,
+                             cfg.optim.sr_trust, cfg.optim.sr_rows)
+        self.sr_info: dict = {}
+        self.stop_now = False
         self.last: StepResult | None = None
         self.t_backward = self.t_optimizer = 0.0
 
@@ -136,17 +139,27 @@ class VMCModule(L.LightningModule):
             self.hamiltonian = self.problem.compiled(self.device)
 
     def configure_optimizers(self):
-        opt, sched = make_optimizer(self.model, self.cfg)
+        opt, sched = make_optimizer(self.model, self.cfg, lambda: self.stopping.state.decay_start)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """Set the learning rate of the coming step from this run's schedule: after a restore the optimiser
+        holds the rate the checkpoint's run set, which a branch's schedule replaces."""
+        sched = self.lr_schedulers()
+        for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vmc_totals"] = dataclasses.asdict(self.totals)
+        checkpoint["vmc_stopping"] = self.stopping.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "vmc_totals" in checkpoint:
             self.totals = Totals(**checkpoint["vmc_totals"])
         elif "vmc_state" in checkpoint:  # checkpoints written before the Totals record
             self.totals = Totals(**checkpoint["vmc_state"])
+        if "vmc_stopping" in checkpoint:
+            self.stopping = StopMonitor(self.cfg, StopState(**checkpoint["vmc_stopping"]))
 
     # --- the VMC step -----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -161,9 +174,17 @@ class VMCModule(L.LightningModule):
         except FloatingPointError as exc:
             raise UserError(f"training diverged at step {step} ({exc}): lower --lr (now {cfg.optim.lr:g}) or set "
                             f"--clip-local-energy 5; the last checkpoint is intact, resume with --resume") from None
+        precondition = None
+        if cfg.optim.optimizer == "sr":
+            def precondition(lr: float) -> None:
+                weights = result.samples.counts / result.samples.counts.sum()
+                d, self.sr_info = sr_direction(self.model, result.samples.bits, weights.to(device),
+                                               flat_grad(self.model), self.sr, step, lr)
+                set_flat_grad(self.model, d)
         self.t_backward, self.t_optimizer, self.lr_used = optimisation_step(
             result.loss, self.optimizers(), self.lr_schedulers(), cfg.optim.grad_clip, device,
-            backward=self.manual_backward, clip=lambda opt, value: self.clip_gradients(opt, value, "norm"))
+            backward=self.manual_backward, clip=lambda opt, value: self.clip_gradients(opt, value, "norm"),
+            precondition=precondition)
         self.last = result
 
     def finish_step(self, t_step: float) -> StepRecord:
@@ -175,6 +196,10 @@ class VMCModule(L.LightningModule):
         s_f_full = samples.n_unique / 2.0 ** p.n_qubits
         fl = flop_model.step_flops(cfg.model, p.sector, samples.rows_per_position, r.n_evals, samples.n_unique,
                                    self.hamiltonian.gemm_columns)
+        if self.sr_info:
+            fl["natural_gradient"] = flop_model.natural_gradient_flops(cfg.model, p.sector, self.sr_info["rows"],
+                                                                       self.model.n_params)
+            fl["total"] += fl["natural_gradient"]
         t_vmc = r.t_sampling + r.t_local_energy + r.t_loss + self.t_backward + self.t_optimizer
         t = self.totals
         self.totals = Totals(n_samples=self.schedule.update(t.n_samples, samples.n_unique),
@@ -182,8 +207,11 @@ class VMCModule(L.LightningModule):
                              flops_total=t.flops_total + fl["total"], wall_s=t.wall_s + t_step,
                              framework_s=t.framework_s + max(t_step - t_vmc, 0.0))
         step, tot = self.global_step - 1, self.totals
+        vscore = stats.vscore(p.sector.n_electrons, p.e_inf)
+        self.stop_now = self.stopping.update(step, stats.mean, vscore, cfg.temperature(step), tot.wall_s,
+                                             tot.wall_s / (step + 1))
         return StepRecord(step=step, energy=stats.mean, energy_err=stats.error, variance=stats.variance,
-                          vscore=stats.vscore(p.sector.n_electrons, p.e_inf), e_fci=p.references.e_fci,
+                          vscore=vscore, e_fci=p.references.e_fci,
                           n_unique=samples.n_unique, n_samples=samples.n_samples, n_requested=samples.n_requested,
                           kept_mass=samples.kept_mass,
                           s_f=s_f, d_prime=tot.d_prime, s_f_full=s_f_full, d_prime_full=tot.d_prime_full,
@@ -191,7 +219,8 @@ class VMCModule(L.LightningModule):
                           t_sampling=r.t_sampling, t_local_energy=r.t_local_energy,
                           t_backward=r.t_loss + self.t_backward + self.t_optimizer,
                           t_framework=max(t_step - t_vmc, 0.0), n_evals=r.n_evals, n_connected=r.n_connected,
-                          flops_step=fl, flops_total=tot.flops_total)
+                          flops_step=fl, flops_total=tot.flops_total, sr_shift=self.sr_info.get("shift"),
+                          sr_metric_step=self.sr_info.get("metric_step"))
 
 
 def _sync(device: torch.device) -> None:

@@ -21,12 +21,13 @@ from nqs.errors import UserError
 from nqs.models import build_model
 from nqs.molecules import resolve_molecule
 from nqs.problem import MolecularProblem, build_problem
-from nqs.record import ERROR_BAR_COVERS, METRICS_FILE, RunSummary, StepRecord
+from nqs.record import CHECKPOINT, ERROR_BAR_COVERS, METRICS_FILE, RunSummary, StepRecord, branch_checkpoint
 from nqs.training.config import TrainConfig
 from nqs.training.module import VMCModule, evaluate_energy
+from nqs.training.schedules import decay_length
 from nqs.vmc import KEPT_MASS_WARNING
 
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
 PROGRESS_EVERY_S = 5.0  # a progress line this often when stdout is not a terminal
 TENSORBOARD_EVERY = 10  # steps between TensorBoard scalars (metrics.jsonl has every step); 0.02 ms a step
 
@@ -52,8 +53,8 @@ class RunFiles(L.Callback):
         self.mark = 0.0  # perf_counter at the end of the previous step
         self.progress = Progress(cfg.optim.steps) if cfg.run.progress else None
 
-    def save(self, trainer: L.Trainer) -> None:
-        path = self.out / CHECKPOINT
+    def save(self, trainer: L.Trainer, name: Path = None) -> None:
+        path = self.out / (name or CHECKPOINT)
         tmp = path.with_suffix(".tmp")
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
@@ -86,6 +87,11 @@ class RunFiles(L.Callback):
                 self.progress.update(record)
         if trainer.global_step % self.cfg.run.checkpoint_every == 0:
             self.save(trainer)
+        keep = self.cfg.run.keep_every
+        if keep and trainer.global_step % keep == 0 and trainer.global_step < self.cfg.optim.steps:
+            self.save(trainer, branch_checkpoint(trainer.global_step))
+        if trainer.strategy.reduce_boolean_decision(module.stop_now, all=False):
+            trainer.should_stop = True
         if self.interrupt_after is not None and trainer.global_step >= self.interrupt_after:
             raise KeyboardInterrupt  # testing aid: behave as a Ctrl-C after this many steps
 
@@ -214,13 +220,21 @@ def make_run_dir(out: Path) -> None:
 
 
 def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int | None = None,
-        problem: MolecularProblem | None = None, scan: dict | None = None, notes: tuple = ()) -> RunSummary | None:
+        problem: MolecularProblem | None = None, scan: dict | None = None, notes: tuple = (),
+        branch: dict | None = None) -> RunSummary | None:
     """Train, evaluate the final energy on a fresh large sample, and write summary.json; returns the summary
-    (None on DDP ranks other than 0). `scan` (curve points) and `notes` (what the caller changed) go into it."""
+    (None on DDP ranks other than 0). `scan` (curve points) and `notes` (what the caller changed) go into it.
+    `branch` = {"trunk": DIR, "step": S, "checkpoint": PATH}: a new run that continues the trunk's state after
+    S steps (parameters, optimiser, schedule, totals) in `out`, whose metrics start with the trunk's first S."""
     check_device(cfg)
     make_run_dir(out)
     if resume:
         read_checkpoint(out / CHECKPOINT, "--resume")
+    if branch is not None and not resume:
+        read_checkpoint(Path(branch["checkpoint"]), "--branch-from")
+        trunk_rows = (Path(branch["trunk"]) / METRICS_FILE).read_text().splitlines()
+        kept = [r for r in trunk_rows if _row_step(r) is not None and _row_step(r) < branch["step"]]
+        (out / METRICS_FILE).write_text("".join(r + "\n" for r in kept))
     start = time.perf_counter()
     problem, model = build(cfg, problem)
     if not resume:
@@ -229,7 +243,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
     files = RunFiles(out, cfg, interrupt_after)
     trainer = _trainer(cfg, out, files)
     loader = torch.utils.data.DataLoader(StepStream(cfg.optim.steps), batch_size=None)
-    ckpt = str(out / CHECKPOINT) if resume else None
+    ckpt = str(out / CHECKPOINT) if resume else (str(branch["checkpoint"]) if branch is not None else None)
     L.seed_everything(cfg.run.seed, verbose=False)
     try:
         trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt)
@@ -256,14 +270,21 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     summary = run_summary(cfg, problem, model, module, final, trainer.global_step, time.perf_counter() - start,
-                          scan, tuple(notes))
+                          scan, tuple(notes), branch)
     summary.write(out)
     return summary
 
 
 def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCModule, final, steps: int,
-                command_wall_s: float, scan: dict | None, notes: tuple) -> RunSummary:
-    refs, stats, t = problem.references, final.stats, module.totals
+                command_wall_s: float, scan: dict | None, notes: tuple, branch: dict | None = None) -> RunSummary:
+    refs, stats, t, o = problem.references, final.stats, module.totals, cfg.optim
+    stop = module.stopping.record(steps)
+    schedule = {"kind": o.lr_schedule, "warmup": o.warmup, "lr": o.lr, "lr_final": o.lr_final,
+                "decay_steps": decay_length(o) if o.lr_schedule == "wsd" else None,
+                "decay_start": (stop["decay_start"] if stop["decay_start"] is not None else o.steps - decay_length(o))
+                if o.lr_schedule == "wsd" else None,
+                "anneal_t0": o.anneal_t0, "anneal_steps": o.anneal_steps if o.anneal_steps is not None
+                else round(o.anneal_fraction * o.steps)}
     return RunSummary(
         molecule=cfg.label if cfg.molecule.geometry is not None else problem.spec.name, ansatz=cfg.model.ansatz,
         n_qubits=problem.n_qubits, n_alpha=problem.sector.n_alpha, n_beta=problem.sector.n_beta,
@@ -276,5 +297,8 @@ def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCM
         e_ccsd_t=refs.e_ccsd_t, e_ccsd=refs.e_ccsd, e_mp2=refs.e_mp2, e_hf=refs.e_hf, e_inf=problem.e_inf,
         d_prime=t.d_prime, d_prime_full=t.d_prime_full, flops_total=t.flops_total, wall_s=t.wall_s,
         t_framework_s=t.framework_s, command_wall_s=command_wall_s, seed=cfg.run.seed, device=str(module.device),
-        torch_threads=torch.get_num_threads(), scan=scan, notes=notes)
+        torch_threads=torch.get_num_threads(), optimizer=o.optimizer, schedule=schedule,
+        stop_reason=stop["stop_reason"], criteria_met=stop["criteria_met"],
+        branch=None if branch is None else {"trunk": str(branch["trunk"]), "step": branch["step"]},
+        scan=scan, notes=notes)
 
