@@ -61,7 +61,7 @@ class OptimConfig:
 
     steps: int = option(1200, "optimisation steps (the most; a stopping rule may end the run earlier)")
     optimizer: str = option("adam", "adam (AdamW) | sr (stochastic reconfiguration, minimum-step form; one "
-                            "process)")
+                            "process) | adam+sr (Adam until sr_from, then SR)")
     lr: float = option(1e-2, "peak learning rate")
     lr_final: float = option(1e-3, "learning rate at the end of the decay")
     lr_schedule: str = option("cosine", "cosine (warm-up, cosine decay to lr_final at the last step) | wsd "
@@ -76,7 +76,9 @@ class OptimConfig:
     anneal_steps: int | None = option(None, "T reaches 0 after this many steps, whatever the run's length")
     weight_decay: float = option(0.0, "AdamW weight decay")
     grad_clip: float | None = option(1.0, "adam: gradient-norm clipping (null: off)")
-    sr_shift: float = option(1e-3, "sr: initial diagonal shift λ of S + λI")
+    sr_lr: float | None = option(None, "sr: peak learning rate of the SR steps (null: lr)")
+    sr_from: int = option(0, "adam+sr: the step at which SR takes over from Adam")
+    sr_shift: float = option(1e-3, "sr: initial diagonal shift λ of S + λI (falls from sr_from on)")
     sr_shift_final: float = option(1e-4, "sr: the shift falls geometrically to this")
     sr_shift_steps: int = option(500, "sr: ... over this many steps")
     sr_trust: float | None = option(0.1, "sr: the most a step may move in the metric S, lr·√(dᵀSd) (null: off)")
@@ -210,8 +212,10 @@ class TrainConfig:
             raise UserError("anneal_t0 must be >= 0 and anneal_fraction in (0, 1]")
         if not (o.lr > 0 and o.lr_final > 0 and o.warmup >= 0):
             raise UserError("lr and lr_final must be positive and warmup non-negative")
-        if o.optimizer not in ("adam", "sr"):
-            raise UserError(f"unknown optimizer {o.optimizer!r}: choose adam or sr")
+        if o.optimizer not in ("adam", "sr", "adam+sr"):
+            raise UserError(f"unknown optimizer {o.optimizer!r}: choose adam, sr or adam+sr")
+        if o.sr_from < 0 or (o.sr_lr is not None and o.sr_lr <= 0):
+            raise UserError("sr_from must be >= 0 and sr_lr positive")
         if o.lr_schedule not in schedules.LR_SCHEDULES:
             raise UserError(f"unknown lr_schedule {o.lr_schedule!r}: choose one of {', '.join(schedules.LR_SCHEDULES)}")
         if not (o.decay > 0 and (o.anneal_steps is None or o.anneal_steps >= 1)):
@@ -220,7 +224,7 @@ class TrainConfig:
             raise UserError(f"warmup {o.warmup} + decay {schedules.decay_length(o)} steps exceed steps {o.steps}")
         if not (o.sr_shift > 0 and o.sr_shift_final > 0 and o.sr_shift_steps >= 1 and o.sr_rows >= 1):
             raise UserError("sr_shift and sr_shift_final must be positive, sr_shift_steps and sr_rows at least 1")
-        if o.optimizer == "sr" and (r.devices * r.num_nodes > 1 or r.strategy == "ddp"):
+        if o.optimizer != "adam" and (r.devices * r.num_nodes > 1 or r.strategy == "ddp"):
             raise UserError("--optimizer sr runs in one process (the Jacobian rows are not split across ranks): "
                             "use --devices 1 --num-nodes 1, or --optimizer adam for DDP")
         st = self.stop

@@ -80,7 +80,7 @@ def make_optimizer(model: AutoregressiveAnsatz, cfg: TrainConfig, decay_start: C
     moved it."""
     o = cfg.optim
     if o.optimizer == "sr":
-        opt = torch.optim.SGD(model.parameters(), lr=o.lr)
+        opt = torch.optim.SGD(model.parameters(), lr=o.sr_lr or o.lr)
     else:
         phase = list(model.phase_net.parameters())
         ids = {id(q) for q in phase}
@@ -88,6 +88,13 @@ def make_optimizer(model: AutoregressiveAnsatz, cfg: TrainConfig, decay_start: C
         groups = [{"params": modulus, "lr": o.lr}, {"params": phase, "lr": o.lr * o.phase_lr_scale}]
         opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(o, step, decay_start()))
+
+
+def make_optimizers(model: AutoregressiveAnsatz, cfg: TrainConfig, decay_start: Callable[[], int | None]):
+    """[(optimiser, schedule)]: one, or for adam+sr Adam's and then SR's (both schedules advance every step)."""
+    if cfg.optim.optimizer != "adam+sr":
+        return [make_optimizer(model, cfg, decay_start)]
+    return [make_optimizer(model, cfg.updated(optimizer=name), decay_start) for name in ("adam", "sr")]
 
 
 def _clip_norm(optimizer, value: float) -> None:
@@ -139,15 +146,22 @@ class VMCModule(L.LightningModule):
             self.hamiltonian = self.problem.compiled(self.device)
 
     def configure_optimizers(self):
-        opt, sched = make_optimizer(self.model, self.cfg, lambda: self.stopping.state.decay_start)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        pairs = make_optimizers(self.model, self.cfg, lambda: self.stopping.state.decay_start)
+        return [{"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}} for opt, sched in pairs]
+
+    def active(self, step: int) -> tuple[int, bool]:
+        """(index of the optimiser of `step`, whether it takes SR directions)."""
+        o = self.cfg.optim
+        if o.optimizer == "adam+sr":
+            return (1, True) if step >= o.sr_from else (0, False)
+        return 0, o.optimizer == "sr"
 
     def on_train_start(self) -> None:
         """Set the learning rate of the coming step from this run's schedule: after a restore the optimiser
         holds the rate the checkpoint's run set, which a branch's schedule replaces."""
-        sched = self.lr_schedulers()
-        for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
-            group["lr"] = base * factor(self.global_step)
+        for sched in _as_list(self.lr_schedulers()):
+            for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * factor(self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vmc_totals"] = dataclasses.asdict(self.totals)
@@ -174,17 +188,24 @@ class VMCModule(L.LightningModule):
         except FloatingPointError as exc:
             raise UserError(f"training diverged at step {step} ({exc}): lower --lr (now {cfg.optim.lr:g}) or set "
                             f"--clip-local-energy 5; the last checkpoint is intact, resume with --resume") from None
+        index, use_sr = self.active(step)
+        opts, scheds = _as_list(self.optimizers()), _as_list(self.lr_schedulers())
         precondition = None
-        if cfg.optim.optimizer == "sr":
+        if use_sr:
+            sr_step = step - (cfg.optim.sr_from if cfg.optim.optimizer == "adam+sr" else 0)
+
             def precondition(lr: float) -> None:
                 weights = result.samples.counts / result.samples.counts.sum()
                 d, self.sr_info = sr_direction(self.model, result.samples.bits, weights.to(device),
-                                               flat_grad(self.model), self.sr, step, lr)
+                                               flat_grad(self.model), self.sr, sr_step, lr)
                 set_flat_grad(self.model, d)
         self.t_backward, self.t_optimizer, self.lr_used = optimisation_step(
-            result.loss, self.optimizers(), self.lr_schedulers(), cfg.optim.grad_clip, device,
+            result.loss, opts[index], scheds[index], cfg.optim.grad_clip, device,
             backward=self.manual_backward, clip=lambda opt, value: self.clip_gradients(opt, value, "norm"),
             precondition=precondition)
+        for other, sched in enumerate(scheds):
+            if other != index:
+                sched.step()  # every schedule follows the step count
         self.last = result
 
     def finish_step(self, t_step: float) -> StepRecord:
@@ -221,6 +242,10 @@ class VMCModule(L.LightningModule):
                           t_framework=max(t_step - t_vmc, 0.0), n_evals=r.n_evals, n_connected=r.n_connected,
                           flops_step=fl, flops_total=tot.flops_total, sr_shift=self.sr_info.get("shift"),
                           sr_metric_step=self.sr_info.get("metric_step"))
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 def _sync(device: torch.device) -> None:
