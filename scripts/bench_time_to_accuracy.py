@@ -25,8 +25,9 @@ from nqs.tables import markdown_table
 
 
 def run_case(molecule: str, ansatz: str, optimizer: str, out: Path, extra: list[str]) -> dict:
-    command = [sys.executable, "-m", "nqs.cli.train", "--mol", molecule, "--ansatz", ansatz, "--optimizer",
-               optimizer, "--no-progress", "--threads", "1", "--out", str(out), *extra]
+    chosen = [] if optimizer == "auto" else ["--optimizer", optimizer]  # auto: what nqs-train chooses by size
+    command = [sys.executable, "-m", "nqs.cli.train", "--mol", molecule, "--ansatz", ansatz, *chosen,
+               "--no-progress", "--threads", "1", "--out", str(out), *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -35,6 +36,7 @@ def run_case(molecule: str, ansatz: str, optimizer: str, out: Path, extra: list[
     if done.returncode != 0:
         return {**case, "error": done.stderr.strip().splitlines()[-1:] or ["failed"], "command": " ".join(command)}
     summary, rows = read_summary(out), read_metrics(out)
+    case.update(optimizer=summary.optimizer, optimizer_flag=optimizer)  # auto: the one nqs-train chose
     final_ok = bool(summary.within_chemical_accuracy)
     first = next((r for r in rows if r.error_mha is not None and abs(r.error_mha) < CHEMICAL_ACCURACY_MHA), None)
     reached = first is not None and final_ok
@@ -53,7 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--molecules", nargs="+", default=["LiH", "H2O", "N2"])
     parser.add_argument("--ansatze", nargs="+", default=["made", "transformer", "retnet"])
-    parser.add_argument("--optimizers", nargs="+", default=["adam", "sr"])
+    parser.add_argument("--optimizers", nargs="+", default=["auto", "adam"],
+                        help="adam, sr, adam+sr, or auto (no --optimizer: the size-dependent defaults)")
     parser.add_argument("--out", default="runs/time-to-accuracy", help="root of the run directories")
     parser.add_argument("--jobs", type=int, default=1, help="cases at a time (one thread each)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags passed to every nqs-train")

@@ -17,26 +17,34 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           env=dict(os.environ), timeout=300)
 
 
-def test_json_has_exactly_the_documented_keys():
-    result = run("--mol", "LiH", "--json")
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+def in_process(capsys, *args: str) -> str:
+    """stdout of nqs-hamiltonian ARGS run in this process."""
+    from nqs.cli.hamiltonian import main
+
+    capsys.readouterr()
+    main(list(args))
+    return capsys.readouterr().out
+
+
+def test_json_has_exactly_the_documented_keys(capsys):
+    data = json.loads(in_process(capsys, "--mol", "LiH", "--json"))
     assert list(data) == JSON_KEYS
     assert (data["n_qubits"], data["n_alpha"], data["n_beta"], data["sector_size"]) == (12, 2, 2, 225)
     assert data["e_fci"] == pytest.approx(-7.882403, abs=2e-6)
 
 
-def test_summary_is_readable_and_second_build_is_cached():
-    first = run("--mol", "H2", "--geometry", "H 0 0 0; H 0 0 0.9")
-    second = run("--geometry", "H 0 0 0; H 0 0 0.9")
-    assert first.returncode == 0 and "FCI" in first.stdout and "CCSD(T)" in first.stdout
-    assert "(from cache)" in second.stdout and "(from cache)" not in first.stdout
+def test_summary_is_readable_and_second_build_is_cached(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("NQS_CACHE_DIR", str(tmp_path))  # an empty cache: the first build computes
+    first = in_process(capsys, "--geometry", "H 0 0 0; H 0 0 0.9")
+    second = in_process(capsys, "--geometry", "H 0 0 0; H 0 0 0.9")
+    assert "FCI" in first and "CCSD(T)" in first
+    assert "(from cache)" in second and "(from cache)" not in first
 
 
-def test_xyz_input(tmp_path):
+def test_xyz_input(tmp_path, capsys):
     xyz = tmp_path / "h2.xyz"
     xyz.write_text("2\nhydrogen molecule\nH 0 0 0\nH 0 0 0.7414\n")
-    data = json.loads(run("--geometry", str(xyz), "--json").stdout)
+    data = json.loads(in_process(capsys, "--geometry", str(xyz), "--json"))
     assert data["e_fci"] == pytest.approx(-1.137270, abs=2e-6)
 
 

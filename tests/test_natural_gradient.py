@@ -72,7 +72,7 @@ def test_sr_training_is_deterministic_and_recorded(tmp_path):
     from nqs.record import read_metrics, read_summary
 
     args = ["--mol", "LiH", "--no-progress", "--unique", "100", "--samples", "1e6", "--final-unique", "200",
-            "--optimizer", "sr", "--lr", "0.5", "--steps", "6", "--sr-rows", "64"]
+            "--optimizer", "sr", "--lr", "0.5", "--steps", "3", "--sr-rows", "32"]
     main([*args, "--out", str(tmp_path / "a")])
     main([*args, "--out", str(tmp_path / "b")])
     a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")

@@ -118,3 +118,19 @@ def test_a_branch_at_the_trunks_decay_start_reproduces_the_trunk(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["--branch-from", str(trunk), "--branch-step", "15", "--decay", "10", "--out", str(tmp_path / "x")])
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_size_defaults_touch_only_what_no_layer_set():
+    from nqs.cli.train import size_defaults
+    from nqs.training.recipes import LARGE
+
+    small, notes = size_defaults(TrainConfig(), set())
+    assert small == TrainConfig() and notes == ()  # LiH, 12 qubits: the plain defaults
+    n2 = TrainConfig().updated(mol="N2", ansatz="retnet")
+    chosen, notes = size_defaults(n2, {"mol", "ansatz", "steps"})
+    assert chosen.optim.optimizer == "adam+sr" and chosen.optim.anneal_steps == LARGE["retnet"]["anneal_steps"]
+    assert chosen.optim.steps == n2.optim.steps  # given: kept
+    chosen_text = notes[0].split("): ")[1].split(";")[0]
+    assert len(notes) == 1 and "20 qubits" in notes[0]
+    assert not any(item.startswith("steps ") for item in chosen_text.split(", "))
+    assert size_defaults(n2, {"mol", "ansatz", "optimizer"}) == (n2, ())

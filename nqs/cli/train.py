@@ -58,8 +58,9 @@ def preset_and_config_layers(args: argparse.Namespace) -> list[tuple[str, dict]]
     return layers
 
 
-def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
-    """The config layers in precedence order, the run directory, and whether to resume."""
+def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool, set]:
+    """The config layers in precedence order, the run directory, whether to resume, and the option names that
+    some layer set (the rest are defaults)."""
     flags = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     layers = []
     if args.resume and args.branch_from:
@@ -78,14 +79,36 @@ def resolve_args(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
     layers += preset_and_config_layers(args)
     layers.append(("command line", flags))
     cfg = resolve(layers)
+    given = {str(k).replace("-", "_") for _, mapping in layers for k in mapping}
     if args.resume:
-        return cfg, Path(args.resume), True
+        return cfg, Path(args.resume), True, given
     if args.branch_from:
         cfg = branch_config(cfg, Path(args.branch_from), args.branch_step)
     out = Path(cfg.run.out) if cfg.run.out else Path("runs") / f"{cfg.label}-{cfg.model.ansatz}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (out / CHECKPOINT).exists():
         raise UserError(f"{out} already holds a run: continue it with --resume {out}, or choose another --out")
-    return cfg.updated(out=str(out)), out, False
+    return cfg.updated(out=str(out)), out, False, given
+
+
+def size_defaults(cfg: TrainConfig, given: set) -> tuple[TrainConfig, tuple]:
+    """`nqs.training.recipes` for runs that choose no optimiser: the options no layer set, by the molecule's
+    qubit count (a PySCF Mole is built for the orbital count; no SCF). Returns the config and its note."""
+    if "optimizer" in given:
+        return cfg, ()
+    from nqs import chem
+    from nqs.molecules import resolve_molecule
+    from nqs.training.recipes import describe, recipe
+
+    m = cfg.molecule
+    spec = resolve_molecule(mol=m.mol, geometry=m.geometry, charge=m.charge, spin=m.spin, basis=m.basis)
+    options = chem.OrbitalOptions(frozen_core=m.frozen_core, active_orbitals=m.active_orbitals, symmetry=m.symmetry)
+    n_qubits = 2 * chem.active_space(chem.build_mole(spec, m.symmetry), spec, options)[1]
+    chosen = {k: v for k, v in recipe(n_qubits, cfg.model.ansatz).items() if k not in given}
+    if not chosen:
+        return cfg, ()
+    note = describe(chosen, n_qubits)
+    print(f"note: {note}", file=sys.stderr)
+    return cfg.updated(**chosen), (note,)
 
 
 def branch_config(cfg: TrainConfig, trunk: Path, step: int | None) -> TrainConfig:
@@ -144,9 +167,13 @@ def final_table(s: RunSummary) -> str:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    cfg, out, resume = resolve_args(args)
+    cfg, out, resume, given = resolve_args(args)
     configure_process(cfg.run.threads)
     from nqs.training.run import run  # heavy imports after the arguments are checked
+
+    notes = ()
+    if not resume:
+        cfg, notes = size_defaults(cfg, given)
 
     try:
         branch = None
@@ -154,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             trunk = Path(args.branch_from)
             branch = {"trunk": str(trunk), "step": args.branch_step,
                       "checkpoint": str(trunk / branch_checkpoint(args.branch_step))}
-        summary = run(cfg, out, resume=resume, interrupt_after=args.interrupt_after, branch=branch)
+        summary = run(cfg, out, resume=resume, interrupt_after=args.interrupt_after, branch=branch, notes=notes)
     except KeyboardInterrupt:
         print(f"\ninterrupted: checkpoint in {out / 'checkpoints' / 'last.ckpt'}; continue with "
               f"nqs-train --resume {out}", file=sys.stderr)
