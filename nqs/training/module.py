@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -204,8 +205,10 @@ class VMCModule(L.LightningModule):
             backward=self.manual_backward, clip=lambda opt, value: self.clip_gradients(opt, value, "norm"),
             precondition=precondition)
         for other, sched in enumerate(scheds):
-            if other != index:
-                sched.step()  # every schedule follows the step count
+            if other != index:  # every schedule follows the step count, the idle optimiser's too
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=r".*lr_scheduler.step\(\)` before `optimizer.step")
+                    sched.step()
         self.last = result
 
     def finish_step(self, t_step: float) -> StepRecord:

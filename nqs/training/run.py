@@ -205,7 +205,7 @@ def _trainer(cfg: TrainConfig, out: Path, files: RunFiles) -> L.Trainer:
     return L.Trainer(max_steps=cfg.optim.steps, accelerator=accelerator, devices=r.devices, num_nodes=r.num_nodes,
                      strategy=strategy, logger=TensorBoardLogger(str(out), name="tensorboard", version=""),
                      callbacks=[files], enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0, deterministic=False,
+                     enable_model_summary=False, log_every_n_steps=10**9, num_sanity_val_steps=0, deterministic=False,
                      precision="64-true" if cfg.optim.dtype == "float64" else "32-true")
 
 
