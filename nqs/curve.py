@@ -27,7 +27,7 @@ from pathlib import Path
 
 from nqs.chem import OrbitalOptions, nuclear_repulsion
 from nqs.errors import UserError
-from nqs.molecules import MoleculeSpec, resolve_molecule
+from nqs.molecules import MoleculeSpec
 from nqs.orbitals import ORBITALS_FILE, match, read_reference
 from nqs.problem import MolecularProblem, build_problem
 from nqs.record import SUMMARY_FILE, RunSummary, read_summary
@@ -67,14 +67,16 @@ class CurvePoint:
 
 def base_molecule(cfg: TrainConfig) -> MoleculeSpec:
     """The curve's molecule before its scan coordinate is set, named by `name` when the config gives one."""
-    m = cfg.molecule
-    spec = resolve_molecule(mol=m.mol, geometry=m.geometry, charge=m.charge, spin=m.spin, basis=m.basis)
-    return replace(spec, name=m.name) if m.name else spec
+    from nqs.training.run import molecule_of
+
+    spec = molecule_of(cfg)[0]
+    return replace(spec, name=cfg.molecule.name) if cfg.molecule.name else spec
 
 
 def orbital_options(cfg: TrainConfig) -> OrbitalOptions:
-    m = cfg.molecule
-    return OrbitalOptions(frozen_core=m.frozen_core, active_orbitals=m.active_orbitals, symmetry=m.symmetry)
+    from nqs.training.run import molecule_of
+
+    return molecule_of(cfg)[1]
 
 
 @dataclass(frozen=True)

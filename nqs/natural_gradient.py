@@ -16,7 +16,6 @@ geometrically from `shift` to `shift_final` over `shift_steps` steps.
 """
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -126,4 +125,4 @@ def set_flat_grad(model: torch.nn.Module, flat: torch.Tensor) -> None:
         n = p.numel()
         p.grad = flat[offset:offset + n].view_as(p).clone()
         offset += n
-    assert offset == flat.numel() and math.isfinite(float(flat.abs().sum()))
+    assert offset == flat.numel()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import typing
 import warnings
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -62,22 +63,20 @@ def _int(value: Any) -> int | None:
 _DERIVED = ("error_mha", "within_chemical_accuracy")
 
 
+_LENIENT = {int: _int, float: _num, bool: lambda v: None if v is None else bool(v),
+            str: lambda v: None if v is None else str(v)}
+
+
 def _coerce_fields(cls, data: dict) -> dict:
-    """Keyword arguments for `cls` from a JSON object: known keys only, numbers coerced, missing -> default."""
+    """Keyword arguments for `cls` from a JSON object: known keys only, numbers coerced by the fields' type
+    hints (an unreadable value becomes None), missing -> default."""
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in fields(cls):
-        if f.name not in data:
-            continue
-        value, kind = data[f.name], str(f.type)
-        if kind.startswith("int"):
-            value = _int(value)
-        elif kind.startswith("float"):
-            value = _num(value)
-        elif kind.startswith("bool"):
-            value = bool(value) if value is not None else None
-        elif kind.startswith("str"):
-            value = None if value is None else str(value)
-        kwargs[f.name] = value
+        if f.name in data:
+            base = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+            convert = _LENIENT.get(base)
+            kwargs[f.name] = convert(data[f.name]) if convert else data[f.name]
     return kwargs
 
 

@@ -102,6 +102,7 @@ class StepResult:
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for the device, so that step timings measure the work (CUDA runs asynchronously)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -96,13 +96,11 @@ def size_defaults(cfg: TrainConfig, given: set) -> tuple[TrainConfig, tuple]:
     if "optimizer" in given:
         return cfg, ()
     from nqs import chem
-    from nqs.molecules import resolve_molecule
     from nqs.training.recipes import describe, recipe
+    from nqs.training.run import molecule_of
 
-    m = cfg.molecule
-    spec = resolve_molecule(mol=m.mol, geometry=m.geometry, charge=m.charge, spin=m.spin, basis=m.basis)
-    options = chem.OrbitalOptions(frozen_core=m.frozen_core, active_orbitals=m.active_orbitals, symmetry=m.symmetry)
-    n_qubits = 2 * chem.active_space(chem.build_mole(spec, m.symmetry), spec, options)[1]
+    spec, options = molecule_of(cfg)
+    n_qubits = 2 * chem.active_space(chem.build_mole(spec, options.symmetry), spec, options)[1]
     chosen = {k: v for k, v in recipe(n_qubits, cfg.model.ansatz).items() if k not in given}
     if not chosen:
         return cfg, ()

@@ -203,9 +203,10 @@ class TrainConfig:
             raise UserError(f"dtype must be float32 or float64, got {o.dtype!r}")
         if r.threads < 0:
             raise UserError(f"threads must be >= 0 (0: all cores), got {r.threads}")
+        flat = self.flat()
         for name in ("steps", "unique", "final_unique", "devices", "num_nodes", "checkpoint_every", "eval_chunk"):
-            if self.flat()[name] < 1:
-                raise UserError(f"{name} must be at least 1, got {self.flat()[name]}")
+            if flat[name] < 1:
+                raise UserError(f"{name} must be at least 1, got {flat[name]}")
         if not (s.samples >= 1 and s.final_samples >= 1 and 1 <= s.samples_start <= s.samples):
             raise UserError("samples and final_samples must be >= 1, and 1 <= samples_start <= samples")
         if not (o.anneal_t0 >= 0 and 0 < o.anneal_fraction <= 1):

@@ -25,7 +25,7 @@ from nqs.record import StepRecord
 from nqs.natural_gradient import SRSettings, flat_grad, set_flat_grad, sr_direction
 from nqs.training.config import TrainConfig
 from nqs.training.schedules import StopMonitor, StopState, lr_factor
-from nqs.vmc import Ranks, StepResult, vmc_step
+from nqs.vmc import Ranks, StepResult, _sync, vmc_step
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -251,6 +251,3 @@ def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

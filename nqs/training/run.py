@@ -144,11 +144,16 @@ def _row_step(line: str):
         return None
 
 
-def build_cfg_problem(cfg: TrainConfig) -> MolecularProblem:
+def molecule_of(cfg: TrainConfig):
+    """(MoleculeSpec, OrbitalOptions) of the config's molecule group."""
     m = cfg.molecule
     spec = resolve_molecule(mol=m.mol, geometry=m.geometry, charge=m.charge, spin=m.spin, basis=m.basis)
-    options = OrbitalOptions(frozen_core=m.frozen_core, active_orbitals=m.active_orbitals, symmetry=m.symmetry)
-    return build_problem(spec, options, fci_max_dets=m.fci_max_dets)
+    return spec, OrbitalOptions(frozen_core=m.frozen_core, active_orbitals=m.active_orbitals, symmetry=m.symmetry)
+
+
+def build_cfg_problem(cfg: TrainConfig) -> MolecularProblem:
+    spec, options = molecule_of(cfg)
+    return build_problem(spec, options, fci_max_dets=cfg.molecule.fci_max_dets)
 
 
 def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[MolecularProblem, torch.nn.Module]:
