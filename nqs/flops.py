@@ -19,6 +19,8 @@ MADE hidden width h with L_m hidden layers; phase MLP width p with L_p hidden la
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -122,6 +124,28 @@ def sampling_flops(cfg: ModelConfig, sector: Sector, rows_per_position: Sequence
     return float(sum(rows * _step_row(cfg, sector.n_orb, j) for j, rows in enumerate(rows_per_position)))
 
 
+@functools.lru_cache(maxsize=256)
+def _prefix_counts(sector: Sector) -> tuple[int, ...]:
+    def strings(n: int, j: int) -> int:
+        return sum(math.comb(j, a) for a in range(max(0, n - (sector.n_orb - j)), min(n, j) + 1))
+
+    return tuple(strings(sector.n_alpha, j) * strings(sector.n_beta, j) for j in range(sector.n_orb))
+
+
+def prefix_counts(sector: Sector) -> list[int]:
+    """The valid prefixes of each length j = 0 .. n_orb - 1 (those the sector can still be completed from): the
+    sampler's rows at position j when its draw reaches every one. Per spin, a prefix of j orbitals holding a
+    electrons is valid for max(0, N - (n_orb - j)) <= a <= min(N, j); the spins combine freely."""
+    return list(_prefix_counts(sector))
+
+
+def full_tree_rows(sector: Sector, unique: float) -> list[float]:
+    """`Samples.rows_per_position` of a draw that reaches every valid prefix and keeps at most `unique` of them
+    at each position: min(P_j, unique) with P_j = `prefix_counts`. Exact while the sample is broad (every
+    prefix drawn, as with N_s = 1e12 early in training); an upper bound once the distribution concentrates."""
+    return [min(float(p), float(unique)) for p in _prefix_counts(sector)]
+
+
 def hamiltonian_flops(n_qubits: int, batch: int, gemm_columns: int) -> float:
     """GEMMs of `nqs.local_energy.connections` on `batch` samples: (B x n) @ (n x gemm_columns), with
     `CompiledHamiltonian.gemm_columns`. Pattern tables: the K - 1 flip-mask patterns, the R + 1 linear rows and
@@ -188,5 +212,6 @@ def flop_counter(display: bool = False) -> FlopCounterMode:
     return FlopCounterMode(display=display, depth=None, custom_mapping=mapping)
 
 
-__all__ = ["NetworkFlops", "flop_counter", "forward_breakdown", "forward_flops", "gradient_breakdown",
-           "gradient_flops", "hamiltonian_flops", "local_energy_flops", "sampling_flops", "step_flops"]
+__all__ = ["NetworkFlops", "flop_counter", "forward_breakdown", "forward_flops", "full_tree_rows",
+           "gradient_breakdown", "gradient_flops", "hamiltonian_flops", "local_energy_flops", "prefix_counts",
+           "sampling_flops", "step_flops"]

@@ -7,6 +7,7 @@ reference energy, so no writer or reader computes them itself. Records written b
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -23,6 +24,8 @@ CHEMICAL_ACCURACY_MHA = 1.6  # 1 kcal/mol in milli-Hartree
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"  # the resumable checkpoint in a run directory
+N_FROM = ("total", "modulus", "phase", "effective", "effective_modulus")  # RunSummary.n_from choices
+D_FROM = ("realised", "nominal", "full")  # RunSummary.d_from choices
 
 
 def branch_checkpoint(step: int) -> Path:
@@ -67,17 +70,23 @@ _LENIENT = {int: _int, float: _num, bool: lambda v: None if v is None else bool(
             str: lambda v: None if v is None else str(v)}
 
 
+@functools.lru_cache(maxsize=None)
+def _converters(cls) -> tuple[tuple[str, Any], ...]:
+    """(field name, converter or None) per field of `cls`, from its type hints (resolved once per class:
+    `typing.get_type_hints` costs ~1 ms, which per metrics line was most of reading a run)."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        base = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        out.append((f.name, _LENIENT.get(base)))
+    return tuple(out)
+
+
 def _coerce_fields(cls, data: dict) -> dict:
     """Keyword arguments for `cls` from a JSON object: known keys only, numbers coerced by the fields' type
     hints (an unreadable value becomes None), missing -> default."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in fields(cls):
-        if f.name in data:
-            base = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
-            convert = _LENIENT.get(base)
-            kwargs[f.name] = convert(data[f.name]) if convert else data[f.name]
-    return kwargs
+    return {name: convert(data[name]) if convert else data[name] for name, convert in _converters(cls)
+            if name in data}
 
 
 def _reference_from_error(data: dict) -> float | None:
@@ -100,10 +109,13 @@ class StepRecord:
     n_samples: float = field(default=0.0, metadata={"help": "N_s behind the weights (the samples the cap kept)"})
     n_requested: float | None = field(default=None, metadata={"help": "N_s asked of the sampler"})
     kept_mass: float | None = field(default=None, metadata={"help": "sum of p(x) over the sampled configurations"})
-    s_f: float = 0.0
-    d_prime: float = 0.0
-    s_f_full: float = 0.0
-    d_prime_full: float = 0.0
+    s_f: float = field(default=0.0, metadata={"help": "realised sample fraction n_unique / |sector|"})
+    d_prime: float = field(default=0.0, metadata={"help": "running sum of s_f over the steps so far"})
+    s_f_full: float = field(default=0.0, metadata={"help": "n_unique / 2^n_qubits"})
+    d_prime_full: float = field(default=0.0, metadata={"help": "running sum of s_f_full"})
+    s_f_nominal: float | None = field(default=None, metadata={
+        "help": "nominal sample fraction min(B, |sector|) / |sector| for the step's unique cap B"})
+    d_prime_nominal: float | None = field(default=None, metadata={"help": "running sum of s_f_nominal"})
     lr: float | None = None
     temperature: float = 0.0
     wall_s: float = field(default=0.0, metadata={"help": "run time so far: sum of the real times between steps"})
@@ -165,6 +177,8 @@ class RunSummary:
     n_params: int | None = None
     n_params_modulus: int | None = None
     n_params_phase: int | None = None
+    n_params_effective: int | None = field(default=None, metadata={
+        "help": "parameters some configuration's log psi depends on (MADE: unmasked weights of live units)"})
     steps: int | None = None
     samples: float | None = None
     unique: int | None = None
@@ -183,8 +197,10 @@ class RunSummary:
     e_mp2: float | None = None
     e_hf: float | None = None
     e_inf: float | None = None
-    d_prime: float | None = None
-    d_prime_full: float | None = None
+    d_prime: float | None = field(default=None, metadata={"help": "sum over steps of n_unique / |sector|"})
+    d_prime_full: float | None = field(default=None, metadata={"help": "sum over steps of n_unique / 2^n_qubits"})
+    d_prime_nominal: float | None = field(default=None, metadata={
+        "help": "sum over steps of min(B, |sector|) / |sector|, B the step's unique cap (None in older runs)"})
     flops_total: float | None = None
     wall_s: float | None = None
     t_framework_s: float | None = None
@@ -233,8 +249,34 @@ class RunSummary:
         return error_mha(getattr(self, f"e_{method}"), self.e_fci)
 
     def n_from(self, which: str = "total") -> int | None:
-        """The parameter count used as N: all parameters, or the modulus or phase network's."""
-        return {"total": self.n_params, "modulus": self.n_params_modulus, "phase": self.n_params_phase}[which]
+        """The parameter count used as N (one of N_FROM): all parameters, the modulus or phase network's, the
+        effective ones (`n_params_effective`) or the effective modulus ones (effective - phase; the phase MLP
+        has no unused parameters). None when the record lacks the count (older runs lack the effective one)."""
+        if which not in N_FROM:
+            raise UserError(f"unknown parameter count {which!r}: choose one of {', '.join(N_FROM)}")
+        if which == "effective_modulus":
+            eff, phase = self.n_params_effective, self.n_params_phase
+            return None if eff is None or phase is None else eff - phase
+        return {"total": self.n_params, "modulus": self.n_params_modulus, "phase": self.n_params_phase,
+                "effective": self.n_params_effective}[which]
+
+    def d_from(self, which: str = "realised") -> float | None:
+        """The data count D' (one of D_FROM): "realised" sums n_unique / |sector| over the steps (d_prime),
+        "nominal" sums min(B, |sector|) / |sector| (d_prime_nominal), "full" sums n_unique / 2^n_qubits.
+
+        Runs written before d_prime_nominal was recorded get steps * min(unique, sector_size) / sector_size,
+        exact for their constant unique cap; None when those are missing too."""
+        if which not in D_FROM:
+            raise UserError(f"unknown data count {which!r}: choose one of {', '.join(D_FROM)}")
+        if which == "realised":
+            return self.d_prime
+        if which == "full":
+            return self.d_prime_full
+        if self.d_prime_nominal is not None:
+            return self.d_prime_nominal
+        if self.steps is None or self.unique is None or not self.sector_size:
+            return None
+        return self.steps * min(self.unique, self.sector_size) / self.sector_size
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("json", True)}

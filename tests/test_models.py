@@ -125,3 +125,67 @@ def test_build_model_errors():
         build_model(ModelConfig("transformer", d_model=10, heads=3), H2O)
     with pytest.raises(dataclasses.FrozenInstanceError):
         ModelConfig("made").hidden = 3
+
+
+def nonzero_gradient_entries(model, sector: Sector) -> int:
+    """Brute force: parameter entries whose gradient of Re or Im log psi is non-zero for some configuration of
+    the sector (two random combinations over all configurations; MADE's biases raised so every ReLU is on and
+    only the structure can zero a gradient)."""
+    from nqs.models.made import MaskedLinear
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, MaskedLinear):
+                m.bias.fill_(10.0)
+    bits, gen = sector.enumerate_bits().double(), torch.Generator().manual_seed(0)
+    acc = [torch.zeros_like(p) for p in model.parameters()]
+    for _ in range(2):
+        lp = model.log_psi(bits)
+        c = torch.randn(2, len(bits), generator=gen, dtype=torch.float64)
+        grads = torch.autograd.grad((c[0] * lp.real).sum() + (c[1] * lp.imag).sum(), list(model.parameters()),
+                                    allow_unused=True)
+        for a, g in zip(acc, grads):
+            if g is not None:
+                a += g.abs()
+    scale = max(float(a.max()) for a in acc)
+    return sum(int((a > 1e-10 * scale).sum()) for a in acc)
+
+
+TINY = [ModelConfig("made", hidden=13, made_layers=2, phase_hidden=5, phase_layers=2),
+        ModelConfig("made", hidden=7, made_layers=1, phase_hidden=3, phase_layers=1),
+        ModelConfig("transformer", d_model=4, heads=2, layers=2, d_ff=8, phase_hidden=5, phase_layers=2),
+        ModelConfig("retnet", d_model=4, heads=2, layers=2, d_ff=8, phase_hidden=5, phase_layers=2)]
+
+
+@pytest.mark.parametrize("sector", [Sector(6, 2, 2), Sector(2, 1, 1), Sector(4, 1, 2)], ids=["LiH", "H2", "4-1-2"])
+@pytest.mark.parametrize("cfg", TINY, ids=["made-2x13", "made-1x7", "transformer", "retnet"])
+def test_effective_params_are_those_with_a_gradient(cfg, sector):
+    model = make(cfg, sector)
+    assert model.n_params_effective == nonzero_gradient_entries(model, sector)
+    assert model.n_params_effective < model.n_params
+
+
+def test_made_effective_count_is_unmasked_weights_of_live_units():
+    """MADE on LiH: the last orbital's scores are fixed, so its 4 outputs and the hidden units of degree
+    n_orb - 1 (which feed only them) are unused; the rest is mask ones + biases (one-hot inputs all occur)."""
+    from nqs.models.made import MaskedLinear
+
+    model = make(ModelConfig("made", hidden=12, made_layers=1, phase_hidden=4, phase_layers=1), Sector(6, 2, 2))
+    first, last = [m for m in model.net if isinstance(m, MaskedLinear)]
+    live_hidden = torch.arange(12) % 6 != 5
+    live_out = torch.arange(24) < 20
+    expected = (int(first.mask[live_hidden].sum()) + int(live_hidden.sum())
+                + int(last.mask[live_out][:, live_hidden].sum()) + int(live_out.sum()))
+    assert model.n_params_effective - model.n_params_phase == expected
+    assert int(first.mask.sum() + last.mask.sum()) + 12 + 24 > expected  # the masks alone would count more
+
+
+@pytest.mark.parametrize("cfg", CONFIGS + TINY, ids=IDS + ["made-2x13", "made-1x7", "transformer-tiny", "retnet-tiny"])
+@pytest.mark.parametrize("sector", [H2O, Sector(2, 1, 1)], ids=["H2O", "H2"])
+def test_param_counts_without_building_match_the_model(cfg, sector):
+    from nqs.models.counts import param_counts
+
+    model = make(cfg, sector)
+    assert param_counts(cfg, sector) == {
+        "total": model.n_params, "modulus": model.n_params_modulus, "phase": model.n_params_phase,
+        "effective": model.n_params_effective, "effective_modulus": model.n_params_effective - model.n_params_phase}

@@ -75,3 +75,29 @@ def test_every_summary_field_is_written():
     names = {f.name for f in fields(RunSummary) if f.metadata.get("json", True)}
     assert names <= set(s.to_json())
     assert "path" not in s.to_json()
+
+
+def test_nominal_and_effective_counts_round_trip():
+    rec = StepRecord(step=3, energy=-1.0, energy_err=0.0, variance=0.0, s_f=0.5, d_prime=2.0, s_f_nominal=0.8,
+                     d_prime_nominal=3.2)
+    assert StepRecord.from_json(json.loads(json.dumps(rec.to_json()))) == rec
+    s = RunSummary(molecule="LiH", ansatz="made", n_params=100, n_params_phase=30, n_params_effective=70,
+                   steps=10, unique=100, sector_size=225.0, d_prime=3.0, d_prime_nominal=4.0, d_prime_full=0.1)
+    back = RunSummary.from_json(json.loads(json.dumps(s.to_json())))
+    assert back == s and back.n_from("effective") == 70 and back.n_from("effective_modulus") == 40
+    assert back.d_from("nominal") == 4.0  # the recorded sum, not steps * min(B, |sector|) / |sector|
+    assert [back.d_from(w) for w in ("realised", "full")] == [3.0, 0.1]
+    with pytest.raises(UserError, match="unknown parameter count"):
+        s.n_from("all")
+
+
+def test_d_from_on_a_run_written_before_the_nominal_count():
+    s = read_summary(OLD_RUN)
+    assert s.d_prime_nominal is None and s.n_params_effective is None
+    assert s.d_from("nominal") == pytest.approx(200 * min(2000, 225) / 225)  # steps * min(B, |sector|) / |sector|
+    assert s.d_from("realised") == pytest.approx(197.85777777777795) and s.d_from("full") == pytest.approx(10.8686523)
+    assert s.n_from("effective") is None and s.n_from("effective_modulus") is None and s.n_from("total") == 12773
+    assert read_metrics(OLD_RUN)[0].s_f_nominal is None
+    assert RunSummary(molecule="x", ansatz="made", steps=5).d_from("nominal") is None  # no cap or sector: unknown
+    with pytest.raises(UserError, match="unknown data count"):
+        s.d_from("both")

@@ -162,7 +162,7 @@ grid:
     assert sorted(r.path.name for r in records) == ["transformer_dm4_ff8_ph8_T3", "transformer_dm8_ff16_ph16_T3"]
     pts = collect_points(records, metric="abs_error", along_training=True)
     assert len(pts) == 2 + 2 * 3 and len(set(pts.n.tolist())) == 2 and set(pts.groups.tolist()) == {0, 1}
-    assert fit_main([str(out), "--metric", "abs_error", "--along-training", "--bootstrap", "0"]) == 0
+    assert fit_main([str(out), "--metric", "abs_error", "--along-training", "--bootstrap", "0", "--keep-above-hf"]) == 0
     assert "status:" in capsys.readouterr().out
     assert compare_main([str(out), "--by-size"]) == 0
     table = capsys.readouterr().out

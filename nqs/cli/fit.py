@@ -1,4 +1,6 @@
-"""nqs-fit: fit L(N, D') = A0 + A1·N^-α1 + A2·D'^-α2 to training runs and find the compute-optimal (N, D')."""
+"""nqs-fit: fit L(N, D') = A0 + A1·(N/N_c)^-α1 + A2·(D'/D'_c)^-α2 to training runs, pooled over molecules (one
+fit per ansatz), validate it on runs it did not see, model the cost of a step, allocate budgets in (N, T, B),
+plan an iso-FLOP sweep around the optimum (--plan) and check it once run (--check)."""
 from __future__ import annotations
 
 import argparse
@@ -10,17 +12,20 @@ import warnings
 from pathlib import Path
 
 from nqs.errors import UserError, cli_entry
-from nqs.scaling.fit import FitResult, ProductCost, compute_optimal, estimate_kappa, fit_scaling_law
+from nqs.scaling.fit import FitResult, fit_scaling_law
 from nqs.scaling.runs import (
+    D_FROM_CHOICES,
     METRIC_CHOICES,
+    METRIC_LABELS,
     N_FROM_CHOICES,
-    check_single_molecule,
+    SPLIT_TERMS,
     collect_points,
     load_runs,
 )
-from nqs.tables import markdown_table
+from nqs.scaling.validate import format_validation, validate
 
-METRIC_LABELS = {"vscore": "V-score", "abs_error": "|E − E_FCI| (mHa)"}
+N_LABELS = {"effective": "n_params_effective (MADE: unmasked weights)", "total": "n_params",
+            "modulus": "n_params_modulus", "phase": "n_params_phase", "split": "(n_params_modulus, n_params_phase)"}
 
 
 @contextlib.contextmanager
@@ -37,49 +42,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run directories of nqs-train, or folders searched recursively for them")
     p.add_argument("--metric", choices=METRIC_CHOICES, default="vscore",
-                   help="L: the V-score or |E − E_FCI| in mHa (default: vscore)")
+                   help="L: the V-score or |E − E_ref| in mHa (default: vscore)")
+    p.add_argument("--n-from", choices=N_FROM_CHOICES, default="effective",
+                   help="N: parameters that can change the output (default; MADE's unmasked weights, else all), "
+                        "all, the modulus or phase network's, or split: two size terms, modulus and phase")
+    p.add_argument("--d-from", choices=D_FROM_CHOICES, default="realised",
+                   help="D' = Σ S_F with S_F the realised U/|sector| (default), the nominal min(B,|sector|)/|sector|, "
+                        "or U/2^n over the full space")
+    p.add_argument("--floors", choices=("shared", "molecule"), default="shared",
+                   help="one floor A0 for all molecules (default) or one per molecule")
+    p.add_argument("--ansatz", help="fit only this ansatz (default: one fit per ansatz in the runs)")
+    p.add_argument("--keep-above-hf", action="store_true",
+                   help="keep runs whose final error is at or above Hartree–Fock's (default: left out, as a "
+                        "plateau the law does not describe; the report counts them)")
     p.add_argument("--along-training", action="store_true",
                    help="also use every logged step of metrics.jsonl as a point (N, D'(step), L(step))")
-    p.add_argument("--n-from", choices=N_FROM_CHOICES, default="total",
-                   help="N: all parameters, or the modulus or phase network's (default: total)")
-    p.add_argument("--budget", type=float, nargs="+", metavar="C",
-                   help="FLOP budgets for the compute-optimal table (cost model C = κ·N·D')")
-    p.add_argument("--json", metavar="FILE", help="write the fit as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="draw L vs N, L vs D' and iso-FLOP curves")
     p.add_argument("--bootstrap", type=int, default=200, metavar="K",
-                   help="bootstrap resamples for the 95%% intervals (0: none; default 200)")
+                   help="cluster-bootstrap resamples for the 95%% intervals (0: none; default 200)")
+    p.add_argument("--holdout-bootstrap", type=int, default=100, metavar="K",
+                   help="bootstrap resamples of each hold-out fit, for its prediction intervals (default 100)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--allow-mixed", action="store_true",
-                   help="allow runs of several molecules in one fit (for comparable metrics, e.g. vscore)")
+    p.add_argument("--budget", type=float, nargs="+", metavar="C", help="FLOP budgets per run: FLOP-optimal "
+                   "(N, T, B) per molecule under the measured cost model, and the time-optimal one for the "
+                   "seconds the FLOP optimum takes")
+    p.add_argument("--time-budget", type=float, nargs="+", metavar="S",
+                   help="wall-time budgets per run (seconds of one CPU thread, as measured): time-optimal allocation")
+    p.add_argument("--plan", type=float, metavar="C", help="write an iso-cost sweep around the optimum for budget C")
+    p.add_argument("--plan-molecule", help="molecule of the plan (default: the first of the fit)")
+    p.add_argument("--plan-kind", choices=("flops", "seconds"), default="flops",
+                   help="the plan's budget: FLOPs (default) or seconds")
+    p.add_argument("--plan-runs", type=int, default=5, metavar="K", help="model sizes on the curve (default 5)")
+    p.add_argument("--plan-seeds", type=int, default=3, metavar="S", help="seeds per size (default 3)")
+    p.add_argument("--plan-spread", type=float, default=10.0,
+                   help="largest / smallest planned size (default 10)")
+    p.add_argument("--plan-out", default="configs/sweeps/plan.yaml", metavar="FILE.yaml",
+                   help="the sweep file to write (a .plan.json is written beside it)")
+    p.add_argument("--check", metavar="PLAN.json", help="compare the finished runs of a plan with its prediction")
+    p.add_argument("--json", metavar="FILE", help="write the fits (and validation, cost model, allocations) as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw L vs N and D', the residual map and iso-cost curves "
+                   "(one file per ansatz when several)")
+    p.add_argument("--allow-mixed", action="store_true", help=argparse.SUPPRESS)  # pooling is now the default
     return p
-
-
-def format_report(fit: FitResult, *, metric: str, n_from: str, n_runs: int, kappa: float | None,
-                  grouped: bool) -> str:
-    lines = [f"nqs-fit: L = {METRIC_LABELS[metric]} of {n_runs} runs, N = "
-             f"{'n_params' if n_from == 'total' else 'n_params_' + n_from}, D' = d_prime; "
-             f"{fit.n_points} points",
-             "L(N, D') = A0 + A1·N^-alpha1 + A2·D'^-alpha2"]
-    for name, value in fit.params.items():
-        ci = fit.ci.get(name)
-        tail = f"   95% CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-        lines.append(f"  {name:<7}= {value:<12.5g}{tail}")
-    status = fit.status.value + (f" ({', '.join(fit.bound_hit)} at its bound)" if fit.bound_hit else "")
-    lines.append(f"status: {status}; optimiser: {fit.message}")
-    unit = "runs" if grouped else "points"
-    lines.append(f"loss (mean Huber, delta 1e-3, of log-residuals): {fit.loss:.4g}")
-    lines.append(f"leave-one-out RMS log-error ({unit} held out): {fit.loo_error:.4g}")
-    if fit.ci:
-        lines.append(f"bootstrap: {fit.n_bootstrap} resamples of the {unit} fitted")
-    if fit.optimal:
-        lines.append("")
-        lines.append(f"compute-optimal allocation, C = kappa·N·D' with kappa = {kappa:.4g} FLOPs "
-                     "(median flops_total / (N·d_prime) over the runs):")
-        lines.append(markdown_table(
-            ["budget (FLOPs)", "N", "D'", f"predicted {METRIC_LABELS[metric]}"],
-            [[f"{p.budget:.3g}", f"{p.n_params:.4g}", f"{p.d_prime:.4g}", f"{p.predicted:.4g}"]
-             for p in fit.optimal]))
-    return "\n".join(lines)
 
 
 @cli_entry
@@ -89,46 +92,216 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
 
 
+def _check_args(args) -> None:
+    for flag in ("bootstrap", "holdout_bootstrap"):
+        if getattr(args, flag) < 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    for flag, unit in (("budget", "FLOPs"), ("time_budget", "seconds")):
+        bad = [c for c in getattr(args, flag) or () if not (c > 0 and math.isfinite(c))]
+        if bad:
+            raise UserError(f"--{flag.replace('_', '-')} {bad[0]:g} is not a positive number of {unit}")
+    if args.plan is not None and not (args.plan > 0 and math.isfinite(args.plan)):
+        raise UserError(f"--plan {args.plan:g} is not a positive budget")
+    if args.n_from == "split" and (args.budget or args.time_budget or args.plan):
+        raise UserError("allocation needs one size term: --n-from split fits modulus and phase separately; "
+                        "drop --budget/--plan or fit with --n-from effective")
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.bootstrap < 0:
-        raise UserError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-    bad = [c for c in args.budget or () if not (c > 0 and math.isfinite(c))]
-    if bad:
-        raise UserError(f"--budget {bad[0]:g} is not a positive number of FLOPs (e.g. --budget 1e12 1e14)")
+    _check_args(args)
+    if args.allow_mixed:
+        warnings.warn("--allow-mixed is no longer needed: runs of several molecules are pooled by default")
     records = load_runs(args.run_dirs)
-    check_single_molecule(records, allow_mixed=args.allow_mixed)
+    if args.check:
+        from nqs.scaling.plan import check_plan, format_check, read_plan
+
+        check = check_plan(read_plan(args.check), records)
+        print(format_check(check, METRIC_LABELS[read_plan(args.check)["metric"]]))
+        _write_json(args.json, {"check": check})
+        return 0
     ansatze = sorted({r.ansatz for r in records})
-    if len(ansatze) > 1:
-        warnings.warn(f"fitting one law across ansätze {', '.join(ansatze)}; the paper fits each ansatz "
-                      "on its own", stacklevel=1)
-    pts = collect_points(records, metric=args.metric, n_from=args.n_from, along_training=args.along_training)
-    if len(pts) <= 5:
-        raise UserError(f"{len(pts)} usable points from {len(records)} runs, but the law has 5 parameters; "
-                        "need at least 6 (add runs, or use --along-training)")
-    fit = fit_scaling_law(pts.n, pts.d, pts.loss, groups=pts.groups if args.along_training else None,
-                          n_bootstrap=args.bootstrap, seed=args.seed)
-    kappa = cost = None
-    if args.budget:
-        kappa = estimate_kappa(records, n_from=args.n_from)
-        cost = ProductCost(kappa)
-        fit = fit.with_optimal(compute_optimal(fit, args.budget, cost))
-    elif args.plot:
-        with contextlib.suppress(UserError):
-            kappa = estimate_kappa(records, n_from=args.n_from)
-            cost = ProductCost(kappa)
-    print(format_report(fit, metric=args.metric, n_from=args.n_from, n_runs=len(records), kappa=kappa,
-                        grouped=args.along_training and len(set(pts.groups.tolist())) >= 3))
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(fit.to_json(), indent=2) + "\n")
-        print(f"wrote {out}", file=sys.stderr)
-    if args.plot:
+    if args.ansatz:
+        if args.ansatz not in ansatze:
+            raise UserError(f"no run of --ansatz {args.ansatz} among the runs ({', '.join(ansatze)})")
+        ansatze = [args.ansatz]
+    out = {}
+    for ansatz in ansatze:
+        recs = [r for r in records if r.ansatz == ansatz]
+        out[ansatz] = _fit_one(args, ansatz, recs, plot=_plot_path(args.plot, ansatz, len(ansatze)))
+        print()
+    _write_json(args.json, out if len(out) > 1 else next(iter(out.values())))
+    return 0
+
+
+def _plot_path(plot: str | None, ansatz: str, n: int) -> str | None:
+    if not plot or n == 1:
+        return plot
+    p = Path(plot)
+    return str(p.with_name(f"{p.stem}_{ansatz}{p.suffix}"))
+
+
+def _above_hf(records) -> list:
+    """Runs whose final |E − E_ref| is at or above E_HF − E_ref (still on the Hartree–Fock plateau)."""
+    return [r for r in records if r.abs_error_mha is not None and r.hf_error_mha is not None
+            and r.abs_error_mha >= abs(r.hf_error_mha)]
+
+
+def _fit_one(args, ansatz: str, records, plot: str | None) -> dict:
+    dropped = [] if args.keep_above_hf else _above_hf(records)
+    if dropped:
+        names = ", ".join(sorted({r.molecule for r in dropped}))
+        print(f"left out {len(dropped)} of {len(records)} {ansatz} runs still at or above Hartree–Fock ({names}); "
+              "--keep-above-hf keeps them")
+        records = [r for r in records if r not in dropped]
+        if not records:
+            raise UserError(f"every {ansatz} run is at or above Hartree–Fock; nothing to fit (--keep-above-hf to try)")
+    pts = collect_points(records, metric=args.metric, n_from=args.n_from, d_from=args.d_from,
+                         along_training=args.along_training)
+    molecules = sorted(set(pts.molecule))
+    size_terms = SPLIT_TERMS if args.n_from == "split" else ("N",)
+    kwargs = {"floors": args.floors, "size_terms": size_terms}
+    fit = fit_scaling_law(pts.n, pts.d, pts.loss, molecules=pts.molecule, clusters=pts.cell,
+                          n_bootstrap=args.bootstrap, seed=args.seed, **kwargs)
+    fit = fit.with_validation(validate(pts, fit, kwargs, n_bootstrap=min(args.holdout_bootstrap, args.bootstrap)
+                                       if args.bootstrap else 0, seed=args.seed))
+    counts = ", ".join(f"{m} {len(set(pts.run[pts.molecule == m]))}" for m in molecules)
+    print(f"nqs-fit: {ansatz}, L = {METRIC_LABELS[args.metric]} of {len(records)} runs on {len(molecules)} "
+          f"molecule(s) ({counts}); N = {N_LABELS[args.n_from]}; D' = {args.d_from} Σ S_F; {fit.n_points} points "
+          f"in {fit.n_clusters} clusters (molecule × grid cell)")
+    print(format_fit(fit))
+    print("validation (scores on each run's final point):")
+    print("\n".join(format_validation(fit.validation)))
+    result = {"fit": fit.to_json(), "metric": args.metric, "n_from": args.n_from, "d_from": args.d_from,
+              "floors": args.floors, "molecules": molecules, "left_out_above_hf": [str(r.path) for r in dropped]}
+    costs = None
+    if args.budget or args.time_budget or args.plan or plot:
+        costs, cost_lines, cost_json = _cost_models(records)
+        print("\n".join(cost_lines))
+        result["cost_model"] = cost_json
+    if args.budget or args.time_budget or args.plan:
+        allocs, lines = _allocations(args, fit, costs, records, pts, molecules)
+        print("\n".join(lines))
+        fit = fit.with_optimal(allocs)
+        result["allocations"] = [a.to_json() for a in allocs]
+        if args.plan:
+            result["plan"] = _plan(args, fit, costs, records, pts, molecules, ansatz)
+    if plot:
         from nqs.scaling.plots import plot_fit
 
-        out = plot_fit(fit, pts.n, pts.d, pts.loss, args.plot, cost=cost, metric_label=METRIC_LABELS[args.metric])
-        print(f"wrote {out}", file=sys.stderr)
-    return 0
+        print(f"wrote {plot_fit(fit, pts, plot, metric_label=METRIC_LABELS[args.metric], costs=costs, n_from=args.n_from, d_from=args.d_from)}",
+              file=sys.stderr)
+    return result
+
+
+def format_fit(fit: FitResult) -> str:
+    law = fit.law
+    centre = ", ".join(f"{s}_c = {v:.4g}" for s, v in zip(law.size_terms, law.n_centre))
+    terms = " + ".join(f"A{t}·({s}/{s}_c)^-alpha{t}" for s, t in zip(law.size_terms + ("D'",),
+                                                                    _suffixes(law.size_terms)))
+    floor = "A0" if len(law.floors) == 1 else "A0[molecule]"
+    lines = [f"L = {floor} + {terms};  {centre}, D'_c = {law.d_centre:.4g} (the data's geometric centre)"]
+    for name, value in {**fit.params, **fit.derived}.items():
+        ci = fit.ci.get(name)
+        tail = f"   95% CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
+        lines.append(f"  {name:<22}= {value:<12.5g}{tail}")
+    flags = "; ".join(fit.flags) if fit.flags else "none"
+    lines.append(f"status: {fit.status.value}; flags: {flags}")
+    lines.append(f"residual scale (robust σ of the log-residuals): {fit.residual_scale:.3f}; "
+                 f"Huber loss (δ = 1e-3, summed): {fit.loss:.4g}; bootstrap: {fit.n_bootstrap} cluster resamples")
+    return "\n".join(lines)
+
+
+def _suffixes(size_terms) -> list[str]:
+    from nqs.scaling.law import term_names
+
+    return term_names(size_terms)
+
+
+def _cost_models(records):
+    from nqs.scaling.cost import check_against_logs, fit_cost_models
+    from nqs.tables import markdown_table
+
+    models = fit_cost_models(records)
+    checks = check_against_logs(records, models)
+    rows = []
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    for (ansatz, mol), m in sorted(models.items()):
+        errs = [c for c in checks if c.molecule == mol and c.ansatz == ansatz]
+        cap = sorted(abs(c.flops_error) for c in errs)
+        own = [abs(c.count_error) for c in errs]
+        tm = sorted(abs(c.seconds_error) for c in errs if c.seconds_error is not None)
+        rows.append([mol, len(errs), f"{pct(cap[len(cap) // 2])} / {pct(cap[-1])}" if cap else "—",
+                     pct(max(own)) if own else "—", f"{pct(tm[len(tm) // 2])} / {pct(tm[-1])}" if tm else "—"])
+    lines = ["cost model per step (fitted on the runs' metrics.jsonl); each run's total predicted from its config, "
+             "T and cap B, against its summary:",
+             markdown_table(["molecule", "runs", "FLOPs error from B: median / max",
+                             "FLOPs error given the run's mean U: max", "wall-time error: median / max"], rows)]
+    return models, lines, {f"{a}/{m}": c.to_json() for (a, m), c in models.items()}
+
+
+def _allocations(args, fit, costs, records, pts, molecules):
+    from nqs.scaling.allocate import allocate, format_allocations
+
+    allocs = []
+    n_lo, n_hi = float(pts.n_first.min()), float(pts.n_first.max())
+    for mol in molecules:
+        cost = costs.get((records[0].ansatz, mol))
+        if cost is None:
+            warnings.warn(f"no cost model for {mol}: its runs have no usable metrics.jsonl; no allocation")
+            continue
+        recs = [r for r in records if r.molecule == mol]
+        caps = sorted({float(r.unique) for r in recs if r.unique})
+        steps = [r.steps for r in recs if r.steps]
+        common = dict(molecule=mol, n_from=args.n_from, d_from=args.d_from, caps=caps, n_range=(n_lo / 3, n_hi * 10),
+                      steps_range=(min(steps), max(steps)) if steps else None)
+        if args.budget:
+            flop_opt = allocate(fit, cost, kind="flops", budgets=args.budget, **common)
+            allocs += flop_opt
+            seconds = [cost.seconds(a.n, a.cap, args.n_from) * a.steps for a in flop_opt]
+            allocs += allocate(fit, cost, kind="seconds", budgets=seconds, **common)
+        if args.time_budget:
+            allocs += allocate(fit, cost, kind="seconds", budgets=args.time_budget, **common)
+        if args.plan and not args.budget and not args.time_budget:
+            allocs += allocate(fit, cost, kind=args.plan_kind, budgets=[args.plan], **common)
+    lines = ["compute-optimal allocation per molecule (FLOP rows: --budget; seconds rows: the time the FLOP "
+             "optimum takes, or --time-budget):"] + format_allocations(allocs, METRIC_LABELS[args.metric])
+    return allocs, lines
+
+
+def _plan(args, fit, costs, records, pts, molecules, ansatz) -> dict:
+    from nqs.scaling.allocate import allocate
+    from nqs.scaling.plan import plan_iso_cost, write_plan
+
+    mol = args.plan_molecule or molecules[0]
+    if mol not in molecules:
+        raise UserError(f"--plan-molecule {mol}: not among the fitted molecules ({', '.join(molecules)})")
+    cost = costs[(ansatz, mol)]
+    recs = [r for r in records if r.molecule == mol]
+    opt = allocate(fit, cost, molecule=mol, kind=args.plan_kind, budgets=[args.plan], n_from=args.n_from,
+                   d_from=args.d_from, caps=sorted({float(r.unique) for r in recs if r.unique}),
+                   n_range=(float(pts.n_first.min()) / 3, float(pts.n_first.max()) * 10))[0]
+    sweep, plan = plan_iso_cost(fit, cost, opt, records, ansatz=ansatz, n_from=args.n_from, d_from=args.d_from,
+                                metric=args.metric, k=args.plan_runs, seeds=range(args.plan_seeds),
+                                spread=args.plan_spread)
+    path, side = write_plan(sweep, plan, args.plan_out)
+    print(f"plan: {len(plan['points'])} sizes × {args.plan_seeds} seeds on the {args.plan_kind} curve "
+          f"{args.plan:.3g} around N* = {opt.n:.4g}; wrote {path} and {side}")
+    for p in plan["points"]:
+        print(f"  N {p['n']:.4g}  T {p['steps']}  B {p['cap']}  cost {p['predicted_cost']:.4g} "
+              f"({100 * (p['predicted_cost'] / args.plan - 1):+.1f}% of the budget)  predicted {p['predicted']:.4g}")
+    return plan
+
+
+def _write_json(path: str | None, data) -> None:
+    if not path:
+        return
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write --json {out}: {exc.strerror}; choose a writable path") from None
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

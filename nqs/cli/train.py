@@ -150,9 +150,12 @@ def final_table(s: RunSummary) -> str:
     body = [[label, "—" if e is None else (f"{e:.8f}" if err is None else f"{e:.8f}±{err:.1e}"),
              "—" if error_mha(e, s.e_fci) is None else f"{error_mha(e, s.e_fci):.4f}"] for label, e, err in rows]
     per_step = f"; framework {1e3 * s.t_framework_s / s.steps:.2f} ms/step" if s.steps and s.t_framework_s else ""
+    effective = ""  # MADE's masked-out weights (and any unit no score depends on) count in n_params
+    if s.n_params_effective is not None and s.n_params_effective != s.n_params:
+        effective = f"; {s.n_params_effective:,} effective"
     lines = [f"{s.molecule} ({s.n_qubits} qubits, sector {s.sector_size:,}), {s.ansatz} with {s.n_params:,} "
-             f"parameters ({s.n_params_modulus:,} modulus + {s.n_params_phase:,} phase), {s.steps} steps in "
-             f"{s.wall_s:.1f} s{per_step}",
+             f"parameters ({s.n_params_modulus:,} modulus + {s.n_params_phase:,} phase{effective}), {s.steps} "
+             f"steps in {s.wall_s:.1f} s{per_step}",
              markdown_table(["method", "energy (Ha)", "vs FCI (mHa)"], body, align=["left", "right", "right"])]
     if s.error_mha is not None:
         verdict = "within" if s.within_chemical_accuracy else "outside"

@@ -12,6 +12,7 @@ phi from a separate phase network. Subclasses implement the modulus network thro
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any
 
 import torch
@@ -54,6 +55,64 @@ def allowed_tokens_all(sector: Sector, tokens: torch.Tensor) -> torch.Tensor:
     a = alpha_before.unsqueeze(-1) + da
     b = beta_before.unsqueeze(-1) + db
     return (a <= sector.n_alpha) & (sector.n_alpha - a <= left) & (b <= sector.n_beta) & (sector.n_beta - b <= left)
+
+
+def reachable_counts(sector: Sector, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (alpha, beta) electron count a valid prefix of `position` tokens can hold: two (S,) int64 tensors.
+
+    A prefix is valid when the sector can still be completed: a <= N_alpha and N_alpha - a <= orbitals left (the
+    same for beta); the two spins are independent, so the states are the product of the two ranges."""
+    left = sector.n_orb - position
+
+    def counts(n: int) -> range:
+        return range(max(0, n - left), min(n, position) + 1)
+
+    pairs = [(a, b) for a in counts(sector.n_alpha) for b in counts(sector.n_beta)]
+    states = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2)
+    return states[:, 0], states[:, 1]
+
+
+def token_occurs(sector: Sector) -> torch.Tensor:
+    """(n_orb, 4) bool: token t is at orbital p in some configuration of the sector."""
+    return _token_occurs(sector).clone()
+
+
+def live_scores(sector: Sector) -> torch.Tensor:
+    """(n_orb, 4) bool: the score of token t at position j can change log p(x) of some configuration.
+
+    It can when t is allowed after some valid prefix that leaves at least two tokens allowed; where only one
+    token is allowed its conditional is log 1 = 0 whatever the scores (always so at the last position, whose
+    token the electron counts fix)."""
+    return _live_scores(sector).clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _token_occurs(sector: Sector) -> torch.Tensor:
+    return torch.stack([allowed_tokens(sector, p, *reachable_counts(sector, p)).any(0) for p in range(sector.n_orb)])
+
+
+@functools.lru_cache(maxsize=64)
+def _live_scores(sector: Sector) -> torch.Tensor:
+    rows = []
+    for j in range(sector.n_orb):
+        allowed = allowed_tokens(sector, j, *reachable_counts(sector, j))  # (states, 4)
+        rows.append((allowed & (allowed.sum(-1, keepdim=True) >= 2)).any(0))
+    return torch.stack(rows)
+
+
+def unused_sequence_params(sector: Sector, d_model: int) -> int:
+    """Parameters of a causal sequence model (Transformer, RetNet) that no log p(x) depends on: rows of the
+    position embedding whose position and all later ones have no live score (position n_orb - 1 at least: a
+    causal model's state there reaches only its own, fixed, conditional), token-embedding rows of tokens that
+    are never an input before a live position, and output-head rows (d_model weights + 1 bias) of tokens
+    whose score is never live."""
+    live = live_scores(sector)
+    live_from = live.flip(0).any(-1).cumsum(0).flip(0) > 0  # (n_orb,): some live score at this position or later
+    dead_pos = int((~live_from).sum())
+    occurs = token_occurs(sector)[:-1] & live_from[1:, None]  # token at p feeds position p + 1
+    dead_tok = int((~occurs.any(0)).sum()) + (0 if bool(live_from[0]) else 1)  # the four tokens, and START
+    dead_head = int((~live.any(0)).sum())
+    return (dead_pos + dead_tok) * d_model + dead_head * (d_model + 1)
 
 
 def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -124,3 +183,15 @@ class AutoregressiveAnsatz(nn.Module, abc.ABC):
     @property
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @property
+    def n_params_unused(self) -> int:
+        """Parameter entries that no configuration's log psi depends on, by the model's structure (masks,
+        causality, the sector's fixed conditionals, exact invariances); each ansatz says which."""
+        return 0
+
+    @property
+    def n_params_effective(self) -> int:
+        """Parameters that can change log psi of some configuration of the sector: n_params - n_params_unused
+        (MADE: its unmasked weights and live units; see each ansatz's `n_params_unused`)."""
+        return self.n_params - self.n_params_unused

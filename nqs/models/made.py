@@ -8,12 +8,13 @@ a bare bias moves lr per step and the first orbitals learned hundreds of times s
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nqs.hilbert import Sector
-from nqs.models.base import N_TOKENS, AutoregressiveAnsatz
+from nqs.models.base import N_TOKENS, AutoregressiveAnsatz, live_scores, token_occurs
 
 
 class MaskedLinear(nn.Linear):
@@ -39,21 +40,51 @@ def made_degrees(n_orb: int, hidden: int, layers: int) -> list[torch.Tensor]:
     return [inp] + [hid] * layers + [features]
 
 
+def made_masks(n_orb: int, hidden: int, layers: int) -> list[np.ndarray]:
+    """The (out, in) bool connectivity of each of the layers + 1 masked layers: a hidden unit sees inputs of
+    degree <= its own, output j (degree j + 1) sees hidden units of degree < j + 1."""
+    deg = [d.numpy() for d in made_degrees(n_orb, hidden, layers)]
+    return [d_in[None, :] < d_out[:, None] if l == layers else d_in[None, :] <= d_out[:, None]
+            for l, (d_in, d_out) in enumerate(zip(deg, deg[1:]))]
+
+
+def made_live_params(sector: Sector, masks: list[np.ndarray]) -> int:
+    """Modulus parameters of a MADE with these masks that some configuration's log p depends on.
+
+    Counted: unmasked weights from an input that is not always zero (the constant; a one-hot feature whose
+    token occurs at its orbital) into a live unit, and the biases of live units. A unit is live when an
+    unmasked path leads from it to a live score (`live_scores`): the scores of the last orbital never are (its
+    token is fixed), so neither are the hidden units of degree n_orb - 1, which feed those scores only."""
+    live = live_scores(sector).numpy().reshape(-1)  # outputs, (4 n_orb,)
+    nonzero_inputs = np.concatenate([[True], token_occurs(sector).numpy().reshape(-1)])
+    total = 0
+    for l in range(len(masks) - 1, -1, -1):
+        used = np.asarray(masks[l]) & live[:, None]
+        if l == 0:
+            used = used & nonzero_inputs[None, :]
+        total += int(used.sum()) + int(live.sum())
+        live = used.any(0)  # units of the layer below that reach a live score
+    return total
+
+
 class MADE(AutoregressiveAnsatz):
     """MADE modulus network: `layers` masked hidden layers of width `hidden`, ReLU activations."""
 
     def __init__(self, sector: Sector, phase_net: nn.Module, hidden: int = 64, layers: int = 2):
         super().__init__(sector, phase_net)
-        deg = made_degrees(sector.n_orb, hidden, layers)
         blocks: list[nn.Module] = []
-        for l, (d_in, d_out) in enumerate(zip(deg, deg[1:])):
-            last = l == layers
-            # hidden: unit k sees inputs of degree <= its own; output j sees hidden degree < j+1
-            mask = d_in[None, :] < d_out[:, None] if last else d_in[None, :] <= d_out[:, None]
-            blocks.append(MaskedLinear(len(d_in), len(d_out), mask))
-            if not last:
+        for l, mask in enumerate(made_masks(sector.n_orb, hidden, layers)):
+            blocks.append(MaskedLinear(mask.shape[1], mask.shape[0], torch.from_numpy(mask)))
+            if l < layers:
                 blocks.append(nn.ReLU())
         self.net = nn.Sequential(*blocks)
+
+    @property
+    def n_params_unused(self) -> int:
+        """Masked-out weights, and the weights and biases of units no live score depends on
+        (`made_live_params`)."""
+        masks = [m.mask.cpu().numpy() for m in self.net if isinstance(m, MaskedLinear)]
+        return self.n_params_modulus - made_live_params(self.sector, masks)
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, n_orb) int64 -> (B, n_orb, 4) scores."""

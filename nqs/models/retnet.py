@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nqs.hilbert import Sector
-from nqs.models.base import N_TOKENS, AutoregressiveAnsatz, allowed_tokens_all, masked_log_softmax
+from nqs.models.base import (N_TOKENS, AutoregressiveAnsatz, allowed_tokens_all, masked_log_softmax,
+                             unused_sequence_params)
 
 START = N_TOKENS  # id of the start token
 
@@ -116,6 +117,12 @@ class RetNet(AutoregressiveAnsatz):
         self.blocks = nn.ModuleList(RetBlock(d_model, heads, d_ff, use_rotary) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, N_TOKENS)
+
+    @property
+    def n_params_unused(self) -> int:
+        """The embedding and head rows no live score depends on (`unused_sequence_params`: at least the last
+        position's embedding row); the retention projections have no biases."""
+        return unused_sequence_params(self.sector, self.pos_emb.weight.shape[1])
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Parallel form: (B, n_orb) int64 -> (B, n_orb, 4) scores."""

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nqs.hilbert import Sector
-from nqs.models.base import N_TOKENS, AutoregressiveAnsatz
+from nqs.models.base import N_TOKENS, AutoregressiveAnsatz, live_scores, unused_sequence_params
 
 START = N_TOKENS  # id of the start token
 
@@ -56,6 +56,16 @@ class Block(nn.Module):
         return x + self.ffn(self.ln2(x)), kv
 
 
+def transformer_unused_params(sector: Sector, d_model: int, layers: int) -> int:
+    """Parameters no log p(x) depends on: the key biases, d_model per layer (a query's scores all shift by
+    q . b_k, which the softmax removes), and the embedding and head rows of `unused_sequence_params` (at least
+    the last position's embedding row). When position 0 alone has live scores (H2: two orbitals) its one key
+    gets weight 1 whatever q and k, so the query and key weights and the query bias are unused too."""
+    d = d_model
+    one_key = 0 if bool(live_scores(sector)[1:].any()) else layers * (2 * d * d + d)
+    return layers * d + one_key + unused_sequence_params(sector, d)
+
+
 class Transformer(AutoregressiveAnsatz):
     """Decoder-only Transformer modulus network: `layers` blocks of width `d_model`, `heads` heads, FFN `d_ff`."""
 
@@ -69,6 +79,11 @@ class Transformer(AutoregressiveAnsatz):
         self.blocks = nn.ModuleList(Block(d_model, heads, d_ff) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, N_TOKENS)
+
+    @property
+    def n_params_unused(self) -> int:
+        """See `transformer_unused_params`."""
+        return transformer_unused_params(self.sector, self.pos_emb.weight.shape[1], len(self.blocks))
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, n_orb) int64 -> (B, n_orb, 4) scores, one causal pass."""

@@ -1,343 +1,384 @@
-"""Fit the parametric scaling law L(N, D') = A0 + A1·N^-α1 + A2·D'^-α2, Chinchilla approach 3.
+"""Fit the scaling law L(N, D') = A0 + A1·(N/N_c)^-α1 + A2·(D'/D'_c)^-α2 by variable projection.
 
-Method (Hoffmann et al. 2022, approach 3; Besiroglu et al. 2024): with A_i = exp(a_i), fit
-log L̂ = logsumexp(a0, a1 − α1·log N, a2 − α2·log D') to log L by minimising a Huber loss
-(δ = 1e-3) of the log-residuals with L-BFGS-B from a grid of starting points, keep the best start,
-and report the optimiser's status. Percentile bootstrap for 95% intervals, leave-one-out error of
-the held-out log-residual, and the compute-optimal (N, D') for given FLOP budgets.
+Method (../shared/SCALING-METHOD.md; Hoffmann et al. 2022, approach 3; Besiroglu et al. 2024):
+
+* **Reference point.** N_c and D'_c are the data's geometric centre, so A1 and A2 are the terms' values there
+  (without it A1 and α1 are nearly collinear). The law may carry several size terms (`--n-from split`:
+  modulus and phase, each with its own centre) and one floor per molecule (`floors="molecule"`).
+* **Loss.** The Huber loss (δ = 1e-3, so in effect L1) of the log-residuals log L̂ − log L, summed.
+* **Variable projection.** For fixed exponents L̂ = Φ(α)·A is linear in the non-negative coefficients A
+  (floors and amplitudes); they are solved by Gauss–Newton on the log-residuals with Huber weights (IRLS),
+  each step a non-negative least-squares problem, with step halving. The exponents are searched on a grid,
+  then refined by L-BFGS-B on the profiled loss, whose gradient is the partial derivative at the solved A
+  (envelope theorem). The tests show this finds the same optimum as the joint five-parameter fit.
+* **Status.** converged / max_iterations / failed, plus flags for a floor that collapsed to zero, an
+  exponent at its bound and an amplitude at zero: such a fit is reported, never labelled clean.
+* **Cluster bootstrap** (cluster = molecule × grid cell, resampled within each molecule) gives 95%
+  intervals of every coefficient and of the derived quantities: the elasticities at the data centre
+  e_N = α1·A1/L̂_c and e_D = α2·A2/L̂_c, and the allocation exponent a = α2/(α1 + α2).
 """
 from __future__ import annotations
 
-import contextlib
 import enum
 import itertools
 import math
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
-from scipy.optimize import brentq, minimize, minimize_scalar
+from scipy.optimize import minimize, nnls
 from threadpoolctl import threadpool_limits
 
 from nqs.errors import UserError
+from nqs.scaling.law import Law
 
 HUBER_DELTA = 1e-3
 ALPHA_BOUNDS = (0.0, 3.0)
-PARAM_NAMES = ("A0", "A1", "alpha1", "A2", "alpha2")
-JSON_KEYS = ("A0", "A1", "alpha1", "A2", "alpha2", "ci", "status", "n_points", "loss", "loo_error",
-             "optimal")
-CostModel = Callable[[float, float], float]
+ZERO_FLOOR = 1e-6
+INNER_RTOL = 1e-10  # relative decrease of the loss at which the coefficient solve stops  # a coefficient below this fraction of the median L counts as zero
+GRID_ALPHAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.7)
 
 
 class FitStatus(str, enum.Enum):
     CONVERGED = "converged"
     MAX_ITERATIONS = "max_iterations"
-    HIT_BOUND = "hit_bound"
     FAILED = "failed"
 
 
 @dataclass(frozen=True)
-class OptimalPoint:
-    """The compute-optimal allocation for one budget and the law's prediction there."""
-
-    budget: float
-    n_params: float
-    d_prime: float
-    predicted: float
-
-    def to_json(self) -> dict:
-        return {"budget": self.budget, "n_params": self.n_params, "d_prime": self.d_prime,
-                "predicted": self.predicted}
-
-
-@dataclass(frozen=True)
 class FitResult:
-    """A fitted law. `loss` is the mean Huber loss per point of the log-residuals at the optimum;
-    `loo_error` the RMS held-out log-residual; `ci` maps each parameter to its 95% interval."""
+    """A fitted law with its 95% cluster-bootstrap intervals (`ci`, for params and derived quantities),
+    status and flags. `loss` is the summed Huber loss of the log-residuals; `residual_scale` their robust
+    standard deviation (1.4826·MAD). `boot` keeps the bootstrap laws (for prediction intervals)."""
 
-    A0: float
-    A1: float
-    alpha1: float
-    A2: float
-    alpha2: float
+    law: Law
     ci: dict[str, tuple[float, float]]
     status: FitStatus
+    flags: tuple[str, ...]
     n_points: int
+    n_clusters: int
     loss: float
-    loo_error: float
-    bound_hit: tuple[str, ...] = ()
-    message: str = ""
+    residual_scale: float
     n_bootstrap: int = 0
-    optimal: tuple[OptimalPoint, ...] = field(default=())
+    message: str = ""
+    boot: tuple[Law, ...] = field(default=(), repr=False, compare=False)
+    validation: dict | None = None
+    optimal: tuple = ()
+
+    def __getattr__(self, name):  # fit.A0, fit.alpha1, ... as in the law's params
+        if name.startswith(("A", "alpha")):
+            params = self.__dict__["law"].params()
+            if name in params:
+                return params[name]
+        raise AttributeError(name)
 
     @property
     def params(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in PARAM_NAMES}
+        return self.law.params()
 
-    def predict(self, n, d) -> np.ndarray:
-        """L(N, D') for arrays (broadcast) N and D'."""
-        n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
-        return self.A0 + self.A1 * n ** -self.alpha1 + self.A2 * d ** -self.alpha2
+    @property
+    def derived(self) -> dict[str, float]:
+        return self.law.derived()
 
-    def with_optimal(self, optimal: Sequence[OptimalPoint]) -> "FitResult":
+    @property
+    def clean(self) -> bool:
+        return self.status is FitStatus.CONVERGED and not self.flags
+
+    def predict(self, n, d, molecule=None) -> np.ndarray:
+        return self.law.predict(n, d, molecule)
+
+    def log_interval(self, n, d, molecule=None, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """(σ_fit, σ_total) of log L̂ at the points: the bootstrap spread of the prediction, and with the
+        residual scale added in quadrature (a prediction interval is log L̂ ± z·σ_total)."""
+        if self.boot:
+            logs = np.log(np.maximum([b.predict(n, d, molecule) for b in self.boot], 1e-300))
+            sd = logs.std(axis=0, ddof=1) if len(self.boot) > 1 else np.zeros(logs.shape[1])
+        else:
+            sd = np.zeros(np.atleast_1d(np.asarray(d)).size)
+        return sd, np.sqrt(sd ** 2 + self.residual_scale ** 2)
+
+    def with_validation(self, validation: dict) -> "FitResult":
+        return replace(self, validation=validation)
+
+    def with_optimal(self, optimal: Sequence) -> "FitResult":
         return replace(self, optimal=tuple(optimal))
 
     def to_json(self) -> dict:
-        """A JSON-ready dict with exactly the keys of `JSON_KEYS` (NaN written as null)."""
-        f = lambda v: float(v) if math.isfinite(v) else None  # noqa: E731
-        return {**{k: f(v) for k, v in self.params.items()},
+        f = lambda v: float(v) if v is not None and math.isfinite(v) else None  # noqa: E731
+        return {"law": self.law.to_json(), "params": {k: f(v) for k, v in self.params.items()},
+                "derived": {k: f(v) for k, v in self.derived.items()},
                 "ci": {k: [f(lo), f(hi)] for k, (lo, hi) in self.ci.items()},
-                "status": self.status.value, "n_points": self.n_points, "loss": f(self.loss),
-                "loo_error": f(self.loo_error), "optimal": [p.to_json() for p in self.optimal]}
+                "status": self.status.value, "flags": list(self.flags), "clean": self.clean,
+                "n_points": self.n_points, "n_clusters": self.n_clusters, "loss": f(self.loss),
+                "residual_scale": f(self.residual_scale), "n_bootstrap": self.n_bootstrap,
+                "validation": self.validation, "optimal": [p.to_json() for p in self.optimal]}
 
 
-def _single_thread_blas() -> contextlib.AbstractContextManager:
-    """Run BLAS single-threaded for the duration (threadpoolctl; restores the previous limits on exit).
-
-    L-BFGS-B calls BLAS on 5-vectors thousands of times; with OpenBLAS threads competing against
-    other busy processes each call can cost ~0.3 ms instead of ~µs (measured: 280 vs 5 ms a start).
-    """
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-# ---------------------------------------------------------------------------- the objective
-def _log_pred(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log L̂ and the softmax weights of its three terms (3 × n)."""
-    a0, a1, al1, a2, al2 = theta
-    t = np.stack([np.full_like(x, a0), a1 - al1 * x, a2 - al2 * y])
-    m = t.max(axis=0)
-    e = np.exp(t - m)
-    s = e.sum(axis=0)
-    return m + np.log(s), e / s
+# ---------------------------------------------------------------------------- the profiled objective
+@dataclass(frozen=True)
+class _Data:
+    z: np.ndarray  # (m, k+1): log(N_k/N_kc) ..., log(D'/D'_c)
+    logl: np.ndarray  # (m,)
+    floor_onehot: np.ndarray  # (m, n_floors)
 
 
-def _objective(theta, x, y, logl, w, delta):
-    """Σ w·Huber_δ(log L̂ − log L) / δ and its gradient (the 1/δ scale keeps gradients O(1))."""
-    pred, soft = _log_pred(theta, x, y)
-    r = pred - logl
-    quad = np.abs(r) <= delta
-    h = np.where(quad, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))
-    dr = w * np.where(quad, r, delta * np.sign(r)) / delta
-    grad = np.array([(dr * soft[0]).sum(), (dr * soft[1]).sum(), -(dr * soft[1] * x).sum(),
-                     (dr * soft[2]).sum(), -(dr * soft[2] * y).sum()])
-    return float((w * h).sum() / delta), grad
+def _basis(alpha: np.ndarray, data: _Data) -> np.ndarray:
+    return np.column_stack([data.floor_onehot, np.exp(-alpha * data.z)])
 
 
-def _start_grid(x, y, logl, alpha_bounds) -> list[np.ndarray]:
-    """Chinchilla-style grid: each power-law term worth a fraction of the median L at the median
-    (N, D'), a floor A0 below the smallest L, exponents spread across the bounds."""
-    lo, hi = alpha_bounds
-    alphas = [a for a in (0.1, 0.4, 1.0, 2.0) if lo <= a <= hi] or [0.5 * (lo + hi)]
-    lmin, lmed, xm, ym = logl.min(), np.median(logl), np.median(x), np.median(y)
-    starts = []
-    for da0, al1, al2, f in itertools.product((-3.0, -0.7), alphas, alphas, (0.1, 0.5)):
-        starts.append(np.array([lmin + da0, lmed + math.log(f) + al1 * xm, al1,
-                                lmed + math.log(f) + al2 * ym, al2]))
-    return starts
+def _huber(r: np.ndarray, w: np.ndarray) -> float:
+    a = np.abs(r)
+    return float((w * np.where(a <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (a - 0.5 * HUBER_DELTA))).sum()
+                 / HUBER_DELTA)
 
 
-def _minimise(theta0, x, y, logl, w, alpha_bounds, maxiter):
-    bounds = [(None, None), (None, None), alpha_bounds, (None, None), alpha_bounds]
+def _solve_coefficients(phi: np.ndarray, logl: np.ndarray, w: np.ndarray, coef: np.ndarray | None = None,
+                        max_iter: int = 100) -> tuple[np.ndarray, float, bool]:
+    """min over A ≥ 0 of Σ w·Huber(log(Φ A) − log L): Gauss–Newton with Huber weights, NNLS steps.
+
+    Returns (A, loss, converged). Linearising log(Φ(A + Δ)) ≈ log(ΦA) + (Φ/ΦA)·Δ and using (Φ/ΦA)·A = 1,
+    each step solves min Σ ω (G A' − (1 − r))² over A' ≥ 0 with G = Φ/ΦA and ω the Huber weights."""
+    live = w > 0
+    if coef is None or not np.all(np.isfinite(coef)) or not np.any(phi[live] @ coef > 0):
+        target = np.exp(logl)
+        sw = np.sqrt(w)[:, None]
+        coef = nnls(phi / target[:, None] * sw, np.sqrt(w), maxiter=50 * phi.shape[1])[0]
+        if not np.all(phi[live] @ coef > 0):
+            coef = coef + np.exp(np.median(logl[live])) / phi.shape[1]
+    pred = phi @ coef
+    r = np.log(np.maximum(pred, 1e-300)) - logl
+    loss = _huber(r, w)
+    for _ in range(max_iter):
+        omega = w * np.where(np.abs(r) <= HUBER_DELTA, 1.0, HUBER_DELTA / np.maximum(np.abs(r), 1e-300))
+        s = np.sqrt(omega)[:, None]
+        g = phi / np.maximum(pred, 1e-300)[:, None]
+        try:
+            proposal = nnls(g * s, (1.0 - r) * s[:, 0], maxiter=50 * phi.shape[1])[0]
+        except RuntimeError:
+            return coef, loss, False
+        step, t = proposal - coef, 1.0
+        while t > 1e-8:
+            trial = coef + t * step
+            p = phi @ trial
+            if np.all(p[live] > 0):
+                r_t = np.log(np.maximum(p, 1e-300)) - logl
+                l_t = _huber(r_t, w)
+                if l_t <= loss:
+                    break
+            t *= 0.5
+        else:
+            return coef, loss, True  # no descent along the Gauss–Newton direction: at the minimum
+        done = loss - l_t <= INNER_RTOL * max(loss, 1e-12)
+        coef, pred, r, loss = trial, p, r_t, l_t
+        if done:
+            return coef, loss, True
+    return coef, loss, False
+
+
+def _profile(alpha: np.ndarray, data: _Data, w: np.ndarray, warm: dict) -> tuple[float, np.ndarray]:
+    """The profiled loss at exponents `alpha` and its gradient (envelope theorem); caches A in `warm`."""
+    phi = _basis(alpha, data)
+    coef, loss, ok = _solve_coefficients(phi, data.logl, w, warm.get("coef"))
+    warm["coef"], warm["ok"] = coef, ok
+    pred = np.maximum(phi @ coef, 1e-300)
+    r = np.log(pred) - data.logl
+    psi = w * np.clip(r, -HUBER_DELTA, HUBER_DELTA) / HUBER_DELTA
+    nf = data.floor_onehot.shape[1]
+    grad = np.array([-(psi * coef[nf + j] * phi[:, nf + j] * data.z[:, j] / pred).sum() for j in range(alpha.size)])
+    return loss, grad
+
+
+def _refine(alpha0: np.ndarray, data: _Data, w: np.ndarray, bounds, maxiter: int):
+    warm: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return minimize(_objective, theta0, args=(x, y, logl, w, HUBER_DELTA), jac=True,
-                        method="L-BFGS-B", bounds=bounds,
-                        options={"maxiter": maxiter, "ftol": 1e-13, "gtol": 1e-9, "maxcor": 10})
+        res = minimize(_profile, alpha0, args=(data, w, warm), jac=True, method="L-BFGS-B",
+                       bounds=[bounds] * alpha0.size, options={"maxiter": maxiter, "ftol": 1e-11, "gtol": 1e-7})
+    coef, loss, ok = _solve_coefficients(_basis(res.x, data), data.logl, w, warm.get("coef"))
+    return res, coef, loss, ok
 
 
-def _best_fit(starts, x, y, logl, w, alpha_bounds, maxiter):
-    """Minimise from every start; return (best result, all results sorted by objective)."""
-    results = [_minimise(s, x, y, logl, w, alpha_bounds, maxiter) for s in starts]
-    results = [r for r in results if np.isfinite(r.fun) and np.all(np.isfinite(r.x))]
-    results.sort(key=lambda r: r.fun)
-    return (results[0] if results else None), results
+def _grid_starts(data: _Data, w: np.ndarray, bounds, keep: int = 3) -> list[np.ndarray]:
+    """The `keep` best exponent vectors of a grid (fewer values per axis for more size terms)."""
+    k = data.z.shape[1]
+    values = [a for a in GRID_ALPHAS if bounds[0] <= a <= bounds[1]] or [0.5 * sum(bounds)]
+    if k > 2:
+        values = values[::2]
+    scored = []
+    for combo in itertools.product(values, repeat=k):
+        alpha = np.array(combo)
+        _, loss, _ = _solve_coefficients(_basis(alpha, data), data.logl, w, max_iter=30)
+        scored.append((loss, alpha))
+    scored.sort(key=lambda t: t[0])
+    return [a for _, a in scored[:keep]]
 
 
-def _status(res, alpha_bounds) -> tuple[FitStatus, tuple[str, ...]]:
-    if res is None:
-        return FitStatus.FAILED, ()
-    tol = 1e-6
-    hit = tuple(name for name, v in (("alpha1", res.x[2]), ("alpha2", res.x[4]))
-                if v <= alpha_bounds[0] + tol or v >= alpha_bounds[1] - tol)
-    if hit:
-        return FitStatus.HIT_BOUND, hit
-    if res.status == 1:
-        return FitStatus.MAX_ITERATIONS, ()
-    if res.status == 0:
-        return FitStatus.CONVERGED, ()
-    # status 2 is mostly L-BFGS-B's line search stalling at a Huber kink at the minimum; accept it
-    # when the projected gradient is small against the L1-regime scale (|∂/∂θ| ≤ Σw·|x|).
-    return (FitStatus.CONVERGED if np.max(np.abs(res.jac)) < 1e-3 else FitStatus.FAILED), ()
+def _joint_objective(x, data: _Data, w, scale: float):
+    """Σ w·Huber(log L̂ − log L)/δ over x = (A/scale, α) jointly, and its gradient."""
+    nc = data.floor_onehot.shape[1] + data.z.shape[1]
+    coef, alpha = x[:nc] * scale, x[nc:]
+    phi = _basis(alpha, data)
+    pred = np.maximum(phi @ coef, 1e-300)
+    r = np.log(pred) - data.logl
+    psi = w * np.clip(r, -HUBER_DELTA, HUBER_DELTA) / HUBER_DELTA
+    g_coef = (psi / pred) @ phi * scale
+    nf = data.floor_onehot.shape[1]
+    g_alpha = -((psi / pred)[:, None] * phi[:, nf:] * coef[nf:] * data.z).sum(axis=0)
+    return _huber(r, w), np.concatenate([g_coef, g_alpha])
 
 
-def _theta_to_params(theta) -> list[float]:
-    a0, a1, al1, a2, al2 = (float(v) for v in theta)
-    return [math.exp(a0), math.exp(a1), al1, math.exp(a2), al2]
+def _joint(coef0, alpha0, data: _Data, w, bounds, maxiter):
+    """Joint L-BFGS-B over (A ≥ 0, α) from a variable-projection solution: used to polish and to refit
+    bootstrap and hold-out resamples (the tests check it lands on the variable-projection optimum)."""
+    scale = float(np.exp(np.median(data.logl)))
+    x0 = np.concatenate([np.asarray(coef0) / scale, alpha0])
+    nc = coef0.size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = minimize(_joint_objective, x0, args=(data, w, scale), jac=True, method="L-BFGS-B",
+                       bounds=[(0.0, None)] * nc + [bounds] * alpha0.size,
+                       options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-8, "maxcor": 20})
+    return res, res.x[:nc] * scale, res.x[nc:], float(res.fun)
 
 
-def fit_scaling_law(n_params, d_prime, loss, *, groups=None, n_bootstrap: int = 200, seed: int = 0,
-                    alpha_bounds: tuple[float, float] = ALPHA_BOUNDS, maxiter: int = 3000,
-                    loo: bool = True) -> FitResult:
-    """Fit L(N, D') = A0 + A1·N^-α1 + A2·D'^-α2 to points (N, D', L), all positive and finite.
+def _best(starts, data, w, bounds, maxiter):
+    """Variable projection from each start (exponent vectors), then a joint polish; the lowest loss wins.
+    Returns (alpha, coef, loss, ok, optimiser message) or None."""
+    best = None
+    for s in starts:
+        res, coef, loss, ok = _refine(np.asarray(s, float), data, w, bounds, maxiter)
+        jres, jcoef, jalpha, jloss = _joint(coef, res.x, data, w, bounds, maxiter)
+        cand = (jalpha, jcoef, jloss, ok and jres.status != 1, str(jres.message)) if jloss < loss else \
+            (res.x, coef, loss, ok and res.status != 1, str(res.message))
+        if np.isfinite(cand[2]) and (best is None or cand[2] < best[2]):
+            best = cand
+    return best
 
-    `groups` (e.g. the run each point came from) makes the bootstrap resample, and the leave-one-out
-    hold out, whole groups when there are at least 3 of them; otherwise single points. Bootstrap and
-    leave-one-out fits start from the best few optima of the full fit.
+
+def _best_joint(warm, data, w, bounds, maxiter):
+    """Refit from warm (alpha, coef) solutions by the joint optimiser only (bootstrap, hold-outs)."""
+    best = None
+    for alpha0, coef0 in warm:
+        res, coef, alpha, loss = _joint(coef0, alpha0, data, w, bounds, maxiter)
+        if np.isfinite(loss) and (best is None or loss < best[2]):
+            best = (alpha, coef, loss, res.status != 1, str(res.message))
+    return best
+
+
+# ---------------------------------------------------------------------------- the public fit
+def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: str = "shared",
+                    size_terms: Sequence[str] = ("N",), n_bootstrap: int = 200, seed: int = 0,
+                    alpha_bounds: tuple[float, float] = ALPHA_BOUNDS, maxiter: int = 500,
+                    centre: tuple[tuple[float, ...], float] | None = None, warm: Law | None = None) -> FitResult:
+    """Fit the law to points (N, D', L), N of shape (m,) or (m, k) for k size terms, all positive and finite.
+
+    `molecules` (one name per point) stratifies the bootstrap and, with floors="molecule", gives each
+    molecule its own floor A0. `clusters` (one label per point, e.g. molecule × grid cell) are the units the
+    bootstrap resamples (default: each point). `centre` fixes (N_c, D'_c) instead of the data's. `warm`, a
+    law of the same shape, skips the exponent grid: a joint refit from it (its centre kept), as the
+    leave-one-out refits do.
     """
-    n, d, l = (np.asarray(a, dtype=float).ravel() for a in (n_params, d_prime, loss))
-    if not (n.size == d.size == l.size):
-        raise UserError("N, D' and L must have the same number of points")
-    if n.size <= len(PARAM_NAMES):
-        raise UserError(f"{n.size} usable points for a law with {len(PARAM_NAMES)} parameters; "
-                        f"need at least {len(PARAM_NAMES) + 1} (add runs, or use --along-training)")
-    if not (np.all(np.isfinite(n * d * l)) and np.all(n > 0) and np.all(d > 0) and np.all(l > 0)):
+    n = np.asarray(n, dtype=float)
+    d, l = (np.asarray(a, dtype=float).ravel() for a in (d_prime, loss))
+    n = n.reshape(d.size, -1) if n.size == d.size * len(size_terms) else n
+    if n.ndim == 1:
+        n = n[:, None]
+    if n.shape != (d.size, len(size_terms)) or l.size != d.size:
+        raise UserError(f"N ({n.shape}), D' ({d.size}) and L ({l.size}) must describe the same points, with "
+                        f"{len(size_terms)} size column(s)")
+    if not (np.all(np.isfinite(n)) and np.all(np.isfinite(d * l)) and np.all(n > 0) and np.all(d > 0) and np.all(l > 0)):
         raise UserError("N, D' and L must all be positive and finite; drop the other points first")
     if n_bootstrap < 0:
         raise UserError(f"--bootstrap must be >= 0, got {n_bootstrap}")
-    x, y, logl = np.log(n), np.log(d), np.log(l)
-    labels = np.asarray(groups).ravel() if groups is not None else np.arange(n.size)
-    if labels.size != n.size:
-        raise UserError("groups must have one label per point")
-    if np.unique(labels).size < 3:
-        labels = np.arange(n.size)
-    with _single_thread_blas():
-        starts = _start_grid(x, y, logl, alpha_bounds)
-        best, ranked = _best_fit(starts, x, y, logl, np.ones_like(x), alpha_bounds, maxiter)
-        status, hit = _status(best, alpha_bounds)
+    mols = np.asarray(molecules if molecules is not None else ["all"] * d.size, dtype=object).ravel()
+    if floors not in ("shared", "molecule"):
+        raise UserError(f"floors must be 'shared' or 'molecule', got {floors!r}")
+    groups = tuple(sorted(set(mols))) if floors == "molecule" else ("all",)
+    n_coef = len(groups) + len(size_terms) + 1
+    if d.size <= n_coef + len(size_terms) + 1:
+        raise UserError(f"{d.size} usable points for a law with {n_coef + len(size_terms) + 1} parameters; "
+                        "add runs (or use --along-training)")
+    if warm is not None:
+        centre = (warm.n_centre, warm.d_centre)
+    if centre is None:
+        centre = (tuple(np.exp(np.log(n).mean(axis=0))), float(np.exp(np.log(d).mean())))
+    n_c, d_c = np.asarray(centre[0], float), float(centre[1])
+    onehot = (mols[:, None] == np.array(groups, dtype=object)[None, :]).astype(float) if len(groups) > 1 \
+        else np.ones((d.size, 1))
+    data = _Data(z=np.column_stack([np.log(n / n_c), np.log(d / d_c)]), logl=np.log(l), floor_onehot=onehot)
+    labels = np.asarray(clusters, dtype=object).ravel() if clusters is not None else np.arange(d.size)
+    if labels.size != d.size:
+        raise UserError("clusters must have one label per point")
+
+    def make_law(alpha, coef) -> Law:
+        nf = len(groups)
+        return Law(tuple(size_terms), tuple(float(v) for v in n_c), d_c, groups,
+                   tuple(float(v) for v in coef[:nf]), tuple(float(v) for v in coef[nf:]),
+                   tuple(float(v) for v in alpha))
+
+    w = np.ones(d.size)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if warm is not None and warm.floor_groups == groups and warm.size_terms == tuple(size_terms):
+            best = _best_joint([(np.array(warm.exponents), np.array(warm.floors + warm.amplitudes))], data, w,
+                               alpha_bounds, maxiter)
+        else:
+            best = _best(_grid_starts(data, w, alpha_bounds), data, w, alpha_bounds, maxiter)
         if best is None:
-            nan = float("nan")
-            return FitResult(nan, nan, nan, nan, nan, {}, status, int(n.size), nan, nan,
-                             message="every start failed")
-        warm: list[np.ndarray] = []  # the best few distinct optima seed the refits
-        for r in ranked:
-            if len(warm) < 3 and all(np.max(np.abs(r.x - w)) > 1e-3 for w in warm):
-                warm.append(r.x)
-        ci, n_ok = _bootstrap(warm, x, y, logl, labels, n_bootstrap, seed, alpha_bounds, maxiter)
-        loo_err = _leave_one_out(warm, x, y, logl, labels, alpha_bounds, maxiter) if loo else float("nan")
-    A0, A1, al1, A2, al2 = _theta_to_params(best.x)
-    return FitResult(A0=A0, A1=A1, alpha1=al1, A2=A2, alpha2=al2, ci=ci, status=status,
-                     n_points=int(n.size), loss=float(best.fun) * HUBER_DELTA / n.size,
-                     loo_error=loo_err, bound_hit=hit, message=str(best.message), n_bootstrap=n_ok)
+            raise UserError("the fit failed from every start; check the points (nqs-fit --json shows them)")
+        alpha, coef, total, ok, message = best
+        law = make_law(alpha, coef)
+        boot = _bootstrap([(alpha, coef)], data, labels, mols, n_bootstrap, seed, alpha_bounds, maxiter, make_law)
+    status = FitStatus.CONVERGED if ok else FitStatus.MAX_ITERATIONS
+    resid = np.log(law.predict(n, d, mols)) - data.logl
+    scale = 1.4826 * float(np.median(np.abs(resid - np.median(resid)))) * math.sqrt(d.size / max(d.size - n_coef - len(size_terms) - 1, 1))
+    return FitResult(law=law, ci=_intervals(boot), status=status, flags=_flags(law, l, alpha_bounds),
+                     n_points=int(d.size), n_clusters=int(np.unique(labels.astype(str)).size), loss=float(total),
+                     residual_scale=scale, n_bootstrap=len(boot), message=message, boot=tuple(boot))
 
 
-def _bootstrap(warm, x, y, logl, labels, k, seed, alpha_bounds, maxiter):
-    """Percentile 95% intervals from `k` resamples of the groups in `labels`, with replacement."""
-    if k == 0:
-        return {}, 0
-    rng = np.random.default_rng(seed)
-    uniq, inverse = np.unique(labels, return_inverse=True)
-    samples = []
-    for _ in range(k):
-        counts = np.bincount(rng.integers(0, uniq.size, uniq.size), minlength=uniq.size)
-        w = counts[inverse].astype(float)
-        if np.count_nonzero(w) <= len(PARAM_NAMES):
-            continue
-        res, _ = _best_fit(warm, x, y, logl, w, alpha_bounds, maxiter)
-        if res is not None:
-            samples.append(_theta_to_params(res.x))
-    if not samples:
-        return {}, 0
-    arr = np.array(samples)
-    lo, hi = np.percentile(arr, [2.5, 97.5], axis=0)
-    return {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(PARAM_NAMES)}, len(samples)
-
-
-def _leave_one_out(warm, x, y, logl, labels, alpha_bounds, maxiter) -> float:
-    """RMS of the held-out log-residuals, holding out one group (one point by default) at a time."""
-    resid = []
-    for g in np.unique(labels):
-        out = labels == g
-        w = (~out).astype(float)
-        if np.count_nonzero(w) < len(PARAM_NAMES):
-            continue
-        res, _ = _best_fit(warm, x, y, logl, w, alpha_bounds, maxiter)
-        if res is not None:
-            resid.extend(_log_pred(res.x, x[out], y[out])[0] - logl[out])
-    return float(np.sqrt(np.mean(np.square(resid)))) if resid else float("nan")
-
-
-# ---------------------------------------------------------------------------- compute-optimal
-@dataclass(frozen=True)
-class ProductCost:
-    """The FLOP model C(N, D') = κ·N·D'."""
-
-    kappa: float
-
-    def __call__(self, n: float, d: float) -> float:
-        return self.kappa * n * d
-
-
-def estimate_kappa(records, n_from: str = "total") -> float:
-    """κ = median over runs of flops_total / (N·d_prime), with N the count chosen by `n_from`."""
-    ratios = []
-    for r in records:
-        n = r.n_from(n_from) if hasattr(r, "n_from") else r.n_params
-        vals = (r.flops_total, n, r.d_prime)
-        if all(v is not None and math.isfinite(v) and v > 0 for v in vals):
-            ratios.append(r.flops_total / (n * r.d_prime))
-    if not ratios:
-        raise UserError("no run has a positive flops_total, n_params and d_prime to estimate the FLOP "
-                        "model C = κ·N·D'; re-run with a version of nqs-train that counts FLOPs")
-    return float(np.median(ratios))
-
-
-def d_for_budget(cost: CostModel, n: float, budget: float, log_d_range=(-60.0, 60.0)) -> float | None:
-    """D' with cost(n, D') = budget (cost increasing in D'), or None if outside the range."""
-    lo, hi = log_d_range
-    f = lambda u: math.log(cost(n, math.exp(u))) - math.log(budget)  # noqa: E731
-    try:
-        flo, fhi = f(lo), f(hi)
-    except (ValueError, OverflowError, ZeroDivisionError):
-        return None
-    if not (flo <= 0 <= fhi):
-        return None
-    return math.exp(brentq(f, lo, hi, xtol=1e-12, rtol=1e-14))
-
-
-def compute_optimal(fit: FitResult, budgets: Sequence[float], cost: CostModel,
-                    n_range: tuple[float, float] = (1.0, 1e15), n_grid: int = 241) -> tuple[OptimalPoint, ...]:
-    """For each budget, minimise L(N, D') subject to cost(N, D') = budget over log N.
-
-    `cost` is any callable increasing in D'; D'(N) is solved by root-finding. A coarse grid over
-    log N in `n_range` picks the basin, then a bounded 1-D minimisation refines it. An optimum at the
-    edge of `n_range` is returned with a warning.
-    """
-    out = []
-    grid = np.linspace(math.log(n_range[0]), math.log(n_range[1]), n_grid)
-
-    def objective(u: float, budget: float) -> float:
-        d = d_for_budget(cost, math.exp(u), budget)
-        return float("inf") if d is None else float(fit.predict(math.exp(u), d))
-
-    for budget in budgets:
-        if not (budget > 0 and math.isfinite(budget)):
-            raise UserError(f"budget {budget!r} must be a positive number of FLOPs")
-        vals = np.array([objective(u, budget) for u in grid])
-        if not np.any(np.isfinite(vals)):
-            raise UserError(f"no (N, D') in N ∈ {n_range} meets the budget {budget:.3g} FLOPs "
-                            "under the cost model; check the budget's order of magnitude")
-        i = int(np.nanargmin(vals))
-        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
-        res = minimize_scalar(objective, bounds=(lo, hi), args=(budget,), method="bounded",
-                              options={"xatol": 1e-10})
-        u = float(res.x) if res.fun <= vals[i] else float(grid[i])
-        if i in (0, grid.size - 1):
-            warnings.warn(f"the optimum for budget {budget:.3g} lies at the edge of N ∈ {n_range}; "
-                          "the fitted law has no interior optimum there", stacklevel=2)
-        n_opt = math.exp(u)
-        d_opt = d_for_budget(cost, n_opt, budget)
-        out.append(OptimalPoint(float(budget), n_opt, d_opt, float(fit.predict(n_opt, d_opt))))
+def _flags(law: Law, loss: np.ndarray, bounds) -> tuple[str, ...]:
+    scale = float(np.median(loss))
+    params = law.params()
+    out = [f"{k} = 0 (floor collapsed to zero)" for k, v in params.items() if k.startswith("A0") and v < ZERO_FLOOR * scale]
+    out += [f"{k} = 0 (term vanished)" for k, v in params.items()
+            if k.startswith("A") and not k.startswith("A0") and v < ZERO_FLOOR * scale]
+    out += [f"{k} at its bound {v:g}" for k, v in params.items()
+            if k.startswith("alpha") and (v <= bounds[0] + 1e-6 or v >= bounds[1] - 1e-6)]
     return tuple(out)
 
 
-def closed_form_optimal(fit: FitResult, budget: float, kappa: float) -> OptimalPoint:
-    """The optimum for C = κ·N·D' (Lagrange): α1·A1·N^-α1 = α2·A2·D'^-α2 with N·D' = C/κ, i.e.
-    N* = (α1·A1 / (α2·A2))^(1/(α1+α2)) · (C/κ)^(α2/(α1+α2))."""
-    if fit.alpha1 <= 0 or fit.alpha2 <= 0:
-        raise UserError("the closed form needs α1 > 0 and α2 > 0; use compute_optimal")
-    g = budget / kappa
-    s = fit.alpha1 + fit.alpha2
-    n = (fit.alpha1 * fit.A1 / (fit.alpha2 * fit.A2)) ** (1 / s) * g ** (fit.alpha2 / s)
-    d = g / n
-    return OptimalPoint(float(budget), float(n), float(d), float(fit.predict(n, d)))
+def _bootstrap(warm, data, labels, mols, k, seed, bounds, maxiter, make_law) -> list[Law]:
+    """Laws refitted on `k` resamples of the clusters, with replacement, within each molecule."""
+    if k == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    keys = np.array([f"{m}\x00{c}" for m, c in zip(mols, labels)], dtype=object)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    strata = [np.flatnonzero(np.array([u.split("\x00")[0] == m for u in uniq])) for m in sorted(set(mols))]
+    out = []
+    for _ in range(k):
+        counts = np.zeros(uniq.size)
+        for s in strata:
+            np.add.at(counts, s[rng.integers(0, s.size, s.size)], 1)
+        w = counts[inverse]
+        if np.count_nonzero(w) <= data.floor_onehot.shape[1] + 2 * data.z.shape[1]:
+            continue
+        best = _best_joint(warm, data, w, bounds, maxiter)
+        if best is not None:
+            out.append(make_law(best[0], best[1]))
+    return out
+
+
+def _intervals(boot: Sequence[Law]) -> dict[str, tuple[float, float]]:
+    if len(boot) < 2:
+        return {}
+    rows = [{**b.params(), **b.derived()} for b in boot]
+    out = {}
+    for key in rows[0]:
+        vals = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        if vals.size >= 2:
+            lo, hi = np.percentile(vals, [2.5, 97.5])
+            out[key] = (float(lo), float(hi))
+    return out

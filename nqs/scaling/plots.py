@@ -4,89 +4,92 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 
-from nqs.scaling.fit import CostModel, FitResult, OptimalPoint, d_for_budget, compute_optimal
+from nqs.scaling.fit import FitResult
+
+MARKERS = "os^vDP*Xh<>"
 
 
-def _pick(values: np.ndarray, k: int) -> np.ndarray:
-    """Up to k values spread evenly over the sorted distinct values."""
-    u = np.unique(values)
-    if u.size <= k:
-        return u
-    return u[np.unique(np.round(np.linspace(0, u.size - 1, k)).astype(int))]
-
-
-def _iso_flop(ax, fit: FitResult, optimal: Sequence[OptimalPoint], cost: CostModel, n: np.ndarray, cm,
-              ylabel: str):
-    lo = math.log10(min(n.min(), min(p.n_params for p in optimal))) - 1.0
-    hi = math.log10(max(n.max(), max(p.n_params for p in optimal))) + 1.0
-    grid = np.logspace(lo, hi, 200)
-    colours = cm(np.linspace(0.1, 0.9, len(optimal)))
-    for p, c in zip(optimal, colours):
-        d = np.array([d_for_budget(cost, float(v), p.budget) or np.nan for v in grid])
-        ax.plot(grid, fit.predict(grid, d), color=c, label=f"C = {p.budget:.2g} FLOPs")
-        ax.plot([p.n_params], [p.predicted], marker="*", markersize=12, color=c, markeredgecolor="k")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("N (parameters)")
-    ax.set_ylabel(ylabel)
-    ax.set_title("iso-FLOP curves (★ compute-optimal)")
-    ax.legend(fontsize=7)
-
-
-def plot_fit(fit: FitResult, n, d, loss, path: str | os.PathLike, *, cost: CostModel | None = None,
-             budgets: Sequence[float] | None = None, metric_label: str = "L",
-             title: str | None = None) -> Path:
-    """Three panels saved to `path`: L vs N (coloured by D', fitted curves at a few D'); L vs D'
-    (coloured by N); iso-FLOP curves L(N) at fixed budgets with the optimum starred.
-
-    Budgets are `fit.optimal`'s, else `budgets`, else four spanning the data's cost under `cost`;
-    without a cost model the third panel says so.
-    """
+def plot_fit(fit: FitResult, pts, path: str | os.PathLike, *, metric_label: str = "L", costs=None,
+             n_from: str = "effective", d_from: str = "realised", title: str | None = None) -> Path:
+    """Four panels saved to `path`: L vs N and L vs D' (points coloured by the other axis, one marker per
+    molecule, with the law's prediction at each point as a cross), the residual map log L̂ − log L over
+    (N, D'), and the iso-cost curves L̂(N) of the FLOP allocations in `fit.optimal` (★ the optimum).
+    `pts` are the fitted `ScalingPoints`; `costs` the cost models by (ansatz, molecule)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
+    from matplotlib.colors import LogNorm, TwoSlopeNorm
 
-    n, d, loss = (np.asarray(a, dtype=float) for a in (n, d, loss))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    n, d, loss = pts.n_first, pts.d, pts.loss
+    pred = fit.predict(pts.n, d, pts.molecule)
+    mols = sorted(set(pts.molecule))
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.8))
     cm = plt.get_cmap("viridis")
-    panels = ((axes[0], n, d, "N (parameters)", "D'", lambda x, c: fit.predict(x, c)),
-              (axes[1], d, n, "D' (Σ_steps S_F)", "N", lambda x, c: fit.predict(c, x)))
-    for ax, x, colour, xlabel, clabel, model in panels:
+    for ax, x, colour, xlabel, clabel in ((axes[0], n, d, "N (parameters)", "D'"),
+                                          (axes[1], d, n, "D' (Σ_steps S_F)", "N")):
         norm = LogNorm(vmin=colour.min(), vmax=max(colour.max(), colour.min() * 1.0001))
-        sc = ax.scatter(x, loss, c=colour, cmap=cm, norm=norm, s=18, edgecolors="none")
-        xs = np.logspace(math.log10(x.min()), math.log10(x.max()), 100)
-        for c in _pick(colour, 4):
-            ax.plot(xs, model(xs, c), color=cm(norm(c)), lw=1.2)
+        for k, m in enumerate(mols):
+            sel = pts.molecule == m
+            sc = ax.scatter(x[sel], loss[sel], c=colour[sel], cmap=cm, norm=norm, s=20, marker=MARKERS[k % 11],
+                            edgecolors="none", label=m)
+            ax.scatter(x[sel], pred[sel], marker="x", s=10, color="0.4", linewidths=0.6)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric_label)
+        ax.legend(fontsize=7, title="× law", title_fontsize=7)
         fig.colorbar(sc, ax=ax, label=clabel)
-    optimal = list(fit.optimal)
-    if not optimal and cost is not None:
-        if budgets is None:
-            costs = np.array([cost(a, b) for a, b in zip(n, d)])
-            budgets = np.logspace(math.log10(costs.min()), math.log10(costs.max()), 4)
-        optimal = list(compute_optimal(fit, budgets, cost))
-    if optimal and cost is not None:
-        _iso_flop(axes[2], fit, optimal, cost, n, plt.get_cmap("plasma"), metric_label)
-    else:
-        axes[2].text(0.5, 0.5, "no FLOP model:\nno budgets or no flops_total in the runs",
-                     ha="center", va="center", transform=axes[2].transAxes)
-        axes[2].set_axis_off()
-    fig.suptitle(title or (f"{metric_label} = {fit.A0:.3g} + {fit.A1:.3g}·N^-{fit.alpha1:.3f} + "
-                           f"{fit.A2:.3g}·D'^-{fit.alpha2:.3f}   ({fit.status.value})"))
+    r = np.log(pred) - np.log(loss)
+    lim = max(float(np.abs(r).max()), 1e-3)
+    for k, m in enumerate(mols):
+        sel = pts.molecule == m
+        sc = axes[2].scatter(n[sel], d[sel], c=r[sel], cmap="coolwarm", norm=TwoSlopeNorm(0.0, -lim, lim), s=30,
+                             marker=MARKERS[k % 11], edgecolors="k", linewidths=0.3, label=m)
+    axes[2].set_xscale("log")
+    axes[2].set_yscale("log")
+    axes[2].set_xlabel("N (parameters)")
+    axes[2].set_ylabel("D'")
+    axes[2].set_title("residual map: log L̂ − log L (red: law too pessimistic)")
+    axes[2].legend(fontsize=7)
+    fig.colorbar(sc, ax=axes[2], label="log-residual")
+    _iso_cost(axes[3], fit, costs, n, metric_label, n_from, d_from)
+    fig.suptitle(title or (f"{metric_label}: " + ", ".join(f"{k} = {v:.3g}" for k, v in fit.params.items())
+                           + f"   ({fit.status.value}{'; ' + '; '.join(fit.flags) if fit.flags else ''})"),
+                 fontsize=9)
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=120)
+    finally:
+        plt.close(fig)
     return out
+
+
+def _iso_cost(ax, fit: FitResult, costs, n: np.ndarray, ylabel: str, n_from: str, d_from: str) -> None:
+    from nqs.scaling.allocate import s_f_per_step
+
+    allocs = [a for a in fit.optimal if a.kind == "flops"]
+    if not allocs or not costs:
+        ax.text(0.5, 0.5, "no allocation: pass --budget", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    colours = __import__("matplotlib").pyplot.get_cmap("plasma")(np.linspace(0.1, 0.9, len(allocs)))
+    grid = np.logspace(math.log10(n.min()) - 0.5, math.log10(n.max()) + 1.0, 80)
+    for a, c in zip(allocs, colours):
+        cost = next(v for (ans, mol), v in costs.items() if mol == a.molecule)
+        steps = np.array([a.budget / cost.flops(float(v), a.cap, n_from) for v in grid])
+        d = steps * s_f_per_step(cost, a.cap, d_from)
+        ax.plot(grid, fit.predict(grid, d, a.molecule), color=c, label=f"{a.molecule} C = {a.budget:.2g}")
+        ax.plot([a.n], [a.predicted], marker="*", markersize=12, color=c, markeredgecolor="k")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("N (parameters)")
+    ax.set_ylabel(ylabel)
+    ax.set_title("iso-FLOP curves under the cost model (★ optimum)")
+    ax.legend(fontsize=7)
 
 
 def plot_compare(rows, path: str | os.PathLike) -> Path:

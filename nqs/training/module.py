@@ -62,8 +62,9 @@ class Totals:
     """Run totals carried from step to step and through checkpoints."""
 
     n_samples: float  # N_s of the next step (the adaptive schedule's state)
-    d_prime: float = 0.0
-    d_prime_full: float = 0.0
+    d_prime: float = 0.0  # sum of n_unique / |sector|
+    d_prime_full: float = 0.0  # sum of n_unique / 2^n_qubits
+    d_prime_nominal: float = 0.0  # sum of min(B, |sector|) / |sector|, B the step's unique cap
     flops_total: float = 0.0
     wall_s: float = 0.0  # sum of the real times between steps
     framework_s: float = 0.0  # the part of wall_s outside the VMC step and the optimiser
@@ -169,12 +170,19 @@ class VMCModule(L.LightningModule):
         checkpoint["vmc_stopping"] = self.stopping.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "vmc_totals" in checkpoint:
-            self.totals = Totals(**checkpoint["vmc_totals"])
-        elif "vmc_state" in checkpoint:  # checkpoints written before the Totals record
-            self.totals = Totals(**checkpoint["vmc_state"])
+        saved = checkpoint.get("vmc_totals", checkpoint.get("vmc_state"))  # vmc_state: before the Totals record
+        if saved is not None:
+            if "d_prime_nominal" not in saved:  # written before it was kept: every step so far at this cap
+                saved = {**saved, "d_prime_nominal": checkpoint.get("global_step", 0) * self.nominal_fraction}
+            self.totals = Totals(**saved)
         if "vmc_stopping" in checkpoint:
             self.stopping = StopMonitor(self.cfg, StopState(**checkpoint["vmc_stopping"]))
+
+    @property
+    def nominal_fraction(self) -> float:
+        """min(B, |sector|) / |sector| for this run's unique cap B: the nominal S_F of every step."""
+        size = self.problem.sector.size
+        return min(self.cfg.sampling.unique, size) / size
 
     # --- the VMC step -----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -218,6 +226,7 @@ class VMCModule(L.LightningModule):
         samples, stats = r.samples, r.stats
         s_f = samples.n_unique / p.sector.size
         s_f_full = samples.n_unique / 2.0 ** p.n_qubits
+        s_f_nominal = self.nominal_fraction  # the cap vmc_step was given: cfg.sampling.unique
         fl = flop_model.step_flops(cfg.model, p.sector, samples.rows_per_position, r.n_evals, samples.n_unique,
                                    self.hamiltonian.gemm_columns)
         if self.sr_info:
@@ -228,6 +237,7 @@ class VMCModule(L.LightningModule):
         t = self.totals
         self.totals = Totals(n_samples=self.schedule.update(t.n_samples, samples.n_unique),
                              d_prime=t.d_prime + s_f, d_prime_full=t.d_prime_full + s_f_full,
+                             d_prime_nominal=t.d_prime_nominal + s_f_nominal,
                              flops_total=t.flops_total + fl["total"], wall_s=t.wall_s + t_step,
                              framework_s=t.framework_s + max(t_step - t_vmc, 0.0))
         step, tot = self.global_step - 1, self.totals
@@ -239,6 +249,7 @@ class VMCModule(L.LightningModule):
                           n_unique=samples.n_unique, n_samples=samples.n_samples, n_requested=samples.n_requested,
                           kept_mass=samples.kept_mass,
                           s_f=s_f, d_prime=tot.d_prime, s_f_full=s_f_full, d_prime_full=tot.d_prime_full,
+                          s_f_nominal=s_f_nominal, d_prime_nominal=tot.d_prime_nominal,
                           lr=self.lr_used, temperature=cfg.temperature(step), wall_s=tot.wall_s, t_step=t_step,
                           t_sampling=r.t_sampling, t_local_energy=r.t_local_energy,
                           t_backward=r.t_loss + self.t_backward + self.t_optimizer,

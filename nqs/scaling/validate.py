@@ -1,0 +1,136 @@
+"""Validation inside every fit: leave-one-cell-out, extrapolation hold-outs fixed before fitting, coverage.
+
+A scaling law is used to extrapolate (to a larger model, a longer run, a bigger budget), so its error is
+measured where it is used (../shared/SCALING-METHOD.md, design rule 5):
+
+* **Leave one grid cell out** (cell = molecule × configuration without the seed): refit without the cell,
+  predict its runs. Interpolation error.
+* **Hold-outs decided from the design alone, before any fit**: the top compute decile of each molecule's
+  runs (by FLOPs spent), the runs of the largest T, the runs of the largest N. Refit on the rest (the
+  full multi-start fit and its cluster bootstrap), predict the held-out runs: RMS log-error, bias
+  (mean log L̂ − log L: > 0 means the law predicts a worse L than observed) and the share of held-out runs
+  inside the 95% prediction interval (bootstrap spread of log L̂ and the residual scale, in quadrature).
+
+Scores use each run's final point (its summary), also when the fit used every logged step.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from nqs.errors import UserError
+from nqs.scaling.fit import FitResult, fit_scaling_law
+from nqs.scaling.runs import ScalingPoints
+
+HOLDOUTS = ("top_compute_decile", "largest_T", "largest_N")
+Z95 = 1.959963984540054
+
+
+def holdout_runs(pts: ScalingPoints) -> dict[str, np.ndarray]:
+    """Run indices held out by each rule, from the design (N, T, FLOPs) only, never from residuals."""
+    fin = pts.final
+    runs, mols, flops = pts.run[fin], pts.molecule[fin], pts.flops[fin]
+    out = {}
+    top = []
+    for m in np.unique(mols):
+        sel = (mols == m) & np.isfinite(flops)
+        if sel.sum() >= 2:
+            cut = np.quantile(flops[sel], 0.9)
+            top.extend(runs[sel & (flops >= cut)].tolist())
+    out["top_compute_decile"] = np.unique(np.array(top, dtype=int))
+    steps = pts.steps[fin]
+    out["largest_T"] = np.unique(runs[steps == np.nanmax(steps)]) if np.isfinite(steps).any() else np.array([], int)
+    n = pts.n_first[fin]
+    out["largest_N"] = np.unique(runs[n == n.max()])
+    return out
+
+
+def _score(fit: FitResult, pts: ScalingPoints, mask: np.ndarray) -> dict:
+    """RMS log-error, bias and 95% coverage of `fit` on the final points selected by `mask`."""
+    sel = mask & pts.final
+    if not sel.any():
+        return {"n_runs": 0}
+    pred = fit.predict(pts.n[sel], pts.d[sel], pts.molecule[sel])
+    r = np.log(pred) - np.log(pts.loss[sel])
+    _, sd = fit.log_interval(pts.n[sel], pts.d[sel], pts.molecule[sel])
+    return {"n_runs": int(sel.sum()), "rms_log_error": float(np.sqrt(np.mean(r * r))), "bias": float(r.mean()),
+            "coverage_95": float(np.mean(np.abs(r) <= Z95 * sd)) if fit.boot else None}
+
+
+def leave_one_cell_out(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict) -> dict:
+    """Refit (warm, joint) without each grid cell in turn; score the held-out cell's runs."""
+    resid, cells = [], np.unique(pts.cell.astype(str))
+    if cells.size < 3:
+        return {"unit": "grid cell", "n_cells": int(cells.size), "rms_log_error": None, "bias": None}
+    for c in cells:
+        out = pts.cell.astype(str) == c
+        rest = pts.subset(~out)
+        if len(rest) == 0 or not (out & pts.final).any():
+            continue
+        if fit_kwargs.get("floors") == "molecule" and not set(pts.molecule[out]) <= set(rest.molecule):
+            continue  # the held-out molecule's floor would be unidentified
+        try:
+            sub = fit_scaling_law(rest.n, rest.d, rest.loss, molecules=rest.molecule, clusters=rest.cell,
+                                  n_bootstrap=0, warm=fit.law, **fit_kwargs)
+        except UserError:
+            continue
+        sel = out & pts.final
+        resid.extend(np.log(sub.predict(pts.n[sel], pts.d[sel], pts.molecule[sel])) - np.log(pts.loss[sel]))
+    r = np.asarray(resid)
+    return {"unit": "grid cell", "n_cells": int(cells.size), "n_runs": int(r.size),
+            "rms_log_error": float(np.sqrt(np.mean(r * r))) if r.size else None,
+            "bias": float(r.mean()) if r.size else None}
+
+
+def validate(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, n_bootstrap: int = 100, seed: int = 0) -> dict:
+    """The validation block of a fit: in-sample, leave-one-cell-out and the three hold-outs (JSON-ready)."""
+    everything = np.ones(len(pts), dtype=bool)
+    report = {"in_sample": _score(fit, pts, everything), "loo": leave_one_cell_out(pts, fit, fit_kwargs),
+              "holdouts": {}}
+    for name, runs in holdout_runs(pts).items():
+        held = np.isin(pts.run, runs)
+        entry = {"rule": name, "held_out_runs": int(runs.size)}
+        rest = pts.subset(~held)
+        if runs.size == 0 or held.all():
+            report["holdouts"][name] = {**entry, "note": "nothing to hold out" if runs.size == 0 else "every run held out"}
+            continue
+        if fit_kwargs.get("floors") == "molecule" and not set(pts.molecule[held]) <= set(rest.molecule):
+            report["holdouts"][name] = {**entry, "note": "a molecule would lose all its runs (per-molecule floors)"}
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sub = fit_scaling_law(rest.n, rest.d, rest.loss, molecules=rest.molecule, clusters=rest.cell,
+                                      n_bootstrap=n_bootstrap, seed=seed,
+                                      centre=(fit.law.n_centre, fit.law.d_centre), **fit_kwargs)
+        except UserError as exc:
+            report["holdouts"][name] = {**entry, "note": str(exc)}
+            continue
+        report["holdouts"][name] = {**entry, **_score(sub, pts, held), "fit_status": sub.status.value,
+                                    "fit_flags": list(sub.flags)}
+    return report
+
+
+def residual_grid(pts: ScalingPoints, fit: FitResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log10 N, log10 D', log residual) of every point, for the residual map (N × D')."""
+    r = np.log(fit.predict(pts.n, pts.d, pts.molecule)) - np.log(pts.loss)
+    return np.log10(pts.n_first), np.log10(pts.d), r
+
+
+def format_validation(v: dict) -> list[str]:
+    """Report lines: one per score, factors as ×/÷ exp(rms)."""
+    def fmt(entry: dict) -> str:
+        if entry.get("rms_log_error") is None:
+            return entry.get("note", "not enough data")
+        rms, bias = entry["rms_log_error"], entry["bias"]
+        cov = entry.get("coverage_95")
+        tail = "" if cov is None else f", {100 * cov:.0f}% inside the 95% interval"
+        return (f"RMS log-error {rms:.3f} (×/÷{math.exp(rms):.2f}), bias {bias:+.3f} (×{math.exp(bias):.2f})"
+                f"{tail}; {entry.get('n_runs', 0)} runs")
+    lines = [f"  in-sample: {fmt(v['in_sample'])}",
+             f"  leave one grid cell out ({v['loo']['n_cells']} cells): {fmt(v['loo'])}"]
+    for name, entry in v["holdouts"].items():
+        lines.append(f"  hold-out {name} ({entry['held_out_runs']} runs, fixed before fitting): {fmt(entry)}")
+    return lines

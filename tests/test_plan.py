@@ -1,0 +1,84 @@
+"""nqs-fit on real short runs: the cost model's allocation, an iso-FLOP plan that nqs-sweep can run and whose
+runs sit on the budget, and --check against finished runs of a plan (synthetic summaries with a known best)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from nqs.scaling.plan import check_plan, read_plan
+from nqs.scaling.runs import load_runs
+from nqs.scaling.sweep import load_sweep
+
+
+@pytest.fixture(scope="module")
+def planned(short_runs, tmp_path_factory):
+    from nqs.cli.fit import main
+
+    tmp = tmp_path_factory.mktemp("plan")
+    plan_out = tmp / "plan.yaml"
+    rc = main([*map(str, short_runs), "--metric", "vscore", "--bootstrap", "10", "--holdout-bootstrap", "5",
+               "--budget", "3e8", "--plan", "3e8", "--plan-molecule", "LiH", "--plan-seeds", "2",
+               "--plan-spread", "6", "--keep-above-hf", "--plan-out", str(plan_out), "--json", str(tmp / "fit.json")])
+    assert rc == 0
+    return tmp, plan_out, json.loads((tmp / "fit.json").read_text())
+
+
+def test_allocation_and_cost_model_in_the_report(planned):
+    _, _, data = planned
+    flops = [a for a in data["allocations"] if a["kind"] == "flops"]
+    seconds = [a for a in data["allocations"] if a["kind"] == "seconds"]
+    assert {a["molecule"] for a in flops} == {"LiH", "H2O"} and len(seconds) == 2
+    for a in flops:  # the allocation spends the budget under the cost model
+        assert a["budget"] == 3e8 and a["n"] > 0 and a["steps"] > 0
+    assert set(data["cost_model"]) == {"transformer/LiH", "transformer/H2O"}
+
+
+def test_plan_is_a_sweep_on_the_budget(planned):
+    tmp, plan_out, _ = planned
+    sweep = load_sweep(plan_out)
+    plan = read_plan(plan_out.with_suffix(".plan.json"))
+    assert len(plan["points"]) >= 3 and len(sweep.runs) == 2 * len(plan["points"])
+    for p in plan["points"]:
+        assert p["predicted_cost"] == pytest.approx(3e8, rel=0.05)
+    ns = [p["n"] for p in plan["points"]]
+    assert ns == sorted(ns) and len(set(ns)) == len(ns)
+    cfg = sweep.runs[0].config
+    assert cfg.molecule.mol == "LiH" and cfg.sampling.unique == plan["cap"] and cfg.model.ansatz == "transformer"
+
+
+def test_check_reports_both_approaches(planned, tmp_path):
+    _, plan_out, _ = planned
+    plan = read_plan(plan_out.with_suffix(".plan.json"))
+    ns = np.array([p["n"] for p in plan["points"]])
+    best = ns[len(ns) // 2]
+    for i, p in enumerate(plan["points"]):
+        for seed in range(2):
+            err = 2.0 * math.exp(math.log(p["n"] / best) ** 2) * (1.05 if seed else 0.95)
+            run = tmp_path / f"r{i}_{seed}"
+            run.mkdir()
+            (run / "summary.json").write_text(json.dumps({
+                "molecule": "LiH", "ansatz": "transformer", "n_params": p["n"], "n_params_effective": p["n"],
+                "steps": p["steps"], "energy": -7.882 + err / 1e3, "e_fci": -7.882, "e_hf": -7.87,
+                "vscore": err / 1e3, "flops_total": 1.01 * plan["budget"], "seed": seed}))
+    check = check_plan(plan, load_runs([tmp_path]))
+    assert check["observed_best_n"] == pytest.approx(best)
+    assert check["approach2_n_star"] == pytest.approx(best, rel=1e-6)  # a parabola in log N, exactly
+    assert all(r["spent_over_budget"] == pytest.approx(1.01) and r["n_runs"] == 2 for r in check["rows"])
+    assert isinstance(check["law_within_one_neighbour"], bool)
+
+
+def test_check_without_finished_runs_exits_2(planned, tmp_path, capsys):
+    from nqs.cli.fit import main
+
+    _, plan_out, _ = planned
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "summary.json").write_text(json.dumps({"molecule": "H2", "ansatz": "made"}))
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), "--check", str(plan_out.with_suffix(".plan.json"))])
+    assert exc.value.code == 2 and "have finished runs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--check", str(tmp_path / "x" / "summary.json")])
+    assert "not a plan written by nqs-fit --plan" in capsys.readouterr().err
