@@ -192,6 +192,26 @@ def test_derived_quantities_at_the_centre():
     assert fit.derived["allocation_exponent"] == pytest.approx(0.8 / 1.3, rel=1e-6)
 
 
+def test_interaction_law_recovered_exactly():
+    n, d = grid(7)
+    u, v = (n / 1e4) ** -0.5, (d / 10.0) ** -0.8
+    y = 0.01 + 0.05 * u + 0.3 * v + 0.2 * u * v  # the N slope grows with 1/D': what the H2O study saw
+    fit = fit_scaling_law(n, d, y, interaction=True, n_bootstrap=0)
+    assert fit.alpha1 == pytest.approx(0.5, rel=1e-5) and fit.alpha2 == pytest.approx(0.8, rel=1e-5)
+    nc, dc = fit.law.n_centre[0], fit.law.d_centre
+    assert fit.params["A12"] * (nc / 1e4) ** 0.5 * (dc / 10.0) ** 0.8 == pytest.approx(0.2, rel=1e-4)
+    additive = fit_scaling_law(n, d, y, n_bootstrap=0)
+    assert additive.residual_scale > 100 * max(fit.residual_scale, 1e-9)
+
+
+def test_vanished_term_has_no_exponent_and_constant_axes_are_refused():
+    n, d = grid(6)
+    fit = fit_scaling_law(n, d, 0.5 + 2.0 * d ** -0.7, n_bootstrap=0)  # no N dependence at all
+    assert math.isnan(fit.alpha1) and "A1 = 0 (term vanished)" in fit.flags
+    with pytest.raises(UserError, match="N takes a single value"):
+        fit_scaling_law(np.full(n.size, 1e4), d, law(n, d), n_bootstrap=0)
+
+
 def test_too_few_points_is_a_user_error():
     n, d = grid(2)
     with pytest.raises(UserError, match="usable points"):
@@ -264,7 +284,8 @@ def test_allocation_per_molecule_matches_the_closed_form():
         exact = math.exp(brentq(f, math.log(10.0), math.log(1e9)))
         assert opt.n == pytest.approx(exact, rel=0.01), m
         assert opt.steps * cost.flops(opt.n, opt.cap) == pytest.approx(1e13, rel=0.02)
-    assert not opt.warnings
+    assert opt.warnings == (f"B* = 200 is the runs' only cap: B is not allocated (the law cannot tell B from T beyond "
+                            "the caps the runs used)",)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -273,7 +294,8 @@ def points(n, d, y, mol=None, cells=None, steps=None, flops=None):
     return ScalingPoints(n=n, d=d, loss=y, run=np.arange(m), molecule=np.asarray(mol if mol is not None else ["X"] * m, dtype=object),
                          cell=np.asarray(cells if cells is not None else np.arange(m).astype(str), dtype=object),
                          flops=np.asarray(flops if flops is not None else n * d, float),
-                         steps=np.asarray(steps if steps is not None else d, float), final=np.ones(m, bool))
+                         steps=np.asarray(steps if steps is not None else d, float), final=np.ones(m, bool),
+                         weight=np.ones(m))
 
 
 def test_holdouts_are_fixed_by_the_design():
@@ -284,6 +306,13 @@ def test_holdouts_are_fixed_by_the_design():
     assert set(held["largest_T"]) == set(np.flatnonzero(d == d.max()))
     cost = n * d
     assert set(held["top_compute_decile"]) == set(np.flatnonzero(cost >= np.quantile(cost, 0.9)))
+
+
+def test_largest_n_and_t_are_held_out_per_molecule():
+    n, d = grid(4)
+    pts = points(np.r_[n, 1.02 * n], np.r_[d, d], np.r_[law(n, d), law(n, d)], mol=["A"] * n.size + ["B"] * n.size)
+    held = holdout_runs(pts)["largest_N"]
+    assert set(pts.molecule[held]) == {"A", "B"} and held.size == 8
 
 
 def test_validation_scores_on_a_known_answer():
@@ -366,7 +395,7 @@ def run_cli(*args, cwd=None):
 
 def test_cli_too_few_points_exits_2_with_one_line(tmp_path):
     for i in range(3):
-        write_run(tmp_path, f"r{i}", n_params=1e3 * (i + 1))
+        write_run(tmp_path, f"r{i}", n_params=1e3 * (i + 1), d_prime=10.0 * (i + 1))
     proc = run_cli(tmp_path, "--metric", "vscore")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -380,7 +409,7 @@ def test_cli_pools_molecules_and_reports_validation(tmp_path, capsys):
     law_runs(tmp_path / "h2o", molecule="H2O")
     out = tmp_path / "fit.json"
     assert main([str(tmp_path), "--metric", "vscore", "--json", str(out), "--bootstrap", "20"]) == 0
-    data = json.loads(out.read_text())
+    data = json.loads(out.read_text())["transformer"]
     assert data["molecules"] == ["H2O", "LiH"] and data["fit"]["n_points"] == 18
     assert data["fit"]["params"]["alpha1"] == pytest.approx(0.5, rel=1e-3)  # noise-free points
     assert set(data["fit"]["validation"]["holdouts"]) == {"top_compute_decile", "largest_T", "largest_N"}

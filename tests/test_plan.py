@@ -23,7 +23,7 @@ def planned(short_runs, tmp_path_factory):
                "--budget", "3e8", "--plan", "3e8", "--plan-molecule", "LiH", "--plan-seeds", "2",
                "--plan-spread", "6", "--keep-above-hf", "--plan-out", str(plan_out), "--json", str(tmp / "fit.json")])
     assert rc == 0
-    return tmp, plan_out, json.loads((tmp / "fit.json").read_text())
+    return tmp, plan_out, json.loads((tmp / "fit.json").read_text())["transformer"]
 
 
 def test_allocation_and_cost_model_in_the_report(planned):
@@ -61,7 +61,7 @@ def test_check_reports_both_approaches(planned, tmp_path):
             run.mkdir()
             (run / "summary.json").write_text(json.dumps({
                 "molecule": "LiH", "ansatz": "transformer", "n_params": p["n"], "n_params_effective": p["n"],
-                "steps": p["steps"], "energy": -7.882 + err / 1e3, "e_fci": -7.882, "e_hf": -7.87,
+                "steps": p["steps"], "unique": plan["cap"], "energy": -7.882 + err / 1e3, "e_fci": -7.882, "e_hf": -7.87,
                 "vscore": err / 1e3, "flops_total": 1.01 * plan["budget"], "seed": seed}))
     check = check_plan(plan, load_runs([tmp_path]))
     assert check["observed_best_n"] == pytest.approx(best)

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or U/2^n over the full space")
     p.add_argument("--floors", choices=("shared", "molecule"), default="shared",
                    help="one floor A0 for all molecules (default) or one per molecule")
+    p.add_argument("--law", choices=("additive", "interaction"), default="additive",
+                   help="additive (default), or with an N × D' interaction term A12·(N/N_c)^-α1·(D'/D'_c)^-α2")
     p.add_argument("--ansatz", help="fit only this ansatz (default: one fit per ansatz in the runs)")
     p.add_argument("--keep-above-hf", action="store_true",
                    help="keep runs whose final error is at or above Hartree–Fock's (default: left out, as a "
@@ -102,6 +104,10 @@ def _check_args(args) -> None:
             raise UserError(f"--{flag.replace('_', '-')} {bad[0]:g} is not a positive number of {unit}")
     if args.plan is not None and not (args.plan > 0 and math.isfinite(args.plan)):
         raise UserError(f"--plan {args.plan:g} is not a positive budget")
+    if args.plan_seeds < 1 or args.plan_runs < 3:
+        raise UserError(f"--plan-seeds must be >= 1 and --plan-runs >= 3 (got {args.plan_seeds}, {args.plan_runs})")
+    if args.n_from == "split" and args.law == "interaction":
+        raise UserError("--law interaction takes one size term; use --n-from effective (or total) with it")
     if args.n_from == "split" and (args.budget or args.time_budget or args.plan):
         raise UserError("allocation needs one size term: --n-from split fits modulus and phase separately; "
                         "drop --budget/--plan or fit with --n-from effective")
@@ -129,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
         recs = [r for r in records if r.ansatz == ansatz]
         out[ansatz] = _fit_one(args, ansatz, recs, plot=_plot_path(args.plot, ansatz, len(ansatze)))
         print()
-    _write_json(args.json, out if len(out) > 1 else next(iter(out.values())))
+    _write_json(args.json, out)
     return 0
 
 
@@ -159,9 +165,9 @@ def _fit_one(args, ansatz: str, records, plot: str | None) -> dict:
                          along_training=args.along_training)
     molecules = sorted(set(pts.molecule))
     size_terms = SPLIT_TERMS if args.n_from == "split" else ("N",)
-    kwargs = {"floors": args.floors, "size_terms": size_terms}
-    fit = fit_scaling_law(pts.n, pts.d, pts.loss, molecules=pts.molecule, clusters=pts.cell,
-                          n_bootstrap=args.bootstrap, seed=args.seed, **kwargs)
+    kwargs = {"floors": args.floors, "size_terms": size_terms, "interaction": args.law == "interaction"}
+    fit = fit_scaling_law(pts.n, pts.d, pts.loss, molecules=pts.molecule, clusters=pts.cell, weights=pts.weight,
+                          final=pts.final, n_bootstrap=args.bootstrap, seed=args.seed, **kwargs)
     fit = fit.with_validation(validate(pts, fit, kwargs, n_bootstrap=min(args.holdout_bootstrap, args.bootstrap)
                                        if args.bootstrap else 0, seed=args.seed))
     counts = ", ".join(f"{m} {len(set(pts.run[pts.molecule == m]))}" for m in molecules)
@@ -172,7 +178,7 @@ def _fit_one(args, ansatz: str, records, plot: str | None) -> dict:
     print("validation (scores on each run's final point):")
     print("\n".join(format_validation(fit.validation)))
     result = {"fit": fit.to_json(), "metric": args.metric, "n_from": args.n_from, "d_from": args.d_from,
-              "floors": args.floors, "molecules": molecules, "left_out_above_hf": [str(r.path) for r in dropped]}
+              "floors": args.floors, "law": args.law, "molecules": molecules, "left_out_above_hf": [str(r.path) for r in dropped]}
     costs = None
     if args.budget or args.time_budget or args.plan or plot:
         costs, cost_lines, cost_json = _cost_models(records)
@@ -199,6 +205,8 @@ def format_fit(fit: FitResult) -> str:
     terms = " + ".join(f"A{t}·({s}/{s}_c)^-alpha{t}" for s, t in zip(law.size_terms + ("D'",),
                                                                     _suffixes(law.size_terms)))
     floor = "A0" if len(law.floors) == 1 else "A0[molecule]"
+    if law.interaction:
+        terms += " + A12·(N/N_c)^-alpha1·(D'/D'_c)^-alpha2"
     lines = [f"L = {floor} + {terms};  {centre}, D'_c = {law.d_centre:.4g} (the data's geometric centre)"]
     for name, value in {**fit.params, **fit.derived}.items():
         ci = fit.ci.get(name)
@@ -206,7 +214,7 @@ def format_fit(fit: FitResult) -> str:
         lines.append(f"  {name:<22}= {value:<12.5g}{tail}")
     flags = "; ".join(fit.flags) if fit.flags else "none"
     lines.append(f"status: {fit.status.value}; flags: {flags}")
-    lines.append(f"residual scale (robust σ of the log-residuals): {fit.residual_scale:.3f}; "
+    lines.append(f"residual scale (RMS of the final points' log-residuals): {fit.residual_scale:.3f}; "
                  f"Huber loss (δ = 1e-3, summed): {fit.loss:.4g}; bootstrap: {fit.n_bootstrap} cluster resamples")
     return "\n".join(lines)
 
@@ -243,7 +251,6 @@ def _allocations(args, fit, costs, records, pts, molecules):
     from nqs.scaling.allocate import allocate, format_allocations
 
     allocs = []
-    n_lo, n_hi = float(pts.n_first.min()), float(pts.n_first.max())
     for mol in molecules:
         cost = costs.get((records[0].ansatz, mol))
         if cost is None:
@@ -252,13 +259,18 @@ def _allocations(args, fit, costs, records, pts, molecules):
         recs = [r for r in records if r.molecule == mol]
         caps = sorted({float(r.unique) for r in recs if r.unique})
         steps = [r.steps for r in recs if r.steps]
-        common = dict(molecule=mol, n_from=args.n_from, d_from=args.d_from, caps=caps, n_range=(n_lo / 3, n_hi * 10),
+        molecule_n = pts.n_first[pts.molecule == mol]
+        common = dict(molecule=mol, n_from=args.n_from, d_from=args.d_from, caps=caps,
+                      n_range=_n_range(pts, mol), data_n=(float(molecule_n.min()), float(molecule_n.max())),
                       steps_range=(min(steps), max(steps)) if steps else None)
         if args.budget:
             flop_opt = allocate(fit, cost, kind="flops", budgets=args.budget, **common)
             allocs += flop_opt
-            seconds = [cost.seconds(a.n, a.cap, args.n_from) * a.steps for a in flop_opt]
-            allocs += allocate(fit, cost, kind="seconds", budgets=seconds, **common)
+            try:
+                seconds = [cost.seconds(a.n, a.cap, args.n_from) * a.steps for a in flop_opt]
+                allocs += allocate(fit, cost, kind="seconds", budgets=seconds, **common)
+            except UserError as exc:
+                warnings.warn(f"{mol}: no time-optimal allocation ({exc})")
         if args.time_budget:
             allocs += allocate(fit, cost, kind="seconds", budgets=args.time_budget, **common)
         if args.plan and not args.budget and not args.time_budget:
@@ -268,6 +280,13 @@ def _allocations(args, fit, costs, records, pts, molecules):
     return allocs, lines
 
 
+def _n_range(pts, mol) -> tuple[float, float]:
+    """Where the allocation searches N: from the molecule's smallest model (the size family starts there) to
+    10× its largest; an optimum beyond the data's largest N is flagged as an extrapolation."""
+    n = pts.n_first[pts.molecule == mol]
+    return float(n.min()), float(n.max()) * 10
+
+
 def _plan(args, fit, costs, records, pts, molecules, ansatz) -> dict:
     from nqs.scaling.allocate import allocate
     from nqs.scaling.plan import plan_iso_cost, write_plan
@@ -275,17 +294,26 @@ def _plan(args, fit, costs, records, pts, molecules, ansatz) -> dict:
     mol = args.plan_molecule or molecules[0]
     if mol not in molecules:
         raise UserError(f"--plan-molecule {mol}: not among the fitted molecules ({', '.join(molecules)})")
-    cost = costs[(ansatz, mol)]
+    cost = costs.get((ansatz, mol))
+    if cost is None:
+        raise UserError(f"no cost model for {ansatz} on {mol}: its runs have no usable metrics.jsonl to plan from")
     recs = [r for r in records if r.molecule == mol]
+    steps = [r.steps for r in recs if r.steps]
+    molecule_n = pts.n_first[pts.molecule == mol]
     opt = allocate(fit, cost, molecule=mol, kind=args.plan_kind, budgets=[args.plan], n_from=args.n_from,
                    d_from=args.d_from, caps=sorted({float(r.unique) for r in recs if r.unique}),
-                   n_range=(float(pts.n_first.min()) / 3, float(pts.n_first.max()) * 10))[0]
+                   n_range=_n_range(pts, mol), data_n=(float(molecule_n.min()), float(molecule_n.max())),
+                   steps_range=(min(steps), max(steps)) if steps else None)[0]
+    for w in opt.warnings:
+        warnings.warn(f"plan: {w}")
     sweep, plan = plan_iso_cost(fit, cost, opt, records, ansatz=ansatz, n_from=args.n_from, d_from=args.d_from,
                                 metric=args.metric, k=args.plan_runs, seeds=range(args.plan_seeds),
                                 spread=args.plan_spread)
     path, side = write_plan(sweep, plan, args.plan_out)
     print(f"plan: {len(plan['points'])} sizes × {args.plan_seeds} seeds on the {args.plan_kind} curve "
           f"{args.plan:.3g} around N* = {opt.n:.4g}; wrote {path} and {side}")
+    for w in plan.get("warnings", ()):
+        warnings.warn(f"plan: {w}")
     for p in plan["points"]:
         print(f"  N {p['n']:.4g}  T {p['steps']}  B {p['cap']}  cost {p['predicted_cost']:.4g} "
               f"({100 * (p['predicted_cost'] / args.plan - 1):+.1f}% of the budget)  predicted {p['predicted']:.4g}")

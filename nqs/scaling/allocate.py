@@ -96,9 +96,11 @@ def _optimum(law: Law, table: CostTable, budget: float, molecule: str) -> tuple[
 
 def allocate(fit: FitResult, cost, *, molecule: str, kind: str, budgets: Sequence[float], n_from: str,
              d_from: str, caps: Sequence[float], n_range: tuple[float, float],
-             steps_range: tuple[float, float] | None = None) -> list[Allocation]:
+             steps_range: tuple[float, float] | None = None,
+             data_n: tuple[float, float] | None = None) -> list[Allocation]:
     """The optimum for each budget, with intervals from the fit's bootstrap laws and warnings when the
-    optimum sits at the edge of the searched N range or outside the data's T range."""
+    optimum sits at the edge of the searched N range, beyond the runs' N (`data_n`) or T range, or when B
+    had a single value to choose from."""
     if len(fit.law.size_terms) != 1:
         raise UserError("allocation needs one size term; the split law (--n-from split) has two: fit with "
                         "--n-from effective (or total) to allocate")
@@ -113,6 +115,11 @@ def allocate(fit: FitResult, cost, *, molecule: str, kind: str, budgets: Sequenc
         if i in (0, table.log_n.size - 1):
             notes.append(f"N* at the {'lower' if i == 0 else 'upper'} edge of the searched range "
                          f"[{n_range[0]:.3g}, {n_range[1]:.3g}]: the law has no interior optimum there")
+        if data_n and not (data_n[0] <= n <= data_n[1]):
+            notes.append(f"N* = {n:.4g} lies outside the runs' N range {data_n[0]:.4g}–{data_n[1]:.4g}: an extrapolation")
+        if len(table.caps) == 1:
+            notes.append(f"B* = {table.caps[0]:g} is the runs' only cap: B is not allocated (the law cannot tell B "
+                         "from T beyond the caps the runs used)")
         if steps_range and not (steps_range[0] / 2 <= t <= 2 * steps_range[1]):
             notes.append(f"T* = {t:.3g} steps is outside the runs' range {steps_range[0]:g}–{steps_range[1]:g} "
                          "by more than 2×: an extrapolation")
@@ -138,6 +145,26 @@ def format_allocations(allocs: Sequence[Allocation], metric_label: str) -> list[
             for a in allocs]
     lines = markdown_table(["molecule", "budget", "N* [95%]", "T* [95%]", "B*", "D'* [95%]",
                             f"predicted {metric_label} [95%]"], rows).splitlines()
+    for (mol, kind), group in _groups(allocs).items():
+        if len(group) >= 2:
+            lo, hi = group[0], group[-1]
+            slope = math.log(hi.n / lo.n) / math.log(hi.budget / lo.budget)
+            lines.append(f"{mol}, {kind}: N* ∝ C^{slope:.3f} between {lo.budget:.3g} and {hi.budget:.3g} "
+                         f"{KINDS[kind]} under the measured cost model")
+    said = set()
     for a in allocs:
-        lines.extend(f"warning: {a.molecule} {a.budget:.3g} {KINDS[a.kind]}: {w}" for w in a.warnings)
+        for w in a.warnings:
+            if w.startswith("B* ="):  # the same for every budget of a molecule: once
+                if (a.molecule, w) not in said:
+                    said.add((a.molecule, w))
+                    lines.append(f"note: {a.molecule}: {w}")
+            else:
+                lines.append(f"warning: {a.molecule} {a.budget:.3g} {KINDS[a.kind]}: {w}")
     return lines
+
+
+def _groups(allocs: Sequence[Allocation]) -> dict[tuple[str, str], list[Allocation]]:
+    out: dict[tuple[str, str], list[Allocation]] = {}
+    for a in allocs:
+        out.setdefault((a.molecule, a.kind), []).append(a)
+    return {k: sorted(v, key=lambda a: a.budget) for k, v in out.items()}

@@ -31,7 +31,7 @@ from scipy.optimize import minimize, nnls
 from threadpoolctl import threadpool_limits
 
 from nqs.errors import UserError
-from nqs.scaling.law import Law
+from nqs.scaling.law import Law, term_design
 
 HUBER_DELTA = 1e-3
 ALPHA_BOUNDS = (0.0, 3.0)
@@ -49,8 +49,9 @@ class FitStatus(str, enum.Enum):
 @dataclass(frozen=True)
 class FitResult:
     """A fitted law with its 95% cluster-bootstrap intervals (`ci`, for params and derived quantities),
-    status and flags. `loss` is the summed Huber loss of the log-residuals; `residual_scale` their robust
-    standard deviation (1.4826·MAD). `boot` keeps the bootstrap laws (for prediction intervals)."""
+    status and flags. `loss` is the summed Huber loss of the log-residuals; `residual_scale` their RMS over
+    the final points with the fitted parameters' degrees of freedom removed (an RMS, not a robust MAD, so that
+    heavy tails and lack of fit widen the prediction intervals instead of being hidden). `boot` keeps the bootstrap laws (for prediction intervals)."""
 
     law: Law
     ci: dict[str, tuple[float, float]]
@@ -121,10 +122,18 @@ class _Data:
     z: np.ndarray  # (m, k+1): log(N_k/N_kc) ..., log(D'/D'_c)
     logl: np.ndarray  # (m,)
     floor_onehot: np.ndarray  # (m, n_floors)
+    design: np.ndarray  # (terms × (k+1)): `nqs.scaling.law.term_design`
 
 
 def _basis(alpha: np.ndarray, data: _Data) -> np.ndarray:
-    return np.column_stack([data.floor_onehot, np.exp(-alpha * data.z)])
+    return np.column_stack([data.floor_onehot, np.exp(-(data.z * alpha) @ data.design.T)])
+
+
+def _alpha_gradient(psi_over_pred: np.ndarray, phi: np.ndarray, coef: np.ndarray, data: _Data) -> np.ndarray:
+    """∂/∂α_j of Σ ψ(r)·log L̂: −Σ_i (ψ/L̂)_i·z_ij·Σ_c E[c, j]·A_c·Φ_ic."""
+    nf = data.floor_onehot.shape[1]
+    weighted = (phi[:, nf:] * coef[nf:]) @ data.design  # (m, k+1)
+    return -(psi_over_pred[:, None] * data.z * weighted).sum(axis=0)
 
 
 def _huber(r: np.ndarray, w: np.ndarray) -> float:
@@ -184,8 +193,7 @@ def _profile(alpha: np.ndarray, data: _Data, w: np.ndarray, warm: dict) -> tuple
     pred = np.maximum(phi @ coef, 1e-300)
     r = np.log(pred) - data.logl
     psi = w * np.clip(r, -HUBER_DELTA, HUBER_DELTA) / HUBER_DELTA
-    nf = data.floor_onehot.shape[1]
-    grad = np.array([-(psi * coef[nf + j] * phi[:, nf + j] * data.z[:, j] / pred).sum() for j in range(alpha.size)])
+    grad = _alpha_gradient(psi / pred, phi, coef, data)
     return loss, grad
 
 
@@ -216,16 +224,14 @@ def _grid_starts(data: _Data, w: np.ndarray, bounds, keep: int = 3) -> list[np.n
 
 def _joint_objective(x, data: _Data, w, scale: float):
     """Σ w·Huber(log L̂ − log L)/δ over x = (A/scale, α) jointly, and its gradient."""
-    nc = data.floor_onehot.shape[1] + data.z.shape[1]
+    nc = data.floor_onehot.shape[1] + data.design.shape[0]
     coef, alpha = x[:nc] * scale, x[nc:]
     phi = _basis(alpha, data)
     pred = np.maximum(phi @ coef, 1e-300)
     r = np.log(pred) - data.logl
     psi = w * np.clip(r, -HUBER_DELTA, HUBER_DELTA) / HUBER_DELTA
     g_coef = (psi / pred) @ phi * scale
-    nf = data.floor_onehot.shape[1]
-    g_alpha = -((psi / pred)[:, None] * phi[:, nf:] * coef[nf:] * data.z).sum(axis=0)
-    return _huber(r, w), np.concatenate([g_coef, g_alpha])
+    return _huber(r, w), np.concatenate([g_coef, _alpha_gradient(psi / pred, phi, coef, data)])
 
 
 def _joint(coef0, alpha0, data: _Data, w, bounds, maxiter):
@@ -242,6 +248,16 @@ def _joint(coef0, alpha0, data: _Data, w, bounds, maxiter):
     return res, res.x[:nc] * scale, res.x[nc:], float(res.fun)
 
 
+def _outcome(res) -> FitStatus:
+    """L-BFGS-B's end: 0 converged; 1 the iteration limit; 2 (a line search that stalled) is accepted as
+    converged only at a small projected gradient, which on this nearly-L1 loss is a kink at the minimum."""
+    if res.status == 0:
+        return FitStatus.CONVERGED
+    if res.status == 1:
+        return FitStatus.MAX_ITERATIONS
+    return FitStatus.CONVERGED if np.max(np.abs(res.jac)) < 1e-3 else FitStatus.FAILED
+
+
 def _best(starts, data, w, bounds, maxiter):
     """Variable projection from each start (exponent vectors), then a joint polish; the lowest loss wins.
     Returns (alpha, coef, loss, ok, optimiser message) or None."""
@@ -249,8 +265,8 @@ def _best(starts, data, w, bounds, maxiter):
     for s in starts:
         res, coef, loss, ok = _refine(np.asarray(s, float), data, w, bounds, maxiter)
         jres, jcoef, jalpha, jloss = _joint(coef, res.x, data, w, bounds, maxiter)
-        cand = (jalpha, jcoef, jloss, ok and jres.status != 1, str(jres.message)) if jloss < loss else \
-            (res.x, coef, loss, ok and res.status != 1, str(res.message))
+        cand = (jalpha, jcoef, jloss, _outcome(jres), str(jres.message)) if jloss < loss else \
+            (res.x, coef, loss, _outcome(res) if ok else FitStatus.MAX_ITERATIONS, str(res.message))
         if np.isfinite(cand[2]) and (best is None or cand[2] < best[2]):
             best = cand
     return best
@@ -262,7 +278,7 @@ def _best_joint(warm, data, w, bounds, maxiter):
     for alpha0, coef0 in warm:
         res, coef, alpha, loss = _joint(coef0, alpha0, data, w, bounds, maxiter)
         if np.isfinite(loss) and (best is None or loss < best[2]):
-            best = (alpha, coef, loss, res.status != 1, str(res.message))
+            best = (alpha, coef, loss, _outcome(res), str(res.message))
     return best
 
 
@@ -270,14 +286,17 @@ def _best_joint(warm, data, w, bounds, maxiter):
 def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: str = "shared",
                     size_terms: Sequence[str] = ("N",), n_bootstrap: int = 200, seed: int = 0,
                     alpha_bounds: tuple[float, float] = ALPHA_BOUNDS, maxiter: int = 500,
-                    centre: tuple[tuple[float, ...], float] | None = None, warm: Law | None = None) -> FitResult:
+                    centre: tuple[tuple[float, ...], float] | None = None, warm: Law | None = None,
+                    interaction: bool = False, weights=None, final=None) -> FitResult:
     """Fit the law to points (N, D', L), N of shape (m,) or (m, k) for k size terms, all positive and finite.
 
     `molecules` (one name per point) stratifies the bootstrap and, with floors="molecule", gives each
     molecule its own floor A0. `clusters` (one label per point, e.g. molecule × grid cell) are the units the
     bootstrap resamples (default: each point). `centre` fixes (N_c, D'_c) instead of the data's. `warm`, a
     law of the same shape, skips the exponent grid: a joint refit from it (its centre kept), as the
-    leave-one-out refits do.
+    leave-one-out refits do. `interaction` adds the A12·(N/N_c)^-α1·(D'/D'_c)^-α2 term (one size term).
+    `weights` scale each point's loss (e.g. 1/points of its run with --along-training); `final` marks the
+    points the residual scale is taken from (default all).
     """
     n = np.asarray(n, dtype=float)
     d, l = (np.asarray(a, dtype=float).ravel() for a in (d_prime, loss))
@@ -294,8 +313,14 @@ def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: 
     mols = np.asarray(molecules if molecules is not None else ["all"] * d.size, dtype=object).ravel()
     if floors not in ("shared", "molecule"):
         raise UserError(f"floors must be 'shared' or 'molecule', got {floors!r}")
+    if interaction and len(size_terms) != 1:
+        raise UserError("the interaction law takes one size term; drop --n-from split or use --law additive")
+    for name, col in [(s_, n[:, k]) for k, s_ in enumerate(size_terms)] + [("D'", d)]:
+        if np.unique(col).size < 2:
+            raise UserError(f"{name} takes a single value across the points: its exponent cannot be fitted; "
+                            "add runs that vary it")
     groups = tuple(sorted(set(mols))) if floors == "molecule" else ("all",)
-    n_coef = len(groups) + len(size_terms) + 1
+    n_coef = len(groups) + len(size_terms) + 1 + int(interaction)
     if d.size <= n_coef + len(size_terms) + 1:
         raise UserError(f"{d.size} usable points for a law with {n_coef + len(size_terms) + 1} parameters; "
                         "add runs (or use --along-training)")
@@ -306,7 +331,9 @@ def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: 
     n_c, d_c = np.asarray(centre[0], float), float(centre[1])
     onehot = (mols[:, None] == np.array(groups, dtype=object)[None, :]).astype(float) if len(groups) > 1 \
         else np.ones((d.size, 1))
-    data = _Data(z=np.column_stack([np.log(n / n_c), np.log(d / d_c)]), logl=np.log(l), floor_onehot=onehot)
+    design = term_design(len(size_terms) + 1, interaction)
+    data = _Data(z=np.column_stack([np.log(n / n_c), np.log(d / d_c)]), logl=np.log(l), floor_onehot=onehot,
+                 design=design)
     labels = np.asarray(clusters, dtype=object).ravel() if clusters is not None else np.arange(d.size)
     if labels.size != d.size:
         raise UserError("clusters must have one label per point")
@@ -315,23 +342,33 @@ def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: 
         nf = len(groups)
         return Law(tuple(size_terms), tuple(float(v) for v in n_c), d_c, groups,
                    tuple(float(v) for v in coef[:nf]), tuple(float(v) for v in coef[nf:]),
-                   tuple(float(v) for v in alpha))
+                   tuple(float(v) for v in alpha), interaction)
 
-    w = np.ones(d.size)
+    w = np.ones(d.size) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if w.size != d.size or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise UserError("weights must be one finite non-negative number per point")
     with threadpool_limits(limits=1, user_api="blas"):
-        if warm is not None and warm.floor_groups == groups and warm.size_terms == tuple(size_terms):
+        if warm is not None and warm.floor_groups == groups and warm.size_terms == tuple(size_terms) \
+                and warm.interaction == interaction:
             best = _best_joint([(np.array(warm.exponents), np.array(warm.floors + warm.amplitudes))], data, w,
                                alpha_bounds, maxiter)
         else:
             best = _best(_grid_starts(data, w, alpha_bounds), data, w, alpha_bounds, maxiter)
         if best is None:
             raise UserError("the fit failed from every start; check the points (nqs-fit --json shows them)")
-        alpha, coef, total, ok, message = best
+        alpha, coef, total, status, message = best
         law = make_law(alpha, coef)
-        boot = _bootstrap([(alpha, coef)], data, labels, mols, n_bootstrap, seed, alpha_bounds, maxiter, make_law)
-    status = FitStatus.CONVERGED if ok else FitStatus.MAX_ITERATIONS
+        warm_starts = [(alpha, coef)]
+        if warm is None and n_bootstrap:  # a second basin for the resamples to move to, when there is one
+            for a in _grid_starts(data, w, alpha_bounds, keep=2):
+                if np.max(np.abs(a - alpha)) > 0.1:
+                    warm_starts.append((a, _solve_coefficients(_basis(a, data), data.logl, w)[0]))
+                    break
+        boot = _bootstrap(warm_starts, data, labels, mols, w, n_bootstrap, seed, alpha_bounds, maxiter, make_law)
     resid = np.log(law.predict(n, d, mols)) - data.logl
-    scale = 1.4826 * float(np.median(np.abs(resid - np.median(resid)))) * math.sqrt(d.size / max(d.size - n_coef - len(size_terms) - 1, 1))
+    keep = np.ones(d.size, bool) if final is None else np.asarray(final, bool).ravel()
+    dof = max(int(keep.sum()) - n_coef - len(size_terms) - 1, 1)
+    scale = float(np.sqrt(np.sum(resid[keep] ** 2) / dof))
     return FitResult(law=law, ci=_intervals(boot), status=status, flags=_flags(law, l, alpha_bounds),
                      n_points=int(d.size), n_clusters=int(np.unique(labels.astype(str)).size), loss=float(total),
                      residual_scale=scale, n_bootstrap=len(boot), message=message, boot=tuple(boot))
@@ -348,7 +385,7 @@ def _flags(law: Law, loss: np.ndarray, bounds) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _bootstrap(warm, data, labels, mols, k, seed, bounds, maxiter, make_law) -> list[Law]:
+def _bootstrap(warm, data, labels, mols, w0, k, seed, bounds, maxiter, make_law) -> list[Law]:
     """Laws refitted on `k` resamples of the clusters, with replacement, within each molecule."""
     if k == 0:
         return []
@@ -361,11 +398,11 @@ def _bootstrap(warm, data, labels, mols, k, seed, bounds, maxiter, make_law) -> 
         counts = np.zeros(uniq.size)
         for s in strata:
             np.add.at(counts, s[rng.integers(0, s.size, s.size)], 1)
-        w = counts[inverse]
-        if np.count_nonzero(w) <= data.floor_onehot.shape[1] + 2 * data.z.shape[1]:
+        w = counts[inverse] * w0
+        if np.count_nonzero(w) <= data.floor_onehot.shape[1] + data.design.shape[0] + data.z.shape[1]:
             continue
         best = _best_joint(warm, data, w, bounds, maxiter)
-        if best is not None:
+        if best is not None and best[3] is not FitStatus.FAILED:
             out.append(make_law(best[0], best[1]))
     return out
 

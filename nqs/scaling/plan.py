@@ -54,13 +54,20 @@ def plan_iso_cost(fit: FitResult, cost, optimum: Allocation, records: Sequence[R
     mol, cap, budget = optimum.molecule, int(round(optimum.cap)), optimum.budget
     targets = optimum.n * spread ** (np.linspace(-0.5, 0.5, k))
     fn = cost.flops_for_options if optimum.kind == "flops" else cost.seconds_for_options
-    points, seen = [], set()
-    for target in targets:
-        size, counts = cost.family.options_for(float(target), n_from, cost.sector)
-        key = tuple(sorted(size.items()))
-        if key in seen:
-            continue
-        seen.add(key)
+    members = cost.family.members(cost.sector)
+    count = (lambda m: m.counts[n_from] if n_from in m.counts else m.counts["total"])  # noqa: E731
+    chosen: list = []
+    for target in targets:  # the nearest member not taken yet (log distance)
+        free = [m for m in members if all(m is not c for c in chosen)]
+        if free:
+            chosen.append(min(free, key=lambda m: abs(math.log(count(m) / target))))
+    chosen.sort(key=count)
+    notes = []
+    if len({count(m) for m in chosen}) < k:
+        notes.append(f"only {len({count(m) for m in chosen})} distinct sizes of the family near the {k} targets")
+    points = []
+    for m in chosen:
+        size, counts = m.options, m.counts
         per_step = fn(size, cap)
         steps = max(1, int(round(budget / per_step)))
         n = counts["split" if n_from == "split" else n_from] if n_from in counts else counts["total"]
@@ -80,7 +87,7 @@ def plan_iso_cost(fit: FitResult, cost, optimum: Allocation, records: Sequence[R
                             f"{optimum.n:.4g} (nqs-fit --plan; check with nqs-fit --check)",
              "out": out, "base": base,
              "grid": [{"size": [p["size"]], "steps": [p["steps"]], "seed": list(seeds)} for p in points]}
-    plan = {"molecule": mol, "ansatz": ansatz, "kind": optimum.kind, "budget": budget, "metric": metric,
+    plan = {"warnings": notes + list(optimum.warnings), "molecule": mol, "ansatz": ansatz, "kind": optimum.kind, "budget": budget, "metric": metric,
             "n_from": n_from, "d_from": d_from, "cap": cap, "optimum": optimum.to_json(), "points": points,
             "out": out, "law": fit.law.to_json()}
     return sweep, plan
@@ -122,7 +129,7 @@ def check_plan(plan: dict, records: Sequence[RunRecord]) -> dict:
     rows = []
     for p in plan["points"]:
         runs = [r for r in records if r.molecule == plan["molecule"] and r.ansatz == plan["ansatz"]
-                and r.steps == p["steps"] and run_n(r, n_from)[0] is not None
+                and r.steps == p["steps"] and r.unique == plan["cap"] and run_n(r, n_from)[0] is not None
                 and abs(math.log(run_n(r, n_from)[0] / p["n"])) < 1e-6]
         vals = [r.vscore if metric == "vscore" else r.abs_error_mha for r in runs]
         vals = [v for v in vals if v is not None and v > 0]

@@ -147,7 +147,8 @@ def cell_key(rec: RunRecord) -> str:
 class ScalingPoints:
     """Points (N, D', L) for a fit, one row per point: `n` is (m,) or (m, 2) for split sizes; `run` the index
     of the record each came from; `cell` its grid cell (molecule × configuration without the seed);
-    `flops` the FLOPs spent to reach the point; `steps` the run's length."""
+    `flops` the FLOPs spent to reach the point; `steps` the run's length; `final` marks summary points and
+    `weight` is each point's weight in the fit."""
 
     n: np.ndarray
     d: np.ndarray
@@ -158,6 +159,7 @@ class ScalingPoints:
     flops: np.ndarray
     steps: np.ndarray
     final: np.ndarray  # True for a run's summary point (its final energy), False for logged steps
+    weight: np.ndarray  # each point's weight in the fit: 1, or 1/(points of its run) with --along-training
 
     def __len__(self) -> int:
         return int(self.d.size)
@@ -173,7 +175,7 @@ class ScalingPoints:
 
     def subset(self, keep: np.ndarray) -> "ScalingPoints":
         return ScalingPoints(**{f: getattr(self, f)[keep] for f in
-                                ("n", "d", "loss", "run", "molecule", "cell", "flops", "steps", "final")})
+                                ("n", "d", "loss", "run", "molecule", "cell", "flops", "steps", "final", "weight")})
 
 
 def _metric(value_vscore: float | None, value_err: float | None, metric: str) -> float | None:
@@ -193,7 +195,9 @@ def collect_points(records: Sequence[RunRecord], metric: str = "vscore", n_from:
     L is the V-score or |error_mha|; N the count chosen by `n_from` (`run_n`); D' the realised Σ S_F
     (unique samples / |sector| summed over steps), the nominal Σ min(B, |sector|)/|sector|, or the full-space
     Σ U/2^n, by `d_from`. Points with a missing, non-finite or non-positive N, D' or L are dropped with one
-    warning naming the runs.
+    warning naming the runs. Logged steps at or above the run's Hartree–Fock error, and its last step (the
+    summary's final evaluation stands for it), are not points; each point weighs 1/(points of its run), so
+    that a long run counts as much as a short one.
     """
     if metric not in METRIC_CHOICES:
         raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_CHOICES)}")
@@ -209,8 +213,13 @@ def collect_points(records: Sequence[RunRecord], metric: str = "vscore", n_from:
         raw.append((n, rec.d_from(d_from), _metric(rec.vscore, rec.abs_error_mha, metric), g, cell,
                     rec.flops_total, rec.steps, True))
         if along_training and rec.path is not None and (Path(rec.path) / METRICS).is_file():
+            hf = None if rec.hf_error_mha is None else abs(rec.hf_error_mha)
             for row in read_metrics(Path(rec.path) / METRICS):
                 err = row.error_mha
+                if hf is not None and err is not None and abs(err) >= hf:
+                    continue  # a step still on the Hartree-Fock plateau (the method's rule 4)
+                if row.step + 1 >= (rec.steps or 0) and rec.steps:
+                    continue  # the last step: the summary's final evaluation stands for it
                 raw.append((n, getattr(row, step_field, None), _metric(row.vscore, None if err is None else abs(err),
                             metric), g, cell, row.flops_total, rec.steps, False))
     good = []
@@ -227,6 +236,7 @@ def collect_points(records: Sequence[RunRecord], metric: str = "vscore", n_from:
     if not good:
         raise UserError(f"no usable (N, D', {metric}) point among {len(records)} runs; see the warning above")
     n = np.array([p[0] for p in good], dtype=float).reshape(len(good), -1)
+    run = np.array([p[3] for p in good], dtype=int)
     return ScalingPoints(n=n[:, 0] if n_from != "split" else n, d=np.array([p[1] for p in good], dtype=float),
                          loss=np.array([p[2] for p in good], dtype=float),
                          run=np.array([p[3] for p in good], dtype=int),
@@ -234,4 +244,5 @@ def collect_points(records: Sequence[RunRecord], metric: str = "vscore", n_from:
                          cell=np.array([p[4] for p in good], dtype=object),
                          flops=np.array([p[5] if p[5] is not None else np.nan for p in good], dtype=float),
                          steps=np.array([p[6] if p[6] is not None else np.nan for p in good], dtype=float),
-                         final=np.array([p[7] for p in good], dtype=bool))
+                         final=np.array([p[7] for p in good], dtype=bool),
+                         weight=1.0 / np.bincount(run)[run])

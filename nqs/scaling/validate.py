@@ -9,7 +9,8 @@ measured where it is used (../shared/SCALING-METHOD.md, design rule 5):
   runs (by FLOPs spent), the runs of the largest T, the runs of the largest N. Refit on the rest (the
   full multi-start fit and its cluster bootstrap), predict the held-out runs: RMS log-error, bias
   (mean log L̂ − log L: > 0 means the law predicts a worse L than observed) and the share of held-out runs
-  inside the 95% prediction interval (bootstrap spread of log L̂ and the residual scale, in quadrature).
+  inside the 95% prediction interval (bootstrap spread of log L̂ and the residual scale, the RMS of the
+  final points' log-residuals, in quadrature).
 
 Scores use each run's final point (its summary), also when the fit used every logged step.
 """
@@ -29,7 +30,8 @@ Z95 = 1.959963984540054
 
 
 def holdout_runs(pts: ScalingPoints) -> dict[str, np.ndarray]:
-    """Run indices held out by each rule, from the design (N, T, FLOPs) only, never from residuals."""
+    """Run indices held out by each rule, from the design (N, T, FLOPs) only, never from residuals; each rule
+    applies within each molecule (its top compute decile, its longest runs, its largest model)."""
     fin = pts.final
     runs, mols, flops = pts.run[fin], pts.molecule[fin], pts.flops[fin]
     out = {}
@@ -40,10 +42,13 @@ def holdout_runs(pts: ScalingPoints) -> dict[str, np.ndarray]:
             cut = np.quantile(flops[sel], 0.9)
             top.extend(runs[sel & (flops >= cut)].tolist())
     out["top_compute_decile"] = np.unique(np.array(top, dtype=int))
-    steps = pts.steps[fin]
-    out["largest_T"] = np.unique(runs[steps == np.nanmax(steps)]) if np.isfinite(steps).any() else np.array([], int)
-    n = pts.n_first[fin]
-    out["largest_N"] = np.unique(runs[n == n.max()])
+    for name, values in (("largest_T", pts.steps[fin]), ("largest_N", pts.n_first[fin])):
+        held = []
+        for m in np.unique(mols):  # per molecule: each counts its parameters (and may run its lengths) apart
+            sel = (mols == m) & np.isfinite(values)
+            if sel.any():
+                held.extend(runs[sel & (values == values[sel].max())].tolist())
+        out[name] = np.unique(np.array(held, dtype=int))
     return out
 
 
@@ -56,7 +61,7 @@ def _score(fit: FitResult, pts: ScalingPoints, mask: np.ndarray) -> dict:
     r = np.log(pred) - np.log(pts.loss[sel])
     _, sd = fit.log_interval(pts.n[sel], pts.d[sel], pts.molecule[sel])
     return {"n_runs": int(sel.sum()), "rms_log_error": float(np.sqrt(np.mean(r * r))), "bias": float(r.mean()),
-            "coverage_95": float(np.mean(np.abs(r) <= Z95 * sd)) if fit.boot else None}
+            "coverage_95": float(np.mean(np.abs(r) <= Z95 * sd))}
 
 
 def leave_one_cell_out(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict) -> dict:
@@ -73,7 +78,7 @@ def leave_one_cell_out(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict) -> 
             continue  # the held-out molecule's floor would be unidentified
         try:
             sub = fit_scaling_law(rest.n, rest.d, rest.loss, molecules=rest.molecule, clusters=rest.cell,
-                                  n_bootstrap=0, warm=fit.law, **fit_kwargs)
+                                  weights=rest.weight, final=rest.final, n_bootstrap=0, warm=fit.law, **fit_kwargs)
         except UserError:
             continue
         sel = out & pts.final
@@ -103,7 +108,7 @@ def validate(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, n_bootstrap: 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 sub = fit_scaling_law(rest.n, rest.d, rest.loss, molecules=rest.molecule, clusters=rest.cell,
-                                      n_bootstrap=n_bootstrap, seed=seed,
+                                      weights=rest.weight, final=rest.final, n_bootstrap=n_bootstrap, seed=seed,
                                       centre=(fit.law.n_centre, fit.law.d_centre), **fit_kwargs)
         except UserError as exc:
             report["holdouts"][name] = {**entry, "note": str(exc)}
