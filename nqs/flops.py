@@ -154,14 +154,20 @@ def hamiltonian_flops(n_qubits: int, batch: int, gemm_columns: int) -> float:
 
 
 def local_energy_flops(cfg: ModelConfig, sector: Sector, n_evals: int, batch: int,
-                       gemm_columns: int) -> dict[str, float]:
+                       gemm_columns: int, trie_rows: Sequence[int] = ()) -> dict[str, float]:
     """FLOPs of `nqs.local_energy.local_energy`: {"psi", "hamiltonian", "total"}.
 
     psi: `log_psi` (modulus + phase) on the `n_evals` unique configurations actually evaluated
-    (`LocalEnergy.n_evals`: the batch plus its in-sector, deduplicated connections); hamiltonian: the kernel's
-    own GEMMs on the `batch` samples (`hamiltonian_flops`).
+    (`LocalEnergy.n_evals`: the batch plus its in-sector, deduplicated connections); when they went through the
+    prefix trie (`nqs.trie`; `trie_rows` = `LocalEnergy.rows_per_position`, the distinct prefixes evaluated at
+    each position) the modulus is the incremental step once per trie node, as `sampling_flops` counts it, and
+    the phase network runs on the n_evals configurations. hamiltonian: the kernel's own GEMMs on the `batch`
+    samples (`hamiltonian_flops`). The sampled-space estimator evaluates nothing (n_evals = 0).
     """
-    psi = forward_flops(cfg, sector, n_evals)
+    if trie_rows:
+        psi = sampling_flops(cfg, sector, trie_rows) + forward_breakdown(cfg, sector, n_evals).phase
+    else:
+        psi = forward_flops(cfg, sector, n_evals)
     ham = hamiltonian_flops(sector.n_qubits, batch, gemm_columns)
     return {"psi": psi, "hamiltonian": ham, "total": psi + ham}
 
@@ -176,11 +182,12 @@ def natural_gradient_flops(cfg: ModelConfig, sector: Sector, rows: int, n_params
 
 
 def step_flops(cfg: ModelConfig, sector: Sector, rows_per_position: Sequence[int], n_evals: int, batch: int,
-               gemm_columns: int) -> dict[str, float]:
+               gemm_columns: int, trie_rows: Sequence[int] = ()) -> dict[str, float]:
     """One VMC step: {"sampling", "local_energy", "gradient", "total"}; `batch` is the number of unique
-    samples (the gradient runs over them, the local energy's GEMMs too)."""
+    samples (the gradient runs over them, the local energy's GEMMs too); `trie_rows`: see
+    `local_energy_flops`."""
     out = {"sampling": sampling_flops(cfg, sector, rows_per_position),
-           "local_energy": local_energy_flops(cfg, sector, n_evals, batch, gemm_columns)["total"],
+           "local_energy": local_energy_flops(cfg, sector, n_evals, batch, gemm_columns, trie_rows)["total"],
            "gradient": gradient_flops(cfg, sector, batch)}
     out["total"] = out["sampling"] + out["local_energy"] + out["gradient"]
     return out

@@ -14,6 +14,10 @@ Three phases, all batched tensor code that runs unchanged on CPU and CUDA:
 3. evaluation: log psi on the unique configurations in chunks of `eval_chunk` rows, then
    E_loc(b) = H_0(x_b) + sum_k H_k(x_b) psi(x'_bk) / psi(x_b), with one exp per unique configuration
    (amplitudes scaled by the batch's largest; pair-by-pair ratios where that would under- or overflow).
+
+Phase 3 takes any `evaluate` of the unique packed configurations: a plain `log_psi` in chunks (the default,
+"exact-dense"), or the prefix trie of `nqs.trie` ("exact-trie"); `nqs.local_energy_modes` builds the
+cheaper estimators (sampled-space, semi-stochastic) on `connections` and `from_connections`.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from nqs.hilbert import pack, unpack
 from nqs.operator import CompiledHamiltonian
 
 LogPsiFn = Callable[[torch.Tensor], torch.Tensor]  # (C, n) uint8 bits -> (C,) complex log psi
+EvaluateFn = Callable[[torch.Tensor], torch.Tensor]  # (U,) int64 packed, distinct -> (U,) complex128 log psi
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class LocalEnergy:
     n_evals: int  # psi evaluations made: unique configurations (batch plus connected)
     n_connected: int  # surviving (sample, x') pairs before deduplication
     n_pairs_naive: int  # B * (K - 1)
+    rows_per_position: tuple[int, ...] = ()  # trie nodes per position when the n_evals went through the trie
 
 
 def _chunk_rows(h: CompiledHamiltonian, memory_bytes: int) -> int:
@@ -136,20 +142,32 @@ def evaluate_unique(log_psi: LogPsiFn, packed: torch.Tensor, n_qubits: int, eval
 
 @torch.no_grad()
 def local_energy(h: CompiledHamiltonian, bits: torch.Tensor, log_psi: LogPsiFn, eval_chunk: int = 65536,
-                 memory_bytes: int = 256 * 2**20, tol: float = 1e-12, dense: bool = False) -> LocalEnergy:
+                 memory_bytes: int = 256 * 2**20, tol: float = 1e-12, dense: bool = False,
+                 evaluate: EvaluateFn | None = None) -> LocalEnergy:
     """E_loc for a batch: (B, n) bits in the sector, log_psi: (C, n) uint8 -> (C,) complex.
 
     Returns E_loc (B,) complex128 in Hartree and the number of psi evaluations made. `dense=True` takes the
-    per-string path of `connections` (a reference; same values).
+    per-string path of `connections` (a reference; same values). `evaluate`, when given, replaces the chunked
+    `log_psi` calls on the unique configurations (e.g. `nqs.trie.TrieEvaluator`).
     """
     conn = connections(h, bits, tol=tol, memory_bytes=memory_bytes, dense=dense)
+    if evaluate is None:
+        def evaluate(unique: torch.Tensor) -> torch.Tensor:
+            return evaluate_unique(log_psi, unique, h.n_qubits, eval_chunk)
+    return from_connections(h, bits, conn, evaluate)
+
+
+def from_connections(h: CompiledHamiltonian, bits: torch.Tensor, conn: Connections,
+                     evaluate: EvaluateFn) -> LocalEnergy:
+    """E_loc (B,) = diagonal + sum over the pairs of `conn` of element * psi(x') / psi(x), with log psi of the
+    batch and of the pairs' x' from one `evaluate` call on their distinct packed keys (U,) int64."""
     batch = bits.shape[0]
     keys = torch.cat([pack(bits.to(h.device)), conn.packed])
     if h.n_qubits < 32:  # sorting int32 keys is ~1.5x faster
         keys = keys.to(torch.int32)
     unique, inverse = torch.unique(keys, return_inverse=True)
     unique = unique.to(torch.int64)
-    log_values = evaluate_unique(log_psi, unique, h.n_qubits, eval_chunk)
+    log_values = evaluate(unique).to(torch.complex128)
     inverse_x, inverse_c = inverse[:batch], inverse[batch:]
     log_x = log_values.index_select(0, inverse_x)
     e_loc = conn.diagonal.to(torch.complex128).clone()
@@ -164,4 +182,5 @@ def local_energy(h: CompiledHamiltonian, bits: torch.Tensor, log_psi: LogPsiFn, 
     else:
         ratios = torch.exp(log_values.index_select(0, inverse_c) - log_x.index_select(0, conn.sample))
         e_loc.index_add_(0, conn.sample, conn.element.to(torch.complex128) * ratios)
-    return LocalEnergy(e_loc, int(unique.shape[0]), int(conn.sample.shape[0]), conn.n_pairs_naive)
+    rows = tuple(getattr(evaluate, "rows_per_position", ()))
+    return LocalEnergy(e_loc, int(unique.shape[0]), int(conn.sample.shape[0]), conn.n_pairs_naive, rows)

@@ -126,6 +126,8 @@ class StepRecord:
     t_framework: float | None = field(default=None, metadata={"help": "t_step minus the VMC step function"})
     n_evals: int = 0
     n_connected: int = 0
+    local_energy: str | None = field(default=None, metadata={
+        "help": "local-energy estimator as run: exact-dense | exact-trie | sampled | semi-stochastic"})
     flops_step: dict = field(default_factory=dict)
     flops_total: float = 0.0
     sr_shift: float | None = field(default=None, metadata={"help": "sr: the diagonal shift λ of this step"})
@@ -211,6 +213,11 @@ class RunSummary:
     exact: bool = False
     energy_enum: float | None = None
     optimizer: str | None = None
+    local_energy: str | None = field(default=None, metadata={
+        "help": "training's local-energy path as run (exact-dense | exact-trie | sampled | semi-stochastic)"})
+    estimator: str | None = field(default=None, metadata={
+        "help": "what training's E_loc estimated: exact | sampled | semi-stochastic(threshold=..,draws=..); "
+                "None in runs before it was recorded (they were exact); the final energy is always exact"})
     schedule: dict | None = None  # learning-rate and annealing schedule as run: kind, warmup, decay, decay_start
     stop_reason: str | None = None  # steps | converged | max_time
     criteria_met: dict | None = None  # stopping criterion -> first step at which it held

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from nqs.local_energy import local_energy
+from nqs.local_energy_modes import LocalEnergyMode, estimate
 from nqs.sampler import Samples, sample
 
 KEPT_MASS_WARNING = 1e-6  # warn when the unique cap / the draw dropped more probability mass than this
@@ -99,6 +99,8 @@ class StepResult:
     t_sampling: float
     t_local_energy: float
     t_loss: float
+    local_energy_mode: str = "exact-dense"  # the estimator as run (`LocalEnergyMode.resolve`)
+    le_rows: tuple[int, ...] = ()  # trie nodes per position when the n_evals went through the trie (all ranks)
 
 
 def _sync(device: torch.device) -> None:
@@ -109,14 +111,19 @@ def _sync(device: torch.device) -> None:
 
 def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: torch.Generator, *,
              temperature: float = 0.0, clip_width: float | None = None, eval_chunk: int = 65536,
-             with_loss: bool = True, ranks: Ranks = Ranks()) -> StepResult:
+             with_loss: bool = True, ranks: Ranks = Ranks(), mode: LocalEnergyMode = LocalEnergyMode()) -> StepResult:
     """Sample, evaluate E_loc on this rank's share, reduce the statistics and build the surrogate loss.
 
     Sampling is identical on every rank (same `generator` state); rank r takes unique samples r, r + world, ...
     The loss is that of the free energy F = E - T S (T = `temperature`, Hartree; the local term gains
     T log p(x)) with Re E_loc clipped to mean ± clip_width·MAD when `clip_width` is set; it is multiplied by
-    `ranks.world` because DDP averages gradients. Raises FloatingPointError on a non-finite energy."""
+    `ranks.world` because DDP averages gradients. `mode` picks the local-energy estimator
+    (`nqs.local_energy_modes`); the sampled-space one takes log psi of the samples from the loss's forward pass
+    (timed with the loss), and, with several ranks, evaluates the whole sample set once more (counted in
+    n_evals). The semi-stochastic draws use `generator` after the sampler. Raises FloatingPointError on a
+    non-finite energy."""
     device = next(model.parameters()).device
+    mode = mode.resolve(model)
     t0 = time.perf_counter()
     samples = sample(model, n_samples, max_unique, generator)
     _sync(device)
@@ -124,23 +131,39 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
     part = slice(ranks.rank, None, ranks.world)
     bits = samples.bits[part]
     weights = (samples.counts / samples.counts.sum())[part].to(device)
-    le = local_energy(hamiltonian, bits, model.log_psi, eval_chunk=eval_chunk)
+    log_psi, t_forward, extra = None, 0.0, {}
+    if mode.name == "sampled":
+        with torch.set_grad_enabled(with_loss and torch.is_grad_enabled()):
+            log_psi = model.log_psi(bits)
+        if ranks.world > 1:
+            with torch.no_grad():
+                extra = {"space_bits": samples.bits, "space_log_psi": model.log_psi(samples.bits)}
+        _sync(device)
+        t_forward = time.perf_counter() - t1
+    t1b = time.perf_counter()
+    le = estimate(model, hamiltonian, bits, mode, generator, eval_chunk, log_psi_bits=log_psi, **extra)
+    n_evals = le.n_evals + (samples.n_unique if extra else 0) + (0 if with_loss or log_psi is None else bits.shape[0])
     sums = ranks.all_reduce(weighted_sums(le.values, weights))
-    counts = ranks.all_reduce(torch.tensor([le.n_evals, le.n_connected], dtype=torch.float64, device=device))
+    counts = ranks.all_reduce(torch.tensor([n_evals, le.n_connected, *le.rows_per_position], dtype=torch.float64,
+                                           device=device))
     stats = stats_from_sums(sums, samples.n_samples, samples.n_requested, samples.kept_mass)
     _sync(device)
     t2 = time.perf_counter()
+    t_local_energy = t2 - t1b + (0.0 if with_loss else t_forward)
     if not math.isfinite(stats.mean) or not math.isfinite(stats.variance):
         raise FloatingPointError(f"non-finite energy {stats.mean}")
     loss = None
     if with_loss:
         e_loc = clip_local_energy(le.values, weights, stats.mean, clip_width)
-        log_psi = model.log_psi(bits)
+        if log_psi is None:
+            log_psi = model.log_psi(bits)
         mean = complex(stats.mean, stats.imag)
         if temperature > 0:
             log_p = 2.0 * log_psi.real.detach().to(torch.float64)
             e_loc = e_loc + temperature * log_p
             mean = mean + temperature * float(ranks.all_reduce((weights * log_p).sum()))
         loss = surrogate_loss(log_psi, e_loc, weights, mean) * ranks.world
-    return StepResult(stats, samples, loss, int(counts[0]), int(counts[1]), t1 - t0, t2 - t1,
-                      time.perf_counter() - t2)
+    t_loss = time.perf_counter() - t2 + (t_forward if with_loss else 0.0)
+    rows = tuple(int(c) for c in counts[2:].tolist())
+    return StepResult(stats, samples, loss, int(counts[0]), int(counts[1]), t1 - t0, t_local_energy, t_loss,
+                      mode.name, rows)

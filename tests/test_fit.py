@@ -424,3 +424,18 @@ def test_cli_bad_budget_and_split_allocation_exit_2(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: --budget -1")
     proc = run_cli(tmp_path, "--n-from", "split", "--budget", "1e12")
     assert proc.returncode == 2 and "one size term" in proc.stderr
+
+
+def test_cli_refuses_to_pool_estimators_unless_told(tmp_path, capsys):
+    from nqs.cli.fit import main
+
+    law_runs(tmp_path / "exact", molecule="LiH")  # no estimator field: written before it was recorded (exact)
+    write_run(tmp_path / "sampled", "r0", n_params=5e3, d_prime=3.0, estimator="sampled")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--metric", "vscore", "--bootstrap", "0"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1
+    assert "different local-energy estimators (exact, sampled)" in lines[0] and "--mix-estimators" in lines[0]
+    assert main([str(tmp_path), "--metric", "vscore", "--bootstrap", "0", "--mix-estimators"]) == 0
+    assert "pooled as asked" in capsys.readouterr().err

@@ -144,7 +144,8 @@ def test_step_flops_match_a_measured_vmc_step(problems, ansatz):
 
     total = measured(step)
     r = out["r"]
-    counts = step_flops(cfg, p.sector, r.samples.rows_per_position, r.n_evals, r.samples.n_unique, h.gemm_columns)
+    counts = step_flops(cfg, p.sector, r.samples.rows_per_position, r.n_evals, r.samples.n_unique, h.gemm_columns,
+                        r.le_rows)
     assert set(counts) == {"sampling", "local_energy", "gradient", "total"}
     assert counts["total"] == pytest.approx(total, rel=REL)
 

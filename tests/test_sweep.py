@@ -10,7 +10,7 @@ from nqs.cli.compare import main as compare_main
 from nqs.cli.fit import main as fit_main
 from nqs.cli.sweep import main
 from nqs.errors import UserError
-from nqs.scaling.runs import collect_points, load_runs
+from nqs.scaling.runs import collect_points, load_runs, read_metrics
 from nqs.scaling.sweep import execute, load_sweep
 
 FAST = "{mol: LiH, unique: 200, samples: 1.0e+6, final_unique: 300, checkpoint_every: 100}"
@@ -160,10 +160,39 @@ grid:
     assert "2 skipped" in capsys.readouterr().out
     records = load_runs([out])
     assert sorted(r.path.name for r in records) == ["transformer_dm4_ff8_ph8_T3", "transformer_dm8_ff16_ph16_T3"]
-    pts = collect_points(records, metric="abs_error", along_training=True)
-    assert len(pts) == 2 + 2 * 3 and len(set(pts.n.tolist())) == 2 and set(pts.groups.tolist()) == {0, 1}
+    pts = collect_points(records, metric="abs_error", along_training=True, drop_above_hf=False)
+    assert len(pts) == 2 + 2 * 2 and len(set(pts.n.tolist())) == 2 and set(pts.groups.tolist()) == {0, 1}
+    assert pts.weight.tolist() == [1 / 3] * 6  # the last step is the summary's; each run weighs 1 in all
     assert fit_main([str(out), "--metric", "abs_error", "--along-training", "--bootstrap", "0", "--keep-above-hf"]) == 0
     assert "status:" in capsys.readouterr().out
     assert compare_main([str(out), "--by-size"]) == 0
     table = capsys.readouterr().out
     assert table.count("| LiH | transformer |") == 2
+
+
+def test_branches_continue_the_trunk_and_decay(tmp_path, capsys):
+    out = tmp_path / "runs"
+    path = write(tmp_path, f"""
+out: {out}
+base: {{mol: LiH, d_model: 4, d_ff: 8, phase_hidden: 8, unique: 50, samples: 1.0e+4, lr_schedule: wsd, decay: 10,
+        warmup: 2, anneal_steps: 5, final_unique: 100, final_samples: 1.0e+4, steps: 30, optimizer: adam,
+        progress: false}}
+grid:
+  seed: [0]
+branches: {{steps: [15, 25], decay: [5, 5]}}
+""")
+    assert main([str(path)]) == 0
+    assert "3 ran" in capsys.readouterr().out.splitlines()[-1]
+    trunk = read_metrics(out / "seed0" / "metrics.jsonl")
+    for steps, start in ((15, 10), (25, 20)):
+        summary = load_runs([out / f"seed0_T{steps}"])[0]
+        assert summary.steps == steps and summary.branch == {"trunk": str(out / "seed0"), "step": start}
+        rows = read_metrics(out / f"seed0_T{steps}" / "metrics.jsonl")
+        assert [r.energy for r in rows[:start]] == [r.energy for r in trunk[:start]]  # the trunk's own steps
+        assert rows[-1].lr == pytest.approx(1e-3)  # decayed to lr_final over the branch's last 5 steps
+    assert main([str(path)]) == 0 and "3 skipped" in capsys.readouterr().out
+    bad = write(tmp_path, f"out: {out}\nbase: {{steps: 30, lr_schedule: wsd, decay: 10}}\ngrid: {{seed: [0]}}\n"
+                          "branches: {steps: [28], decay: [2]}\n", name="bad.yaml")
+    with pytest.raises(SystemExit) as exc:
+        main([str(bad)])
+    assert exc.value.code == 2 and "outside the trunk's stable phase" in capsys.readouterr().err

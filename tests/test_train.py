@@ -25,11 +25,13 @@ def rows(path) -> list[dict]:
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("ansatz", ["made", "transformer", "retnet"])
-def test_three_step_run_writes_the_run_directory(tmp_path, ansatz, capsys, problems):
+@pytest.mark.parametrize("ansatz,mode,as_run", [("made", "exact", "exact-dense"), ("transformer", "sampled", "sampled"),
+                                                ("retnet", "exact", "exact-trie")])
+def test_three_step_run_writes_the_run_directory(tmp_path, ansatz, mode, as_run, capsys, problems):
     out = tmp_path / "run"
-    main([*FAST, "--ansatz", ansatz, "--steps", "3", "--out", str(out)])
-    printed = capsys.readouterr().out
+    main([*FAST, "--ansatz", ansatz, "--steps", "3", "--out", str(out), "--local-energy", mode])
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "FCI" in printed and "CCSD(T)" in printed
     summary = read_summary(out)
     assert summary.steps == 3 and summary.ansatz == ansatz and summary.molecule == "LiH"
@@ -48,6 +50,9 @@ def test_three_step_run_writes_the_run_directory(tmp_path, ansatz, capsys, probl
     assert any((out / "tensorboard").iterdir())
     assert summary.energy >= summary.e_fci - 1e-6  # variational
     assert 0.99 < summary.final_kept_mass < 1 + 1e-6 and "kept mass" in printed
+    assert summary.local_energy == as_run and {r.local_energy for r in metrics} == {as_run}
+    assert summary.estimator == ("sampled" if mode == "sampled" else "exact")
+    assert (mode == "sampled") == ("final energy uses the exact one" in captured.err)
 
 
 def test_resume_continues_to_the_same_result(tmp_path):
@@ -87,6 +92,10 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     (["--steps", "ten"], "steps"),
     (["--mol", "Unobtainium"], "unknown molecule"),
     (["--mol", "H2", "--charge", "1", "--spin", "0"], "impossible"),
+    (["--local-energy", "fast"], "unknown local_energy 'fast'"),
+    (["--local-energy", "semi-stochastic", "--semi-threshold", "-0.1"], "semi_threshold must be"),
+    (["--semi-draws", "0"], "semi_draws must be"),
+    (["--ansatz", "made", "--local-energy", "exact-trie"], "exact-trie needs an ansatz"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, needle, capsys):
     one_error_line(capsys, *args, "--out", str(tmp_path / "x"), needle=needle)

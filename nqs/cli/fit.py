@@ -19,6 +19,7 @@ from nqs.scaling.runs import (
     METRIC_LABELS,
     N_FROM_CHOICES,
     SPLIT_TERMS,
+    check_estimators,
     collect_points,
     load_runs,
 )
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the fits (and validation, cost model, allocations) as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw L vs N and D', the residual map and iso-cost curves "
                    "(one file per ansatz when several)")
+    p.add_argument("--mix-estimators", action="store_true",
+                   help="pool runs trained with different local-energy estimators (refused by default)")
     p.add_argument("--allow-mixed", action="store_true", help=argparse.SUPPRESS)  # pooling is now the default
     return p
 
@@ -118,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.allow_mixed:
         warnings.warn("--allow-mixed is no longer needed: runs of several molecules are pooled by default")
     records = load_runs(args.run_dirs)
+    check_estimators(records, args.mix_estimators)
     if args.check:
         from nqs.scaling.plan import check_plan, format_check, read_plan
 
@@ -162,7 +166,7 @@ def _fit_one(args, ansatz: str, records, plot: str | None) -> dict:
         if not records:
             raise UserError(f"every {ansatz} run is at or above Hartree–Fock; nothing to fit (--keep-above-hf to try)")
     pts = collect_points(records, metric=args.metric, n_from=args.n_from, d_from=args.d_from,
-                         along_training=args.along_training)
+                         along_training=args.along_training, drop_above_hf=not args.keep_above_hf)
     molecules = sorted(set(pts.molecule))
     size_terms = SPLIT_TERMS if args.n_from == "split" else ("N",)
     kwargs = {"floors": args.floors, "size_terms": size_terms, "interaction": args.law == "interaction"}

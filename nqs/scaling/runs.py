@@ -79,6 +79,24 @@ def load_runs(paths: Iterable[str | os.PathLike]) -> list[RunRecord]:
     return records
 
 
+def run_estimator(rec: RunRecord) -> str:
+    """The local-energy estimator a run trained with; runs written before it was recorded used the exact one."""
+    return getattr(rec, "estimator", None) or "exact"
+
+
+def check_estimators(records: Sequence[RunRecord], mix: bool = False) -> None:
+    """UserError when the runs trained with different local-energy estimators (exact, sampled,
+    semi-stochastic with its threshold and draws), whose losses differ by the estimators' bias, unless `mix`
+    (then a warning)."""
+    kinds = sorted({run_estimator(r) for r in records})
+    if len(kinds) < 2:
+        return
+    message = f"the runs trained with different local-energy estimators ({', '.join(kinds)})"
+    if not mix:
+        raise UserError(f"{message}: fit one estimator's runs at a time, or pass --mix-estimators to pool them")
+    warnings.warn(f"{message}: pooled as asked (--mix-estimators)", stacklevel=2)
+
+
 METRIC_LABELS = {"vscore": "V-score", "abs_error": "|E − E_ref| (mHa)"}
 N_FROM_CHOICES = ("effective", "total", "modulus", "phase", "split")
 D_FROM_CHOICES = ("realised", "nominal", "full")
@@ -189,13 +207,14 @@ def _ok(v) -> bool:
 
 
 def collect_points(records: Sequence[RunRecord], metric: str = "vscore", n_from: str = "effective",
-                   d_from: str = "realised", along_training: bool = False) -> ScalingPoints:
+                   d_from: str = "realised", along_training: bool = False, drop_above_hf: bool = True) -> ScalingPoints:
     """(N, D', L) from the runs' summaries, and with `along_training` from every logged step too.
 
     L is the V-score or |error_mha|; N the count chosen by `n_from` (`run_n`); D' the realised Σ S_F
     (unique samples / |sector| summed over steps), the nominal Σ min(B, |sector|)/|sector|, or the full-space
     Σ U/2^n, by `d_from`. Points with a missing, non-finite or non-positive N, D' or L are dropped with one
-    warning naming the runs. Logged steps at or above the run's Hartree–Fock error, and its last step (the
+    warning naming the runs. Logged steps at or above the run's Hartree–Fock error (unless not
+    `drop_above_hf`), and its last step (the
     summary's final evaluation stands for it), are not points; each point weighs 1/(points of its run), so
     that a long run counts as much as a short one.
     """
@@ -216,7 +235,7 @@ def collect_points(records: Sequence[RunRecord], metric: str = "vscore", n_from:
             hf = None if rec.hf_error_mha is None else abs(rec.hf_error_mha)
             for row in read_metrics(Path(rec.path) / METRICS):
                 err = row.error_mha
-                if hf is not None and err is not None and abs(err) >= hf:
+                if drop_above_hf and hf is not None and err is not None and abs(err) >= hf:
                     continue  # a step still on the Hartree-Fock plateau (the method's rule 4)
                 if row.step + 1 >= (rec.steps or 0) and rec.steps:
                     continue  # the last step: the summary's final evaluation stands for it

@@ -18,6 +18,15 @@ set together (a model size). A run's directory name joins the options its grid p
 
 A run directory with summary.json is finished and skipped; one with checkpoints/last.ckpt is resumed; either
 must hold the configuration the sweep asks for (else a `UserError`: change `out` or remove the directory).
+
+Lengths as decay branches of one trunk (Hägele et al. 2024; ../shared/SCALING-METHOD.md rule 1)::
+
+    branches: {steps: [650, 900, 1400], decay: [50, 100, 200]}
+
+makes every grid point a warmup-stable-decay trunk (its own `steps` and `decay`, in steps) and, after it,
+one branch per entry: a run that continues the trunk's kept checkpoint at step S = steps - decay and
+decays over `decay` steps (`nqs-train --branch-from`), in `OUT/<name>_T<steps>`. The trunk keeps the
+checkpoints it needs (keep_every = the steps' greatest common divisor unless set).
 """
 from __future__ import annotations
 
@@ -27,17 +36,17 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from nqs.errors import UserError
-from nqs.record import CHECKPOINT, SUMMARY_FILE, RunSummary, read_summary
+from nqs.record import CHECKPOINT, SUMMARY_FILE, RunSummary, branch_checkpoint, read_summary
 from nqs.tables import markdown_table
 from nqs.training.config import FIELDS, TrainConfig, check_name, load_yaml, resolve
 from nqs.training.presets import load_preset
 
-TOP_KEYS = ("description", "preset", "out", "base", "grid")
+TOP_KEYS = ("description", "preset", "out", "base", "grid", "branches")
 FORBIDDEN = ("out",)  # set by the sweep: `out` at the top level is the root of all runs
 ABBREV = {"ansatz": "", "mol": "", "d_model": "dm", "d_ff": "ff", "layers": "L", "heads": "H", "hidden": "h",
           "made_layers": "ml", "phase_hidden": "ph", "phase_layers": "pl", "steps": "T", "samples": "Ns",
@@ -52,6 +61,8 @@ class PlannedRun:
     name: str
     varied: tuple[tuple[str, Any], ...]
     config: TrainConfig
+    trunk: Path | None = None  # a branch: the trunk's run directory and the step it continues from
+    branch_step: int | None = None
 
     @property
     def out(self) -> Path:
@@ -191,11 +202,41 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         if cfg.run.devices * cfg.run.num_nodes > 1:
             raise UserError(f"{path}: grid point {name}: devices / num_nodes > 1 (DDP) cannot run inside nqs-sweep; "
                             f"run it with nqs-train --devices")
-        runs.append(PlannedRun(index=i, name=name, varied=varied, config=cfg))
+        trunk = PlannedRun(index=i, name=name, varied=varied, config=cfg)
+        runs.extend([trunk, *_branches(trunk, spec.get("branches"), path)])
+    runs = [replace(r, index=k) for k, r in enumerate(runs, start=1)]
     sweep = Sweep(path=path, out=root, runs=tuple(runs), description=str(spec.get("description") or ""))
     for run in sweep.runs:
         check_existing(run)
     return sweep
+
+
+def _branches(trunk: PlannedRun, spec: Any, path: Path) -> list[PlannedRun]:
+    """The decay branches of one trunk (module docstring); the trunk's keep_every is set to what they need."""
+    if not spec:
+        return []
+    if not isinstance(spec, dict) or set(spec) != {"steps", "decay"} or len(spec["steps"]) != len(spec["decay"]):
+        raise UserError(f"{path}: branches must be {{steps: [T, ...], decay: [K, ...]}} with one decay per length")
+    o = trunk.config.optim
+    if o.lr_schedule != "wsd" or o.decay < 1:
+        raise UserError(f"{path}: branches decay a WSD trunk: set lr_schedule: wsd and decay in steps (>= 1) in base")
+    pairs = [(int(t), int(k)) for t, k in zip(spec["steps"], spec["decay"])]
+    stable_end = o.steps - int(o.decay)
+    for t, k in pairs:
+        if not (1 <= k < t and o.warmup <= t - k <= stable_end):
+            raise UserError(f"{path}: branch steps {t} with decay {k} starts at {t - k}, outside the trunk's stable "
+                            f"phase {o.warmup}..{stable_end}")
+    keep = trunk.config.run.keep_every or math.gcd(*[t - k for t, k in pairs])
+    if any((t - k) % keep for t, k in pairs):
+        raise UserError(f"{path}: keep_every {keep} does not divide every branch step {[t - k for t, k in pairs]}")
+    object.__setattr__(trunk, "config", trunk.config.updated(keep_every=keep))
+    out = []
+    for t, k in pairs:
+        name = f"{trunk.name}_T{t}"
+        cfg = trunk.config.updated(steps=t, decay=k, out=str(trunk.out.parent / name), keep_every=None)
+        out.append(PlannedRun(index=trunk.index, name=name, varied=trunk.varied + (("steps", t), ("decay", k)),
+                              config=cfg, trunk=trunk.out, branch_step=t - k))
+    return out
 
 
 def check_existing(run: PlannedRun) -> None:
@@ -239,8 +280,10 @@ def run_one(run: PlannedRun) -> RunOutcome:
         summary = read_summary(run.out)  # a damaged summary.json: UserError naming the file
         return RunOutcome(run, "skipped", float(summary.command_wall_s or 0.0), summary)
     start = time.perf_counter()
+    branch = None if run.trunk is None else {"trunk": run.trunk, "step": run.branch_step,
+                                             "checkpoint": run.trunk / branch_checkpoint(run.branch_step)}
     try:
-        summary = train(run.config, run.out, resume=status == "resume")
+        summary = train(run.config, run.out, resume=status == "resume", branch=branch)
     except UserError as exc:
         return RunOutcome(run, "failed", time.perf_counter() - start, error=str(exc))
     if summary is None:  # nqs.training.run.run returns None off rank 0; read what rank 0 wrote

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from nqs.errors import UserError
+from nqs.local_energy_modes import LocalEnergyMode
 from nqs.models import ModelConfig
 from nqs.options import option
 from nqs.sampler import SCHEDULES, SampleSchedule
@@ -87,6 +88,12 @@ class OptimConfig:
     dtype: str = option("float32", "float32 | float64 parameters and activations")
     eval_chunk: int = option(65536, "configurations per network call in the local energy (memory bound)",
                              affects_result=False)
+    local_energy: str = option("exact", "local-energy estimator: exact (exact-trie for transformer/retnet, "
+                               "exact-dense for made) | exact-dense | exact-trie | sampled (connections within "
+                               "the step's samples only; biased) | semi-stochastic")
+    semi_threshold: float = option(1e-2, "semi-stochastic: connections with |H_xx'| >= this (Hartree) are summed "
+                                   "exactly, the rest drawn")
+    semi_draws: int = option(8, "semi-stochastic: connections drawn per sample from the rest, ∝ |H_xx'|")
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,10 @@ class TrainConfig:
         """Annealing temperature (Hartree) at `step`."""
         return schedules.temperature(self.optim, step)
 
+    def local_energy_mode(self) -> LocalEnergyMode:
+        o = self.optim
+        return LocalEnergyMode(o.local_energy, o.semi_threshold, o.semi_draws)
+
     def schedule(self) -> SampleSchedule:
         s = self.sampling
         return SampleSchedule(kind=s.sample_schedule, n_samples=s.samples, n_start=s.samples_start,
@@ -236,6 +247,7 @@ class TrainConfig:
             raise UserError(f"strategy must be auto or ddp, got {r.strategy!r}")
         if r.device not in ("auto", "cpu") and not r.device.startswith("cuda"):
             raise UserError(f"unknown device '{r.device}': use auto, cpu or cuda")
+        self.local_energy_mode().check(self.model.ansatz)
         self.schedule()
         return self
 

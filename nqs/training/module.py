@@ -49,7 +49,8 @@ def ddp_ranks() -> Ranks:
 
 def evaluate_energy(model: AutoregressiveAnsatz, hamiltonian, n_samples: float, max_unique: int, seed: int,
                     eval_chunk: int = 65536) -> StepResult:
-    """The final energy: `vmc_step` without a loss on a fresh sample (every rank computes its share)."""
+    """The final energy: `vmc_step` without a loss on a fresh sample (every rank computes its share), with the
+    exact local energy whatever estimator trained the model."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(step_seed(seed, FINAL_STEP))
     with torch.no_grad():
@@ -131,6 +132,7 @@ class VMCModule(L.LightningModule):
         super().__init__()
         self.model, self.problem, self.cfg = model, problem, cfg
         self.schedule = cfg.schedule()
+        self.local_energy_mode = cfg.local_energy_mode()
         self.hamiltonian = None  # compiled once, on the run's device, in setup()
         self.automatic_optimization = False
         self.totals = Totals(n_samples=self.schedule.n_samples_at(0, cfg.optim.steps))
@@ -193,7 +195,7 @@ class VMCModule(L.LightningModule):
         try:
             result = vmc_step(self.model, self.hamiltonian, self.totals.n_samples, cfg.sampling.unique, gen,
                               temperature=cfg.temperature(step), clip_width=cfg.optim.clip_local_energy,
-                              eval_chunk=cfg.optim.eval_chunk, ranks=ddp_ranks())
+                              eval_chunk=cfg.optim.eval_chunk, ranks=ddp_ranks(), mode=self.local_energy_mode)
         except FloatingPointError as exc:
             raise UserError(f"training diverged at step {step} ({exc}): lower --lr (now {cfg.optim.lr:g}) or set "
                             f"--clip-local-energy 5; the last checkpoint is intact, resume with --resume") from None
@@ -228,7 +230,7 @@ class VMCModule(L.LightningModule):
         s_f_full = samples.n_unique / 2.0 ** p.n_qubits
         s_f_nominal = self.nominal_fraction  # the cap vmc_step was given: cfg.sampling.unique
         fl = flop_model.step_flops(cfg.model, p.sector, samples.rows_per_position, r.n_evals, samples.n_unique,
-                                   self.hamiltonian.gemm_columns)
+                                   self.hamiltonian.gemm_columns, r.le_rows)
         if self.sr_info:
             fl["natural_gradient"] = flop_model.natural_gradient_flops(cfg.model, p.sector, self.sr_info["rows"],
                                                                        self.model.n_params)
@@ -254,6 +256,7 @@ class VMCModule(L.LightningModule):
                           t_sampling=r.t_sampling, t_local_energy=r.t_local_energy,
                           t_backward=r.t_loss + self.t_backward + self.t_optimizer,
                           t_framework=max(t_step - t_vmc, 0.0), n_evals=r.n_evals, n_connected=r.n_connected,
+                          local_energy=r.local_energy_mode,
                           flops_step=fl, flops_total=tot.flops_total, sr_shift=self.sr_info.get("shift"),
                           sr_metric_step=self.sr_info.get("metric_step"))
 

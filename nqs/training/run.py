@@ -272,6 +272,9 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         notes.append(f"the final sample kept {stats.kept_mass:.8f} of the probability mass (unique cap "
                      f"{cfg.sampling.final_unique}): the energy is biased by the dropped part, which its error bar "
                      f"does not cover; raise --final-unique")
+    estimator = cfg.local_energy_mode().estimator
+    if estimator != "exact":
+        notes.append(f"trained with the {estimator} local energy; the final energy uses the exact one")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     summary = run_summary(cfg, problem, model, module, final, trainer.global_step, time.perf_counter() - start,
@@ -305,6 +308,7 @@ def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCM
         wall_s=t.wall_s,
         t_framework_s=t.framework_s, command_wall_s=command_wall_s, seed=cfg.run.seed, device=str(module.device),
         torch_threads=torch.get_num_threads(), optimizer=o.optimizer, schedule=schedule,
+        local_energy=module.local_energy_mode.resolve(model).name, estimator=module.local_energy_mode.estimator,
         stop_reason=stop["stop_reason"], criteria_met=stop["criteria_met"],
         branch=None if branch is None else {"trunk": str(branch["trunk"]), "step": branch["step"]},
         scan=scan, notes=notes)

@@ -1,0 +1,176 @@
+"""The local-energy estimators a VMC step can use (`--local-energy`), each on the step's unique samples x:
+
+* exact-dense      E_loc(x) = H_xx + sum_x' H_xx' psi(x')/psi(x) over every connected x' (`nqs.local_energy`),
+                   log psi of the distinct x' by full teacher-forced passes, `eval_chunk` rows at a time.
+* exact-trie       the same sum, log psi of the distinct x' through the prefix trie (`nqs.trie`): the
+                   ansatz's incremental step once per distinct prefix. Transformer and RetNet only: MADE's step
+                   recomputes the whole masked pass, so its trie would cost n_orb - 1 passes per node.
+* exact            exact-trie where the ansatz supports it, else exact-dense (what `resolve` records).
+* sampled          the sum restricted to x' in the step's unique sample set S (a sorted-key lookup), with log
+                   psi of S from the loss's own forward pass: no extra network evaluation. Biased: it drops
+                   sum_{x' not in S} H_xx' psi(x')/psi(x), which is small only when S holds most of |psi|^2 and
+                   its connections (late training, a wide cap); early in training or with a small cap it fails.
+* semi-stochastic  connections with |H_xx'| >= threshold summed exactly; of the rest (the set R_x, weight
+                   W_x = sum_R |H_xx'|) K = `draws` are drawn with replacement with q_k = |H_k| / W_x and
+                   averaged as H_k r_k / (K q_k), r_k = psi(x'_k)/psi(x): unbiased, E[.] = sum_R H_k r_k.
+                   Its variance per x is (1/K) (W_x sum_R |H_k| |r_k|^2 - |sum_R H_k r_k|^2), zero when R_x
+                   has at most K members (then summed exactly, no cheaper to draw). threshold = 0: exact.
+                   The distinct x' kept are evaluated as `exact` would (trie, or dense for MADE).
+
+`estimate` returns `nqs.local_energy.LocalEnergy`; its `n_evals` counts the network evaluations this call made
+(with `rows_per_position` when they went through the trie), so the FLOP model counts what was executed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from nqs.errors import UserError
+from nqs.hilbert import pack
+from nqs.local_energy import Connections, LocalEnergy, connections, evaluate_unique, from_connections
+from nqs.models.base import AutoregressiveAnsatz
+from nqs.operator import CompiledHamiltonian
+from nqs.trie import INCREMENTAL_ANSATZE, TrieEvaluator, supports_trie
+
+MODES = ("exact", "exact-dense", "exact-trie", "sampled", "semi-stochastic")
+
+
+@dataclass(frozen=True)
+class LocalEnergyMode:
+    """Which estimator, with the semi-stochastic threshold (Hartree) and draws per sample."""
+
+    name: str = "exact"
+    threshold: float = 1e-2
+    draws: int = 8
+
+    def __post_init__(self):
+        if self.name not in MODES:
+            raise UserError(f"unknown local_energy {self.name!r}: choose one of {', '.join(MODES)}")
+        if not (math.isfinite(self.threshold) and self.threshold >= 0):
+            raise UserError(f"semi_threshold must be a finite number >= 0 (Hartree), got {self.threshold}")
+        if self.draws < 1:
+            raise UserError(f"semi_draws must be at least 1, got {self.draws}")
+
+    def check(self, ansatz: str) -> None:
+        """UserError when the mode cannot apply to `ansatz` (exact-trie needs an incremental step)."""
+        if self.name == "exact-trie" and ansatz not in INCREMENTAL_ANSATZE:
+            raise UserError(f"local_energy exact-trie needs an ansatz with an incremental step "
+                            f"({', '.join(INCREMENTAL_ANSATZE)}); {ansatz}'s step recomputes the whole pass: use "
+                            f"--local-energy exact (exact-dense for {ansatz})")
+
+    def resolve(self, model: AutoregressiveAnsatz) -> "LocalEnergyMode":
+        """`exact` made concrete for this model: exact-trie (Transformer, RetNet) or exact-dense (MADE)."""
+        if self.name != "exact":
+            return self
+        return LocalEnergyMode("exact-trie" if supports_trie(model) else "exact-dense", self.threshold, self.draws)
+
+    @property
+    def estimator(self) -> str:
+        """What the values estimate, for run records and fits: exact, sampled, or semi-stochastic(eps, K)."""
+        if self.name.startswith("exact"):
+            return "exact"
+        if self.name == "semi-stochastic":
+            return f"semi-stochastic(threshold={self.threshold:g},draws={self.draws})"
+        return self.name
+
+
+def _evaluator(model: AutoregressiveAnsatz, eval_chunk: int):
+    """The exact path's evaluation of distinct packed configurations: the trie where the ansatz allows it."""
+    return TrieEvaluator(model, eval_chunk) if supports_trie(model) else _evaluator_dense(model, eval_chunk)
+
+
+def _select(conn: Connections, keep: torch.Tensor) -> Connections:
+    return Connections(conn.diagonal, conn.sample[keep], conn.packed[keep], conn.element[keep], conn.n_pairs_naive)
+
+
+def sampled_space(h: CompiledHamiltonian, bits: torch.Tensor, log_psi_bits: torch.Tensor,
+                  space_bits: torch.Tensor | None = None, space_log_psi: torch.Tensor | None = None) -> LocalEnergy:
+    """E_loc over x' in the sample set only: bits (B, n) with log psi (B,) complex; the set S is `space_bits`
+    (S, n) with `space_log_psi` (S,) (default: the batch itself). No network evaluation (n_evals = 0)."""
+    space_bits = bits if space_bits is None else space_bits
+    space_log_psi = log_psi_bits if space_log_psi is None else space_log_psi
+    conn = connections(h, bits)
+    keys, order = torch.sort(pack(space_bits.to(h.device)))
+    if keys.numel():
+        pos = torch.searchsorted(keys, conn.packed).clamp(max=keys.shape[0] - 1)
+        found = keys.index_select(0, pos) == conn.packed
+    else:
+        found = torch.zeros_like(conn.packed, dtype=torch.bool)
+    conn = _select(conn, found.nonzero().squeeze(1))
+    values = space_log_psi.detach().to(torch.complex128).index_select(0, order)
+
+    def lookup(unique: torch.Tensor) -> torch.Tensor:  # every key is in the sample set (or the batch)
+        return values.index_select(0, torch.searchsorted(keys, unique))
+
+    le = from_connections(h, bits, conn, lookup)
+    return LocalEnergy(le.values, 0, le.n_connected, le.n_pairs_naive)
+
+
+def semi_stochastic(h: CompiledHamiltonian, bits: torch.Tensor, evaluate, threshold: float, draws: int,
+                    generator: torch.Generator) -> LocalEnergy:
+    """E_loc with |H_xx'| >= threshold exactly and `draws` connections per x drawn from the rest ∝ |H_xx'|
+    (module docstring); `evaluate` maps distinct packed configurations to log psi (`from_connections`)."""
+    conn = connections(h, bits)
+    magnitude = conn.element.abs().to(torch.float64)
+    big = magnitude >= threshold
+    small = (~big).nonzero().squeeze(1)
+    s_sample = conn.sample.index_select(0, small)
+    order = torch.sort(s_sample, stable=True).indices
+    small, s_sample = small.index_select(0, order), s_sample.index_select(0, order)
+    s_abs = magnitude.index_select(0, small)
+    batch = bits.shape[0]
+    count = torch.bincount(s_sample, minlength=batch)
+    weight = torch.zeros(batch, dtype=torch.float64, device=s_abs.device).index_add_(0, s_sample, s_abs)
+    exact_rest = small[count.index_select(0, s_sample) <= draws]  # R_x small enough: summed exactly
+    drawn_rows = (count > draws).nonzero().squeeze(1)  # (D,)
+    parts_sample, parts_packed, parts_element = [conn.sample[big]], [conn.packed[big]], [conn.element[big]]
+    parts_sample.append(conn.sample.index_select(0, exact_rest))
+    parts_packed.append(conn.packed.index_select(0, exact_rest))
+    parts_element.append(conn.element.index_select(0, exact_rest))
+    if drawn_rows.numel():
+        cum = torch.cumsum(s_abs, 0)  # (R,) over the small pairs grouped by sample
+        start = torch.cumsum(count, 0) - count  # (B,) first small pair of each sample
+        first, n = start.index_select(0, drawn_rows), count.index_select(0, drawn_rows)
+        base = cum.index_select(0, first) - s_abs.index_select(0, first)
+        u = torch.rand(drawn_rows.shape[0], draws, dtype=torch.float64, device=s_abs.device, generator=generator)
+        target = base[:, None] + u * weight.index_select(0, drawn_rows)[:, None]
+        pick = torch.searchsorted(cum, target.reshape(-1), right=True).view_as(target)
+        pick = torch.minimum(torch.maximum(pick, first[:, None]), (first + n - 1)[:, None]).reshape(-1)
+        pairs = small.index_select(0, pick)
+        element = conn.element.index_select(0, pairs)
+        scale = weight.index_select(0, drawn_rows).repeat_interleave(draws) / (draws * s_abs.index_select(0, pick))
+        parts_sample.append(conn.sample.index_select(0, pairs))
+        parts_packed.append(conn.packed.index_select(0, pairs))
+        parts_element.append(element * scale.to(element.dtype))
+    kept = Connections(conn.diagonal, torch.cat(parts_sample), torch.cat(parts_packed), torch.cat(parts_element),
+                       conn.n_pairs_naive)
+    return from_connections(h, bits, kept, evaluate)
+
+
+def estimate(model: AutoregressiveAnsatz, h: CompiledHamiltonian, bits: torch.Tensor, mode: LocalEnergyMode,
+             generator: torch.Generator | None = None, eval_chunk: int = 65536,
+             log_psi_bits: torch.Tensor | None = None, space_bits: torch.Tensor | None = None,
+             space_log_psi: torch.Tensor | None = None) -> LocalEnergy:
+    """E_loc (B,) of bits (B, n) under `mode` (resolved here). `sampled` needs `log_psi_bits` (B,) (and the
+    whole sample set `space_bits`, `space_log_psi` when `bits` is one rank's share); `semi-stochastic` needs
+    `generator` (on the model's device)."""
+    mode = mode.resolve(model)
+    mode.check(type(model).__name__.lower())
+    with torch.no_grad():
+        if mode.name == "exact-dense":
+            return from_connections(h, bits, connections(h, bits), _evaluator_dense(model, eval_chunk))
+        if mode.name == "exact-trie":
+            return from_connections(h, bits, connections(h, bits), TrieEvaluator(model, eval_chunk))
+        if mode.name == "sampled":
+            if log_psi_bits is None:
+                raise ValueError("the sampled local energy needs log psi of the samples")
+            return sampled_space(h, bits, log_psi_bits, space_bits, space_log_psi)
+        if generator is None:
+            raise ValueError("the semi-stochastic local energy needs a generator")
+        return semi_stochastic(h, bits, _evaluator(model, eval_chunk), mode.threshold, mode.draws, generator)
+
+
+def _evaluator_dense(model: AutoregressiveAnsatz, eval_chunk: int):
+    return lambda unique: evaluate_unique(model.log_psi, unique, model.sector.n_qubits, eval_chunk)

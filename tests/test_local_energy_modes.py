@@ -1,0 +1,122 @@
+"""The local-energy estimators (nqs.local_energy_modes) against the exact one on tiny molecules (float64)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nqs.errors import UserError
+from nqs.exact import sector_matrix
+from nqs.flops import flop_counter, step_flops
+from nqs.local_energy_modes import LocalEnergyMode, estimate, sampled_space
+from nqs.models import ModelConfig, build_model
+from nqs.vmc import vmc_step
+
+
+def make(ansatz: str, sector, dtype=torch.float64):
+    torch.manual_seed(0)
+    return build_model(ModelConfig(ansatz, phase_layers=2), sector).to(dtype)
+
+
+@pytest.mark.parametrize("ansatz", ["transformer", "retnet", "made"])
+def test_exact_paths_agree(problems, ansatz):
+    p = problems("LiH")
+    h, model = p.compiled(), make(ansatz, p.sector)
+    bits = p.sector.enumerate_bits()[::3]
+    dense = estimate(model, h, bits, LocalEnergyMode("exact-dense"))
+    exact = estimate(model, h, bits, LocalEnergyMode("exact"))
+    assert (exact.values - dense.values).abs().max().item() < 1e-10 and exact.n_evals == dense.n_evals
+    assert bool(exact.rows_per_position) == (ansatz != "made")  # MADE: exact means exact-dense
+
+
+@pytest.mark.parametrize("ansatz", ["transformer", "made"])
+def test_sampled_space_equals_exact_on_the_whole_sector(problems, ansatz):
+    p = problems("H2O")
+    h, model = p.compiled(), make(ansatz, p.sector)
+    bits = p.sector.enumerate_bits()
+    with torch.no_grad():
+        log_psi = model.log_psi(bits)
+    exact = estimate(model, h, bits, LocalEnergyMode("exact-dense"))
+    sampled = estimate(model, h, bits, LocalEnergyMode("sampled"), log_psi_bits=log_psi)
+    assert (sampled.values - exact.values).abs().max().item() < 1e-10
+    assert sampled.n_evals == 0 and sampled.n_connected == exact.n_connected
+
+
+def test_sampled_space_is_the_restricted_sum(problems):
+    """On a subset S: E_loc(x) = sum_{x' in S} H_xx' psi(x') / psi(x), against the sector matrix."""
+    p = problems("LiH")
+    h, model = p.compiled(), make("retnet", p.sector)
+    all_bits = p.sector.enumerate_bits()
+    matrix, _ = sector_matrix(h, p.sector)  # rows/columns in enumerate_bits order
+    keep = torch.randperm(len(all_bits), generator=torch.Generator().manual_seed(4))[:60].sort().values
+    with torch.no_grad():
+        log_psi = model.log_psi(all_bits[keep])
+    got = sampled_space(h, all_bits[keep], log_psi).values
+    sub = torch.as_tensor(matrix[keep.numpy()][:, keep.numpy()].toarray(), dtype=torch.complex128)
+    psi = torch.exp(log_psi.to(torch.complex128))
+    assert (got - (sub @ psi) / psi).abs().max().item() < 1e-10
+
+
+def test_semi_stochastic_with_zero_threshold_is_exact(problems):
+    p = problems("H2O")
+    h, model = p.compiled(), make("transformer", p.sector)
+    bits = p.sector.enumerate_bits()[::2]
+    exact = estimate(model, h, bits, LocalEnergyMode("exact"))
+    semi = estimate(model, h, bits, LocalEnergyMode("semi-stochastic", threshold=0.0, draws=1),
+                    torch.Generator().manual_seed(0))
+    assert (semi.values - exact.values).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize("threshold,draws", [(0.05, 2), (10.0, 3)])
+def test_semi_stochastic_is_unbiased(problems, threshold, draws):
+    """Mean over 300 draws within 3 sigma of exact: the weighted energy, and every sample's E_loc."""
+    p = problems("LiH")
+    h, model = p.compiled(), make("retnet", p.sector)
+    bits = p.sector.enumerate_bits()[::5]
+    weights = torch.rand(len(bits), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    exact = estimate(model, h, bits, LocalEnergyMode("exact")).values
+    mode, g = LocalEnergyMode("semi-stochastic", threshold=threshold, draws=draws), torch.Generator().manual_seed(3)
+    draws_ = torch.stack([estimate(model, h, bits, mode, g).values for _ in range(300)])  # (300, B)
+    sigma = draws_.real.std(0) / 300 ** 0.5
+    assert bool((sigma > 0).any())  # something was drawn
+    assert bool(((draws_.real.mean(0) - exact.real).abs() <= 3 * sigma + 1e-12).float().mean() >= 0.99)
+    energies = (draws_ * weights).sum(1) / weights.sum()
+    e_exact = ((exact * weights).sum() / weights.sum()).real
+    assert abs(energies.real.mean() - e_exact) < 3 * energies.real.std() / 300 ** 0.5
+
+
+@pytest.mark.parametrize("mode", ["exact-dense", "exact-trie", "sampled", "semi-stochastic"])
+def test_step_flops_match_each_mode(problems, mode):
+    """The logged FLOPs of a whole step under each estimator against FlopCounterMode on that step."""
+    p = problems("LiH")
+    h = p.compiled()
+    cfg = ModelConfig("transformer")
+    torch.manual_seed(0)
+    model = build_model(cfg, p.sector)
+    out = {}
+
+    def step():
+        out["r"] = vmc_step(model, h, 1e6, 60, torch.Generator().manual_seed(1),
+                            mode=LocalEnergyMode(mode, threshold=0.02, draws=2))
+        out["r"].loss.backward()
+
+    with flop_counter() as counter:
+        step()
+    r = out["r"]
+    counts = step_flops(cfg, p.sector, r.samples.rows_per_position, r.n_evals, r.samples.n_unique,
+                        h.gemm_columns, r.le_rows)
+    assert counts["total"] == pytest.approx(counter.get_total_flops(), rel=1e-6)
+    assert r.local_energy_mode == mode and (r.n_evals == 0) == (mode == "sampled")
+
+
+def test_modes_are_validated():
+    with pytest.raises(UserError, match="unknown local_energy 'fast'"):
+        LocalEnergyMode("fast")
+    with pytest.raises(UserError, match="semi_threshold"):
+        LocalEnergyMode("semi-stochastic", threshold=-1.0)
+    with pytest.raises(UserError, match="semi_draws"):
+        LocalEnergyMode("semi-stochastic", draws=0)
+    with pytest.raises(UserError, match="exact-trie needs"):
+        LocalEnergyMode("exact-trie").check("made")
+    assert LocalEnergyMode("semi-stochastic", 0.01, 8).estimator == "semi-stochastic(threshold=0.01,draws=8)"
+    assert LocalEnergyMode("exact-dense").estimator == LocalEnergyMode("exact-trie").estimator == "exact"
+
