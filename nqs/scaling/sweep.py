@@ -313,7 +313,7 @@ def plan_table(sweep: Sweep) -> str:
     lines = [markdown_table(["#", "status", "run directory", "options set by the grid"], rows,
                             align=["right", None, None, None])]
     counts = {s: sum(r.status() == s for r in sweep.runs) for s in ("done", "resume", "new")}
-    steps = sum(r.config.optim.steps for r in sweep.runs if r.status() != "done")
+    steps = sum(r.config.optim.steps - (r.branch_step or 0) for r in sweep.runs if r.status() != "done")
     lines.append(f"{len(sweep.runs)} runs: {counts['done']} finished (skipped), {counts['resume']} to resume, "
                  f"{counts['new']} new; {steps:,} optimisation steps to go (at most)")
     return "\n".join(lines)

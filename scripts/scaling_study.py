@@ -1,0 +1,161 @@
+"""Tables of the scaling study's experiments (issue 14; docs/scaling.md) from their run directories.
+
+    python scripts/scaling_study.py e1 [--root runs/sweeps]   # annealing protocol and learning rate per size
+    python scripts/scaling_study.py e2 [--root runs/sweeps]   # does D' collapse? (N2: B x T_post)
+    python scripts/scaling_study.py e6 RUN_DIR...              # measured FLOPs per step vs the paper's uncached estimate
+
+Each prints Markdown tables (errors in mHa, geometric means over seeds with the seeds listed) and, for e2, the
+regression log L = c + a·log T_post + b·log B with a cluster bootstrap over (B, T_post) cells: D' = T·S_F
+collapses the data if a = b (L depends on T·B only).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from nqs.record import read_metrics
+from nqs.scaling.runs import load_runs
+from nqs.tables import markdown_table
+from nqs.training.config import load_yaml, resolve
+
+
+def _cfg(rec):
+    return resolve([(str(rec.path / "config.yaml"), load_yaml(rec.path / "config.yaml"))])
+
+
+def _geo(values) -> str:
+    vals = [v for v in values if v is not None and v > 0]
+    if not vals:
+        return "—"
+    g = math.exp(np.mean(np.log(vals)))
+    return f"{g:.2f} ({' / '.join(f'{v:.1f}' for v in vals)})"
+
+
+def e1(root: Path) -> None:
+    hf = None
+    for sweep in ("e1_anneal", "e1_anneal_length"):
+        if not (root / sweep).is_dir():
+            continue
+        cells = collections.defaultdict(list)
+        for r in load_runs([root / sweep]):
+            c = _cfg(r)
+            hf = abs(r.hf_error_mha)
+            o = c.optim
+            mode = ("none" if o.anneal_t0 == 0 else f"fixed {o.anneal_steps}" if o.anneal_steps
+                    else f"fraction {o.anneal_fraction}")
+            cells[(mode, c.model.d_model, o.steps)].append(r.abs_error_mha)
+        modes = sorted({k[0] for k in cells})
+        sizes = sorted({k[1] for k in cells})
+        steps = sorted({k[2] for k in cells})
+        rows = [[m, d] + [_geo(cells.get((m, d, t), [])) for t in steps] for m in modes for d in sizes]
+        print(f"\n{sweep} (|E − E_FCI| mHa; HF is +{hf:.1f}):")
+        print(markdown_table(["annealing", "d_model"] + [f"T = {t}" for t in steps], rows))
+    if (root / "e1_lr").is_dir():
+        cells = collections.defaultdict(list)
+        ns = {}
+        for r in load_runs([root / "e1_lr"]):
+            c = _cfg(r)
+            cells[(c.model.d_model, c.optim.lr)].append(r.abs_error_mha)
+            ns[c.model.d_model] = r.n_params
+        lrs = sorted({k[1] for k in cells})
+        rows = []
+        for d in sorted(ns):
+            vals = [math.exp(np.mean(np.log(cells[(d, lr)]))) if cells.get((d, lr)) else math.inf for lr in lrs]
+            rows.append([d, f"{ns[d]:,}"] + [_geo(cells.get((d, lr), [])) for lr in lrs] + [f"{lrs[int(np.argmin(vals))]:g}"])
+        print("\ne1_lr (|E − E_FCI| mHa at T = 800):")
+        print(markdown_table(["d_model", "N"] + [f"lr {lr:g}" for lr in lrs] + ["best lr"], rows))
+
+
+def e2(root: Path, n_boot: int = 2000, seed: int = 0) -> None:
+    recs = [r for r in load_runs([root / "e2_collapse"]) if r.abs_error_mha]
+    rows = []
+    for r in recs:
+        c = _cfg(r)
+        t_post = c.optim.steps - (c.optim.anneal_steps or 0)
+        rows.append((c.sampling.unique, t_post, r.seed, r.abs_error_mha, r.d_prime, r.d_from("nominal"),
+                     r.vscore, abs(r.hf_error_mha)))
+    caps = sorted({x[0] for x in rows})
+    lens = sorted({x[1] for x in rows})
+    cell = collections.defaultdict(list)
+    for x in rows:
+        cell[(x[0], x[1])].append(x)
+    print(f"\ne2_collapse: N2 |E − E_FCI| mHa (HF +{rows[0][7]:.1f}), geometric mean over seeds (seeds), and "
+          "the nominal D' = T·B/|sector|:")
+    print(markdown_table(["B \\ T_post"] + [str(t) for t in lens],
+                         [[b] + [(_geo([x[3] for x in cell[(b, t)]]) + f"; D' {cell[(b, t)][0][5]:.0f}")
+                                 if cell.get((b, t)) else "—" for t in lens] for b in caps]))
+    y = np.log([x[3] for x in rows])
+    X = np.column_stack([np.ones(len(rows)), np.log([x[1] for x in rows]), np.log([x[0] for x in rows])])
+    keys = [(x[0], x[1]) for x in rows]
+    uniq = sorted(set(keys))
+    index = np.array([uniq.index(k) for k in keys])
+
+    def coef(w):
+        sw = np.sqrt(w)
+        return np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+
+    best = coef(np.ones(len(rows)))
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, len(uniq), len(uniq)), minlength=len(uniq))
+        boots.append(coef(counts[index].astype(float)))
+    boots = np.array(boots)
+    lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
+    dlo, dhi = np.percentile(boots[:, 1] - boots[:, 2], [2.5, 97.5])
+    resid = y - X @ best
+    print(f"\nlog L = c + a·log T_post + b·log B over {len(rows)} runs in {len(uniq)} cells "
+          f"(95% cluster-bootstrap intervals, {n_boot} resamples):")
+    print(f"  a (T_post) = {best[1]:.3f} [{lo[1]:.3f}, {hi[1]:.3f}]   b (B) = {best[2]:.3f} [{lo[2]:.3f}, {hi[2]:.3f}]   "
+          f"a − b = {best[1] - best[2]:.3f} [{dlo:.3f}, {dhi:.3f}]   residual RMS {np.sqrt(np.mean(resid ** 2)):.3f}")
+    print("  D' = T·B/|sector| collapses the data when a = b: "
+          + ("consistent (the interval of a − b contains 0)" if dlo <= 0 <= dhi else "rejected (a − b excludes 0)"))
+
+
+def e6(paths: list[str]) -> None:
+    from nqs import flops as flop_model
+    from nqs.hilbert import Sector
+
+    groups = collections.defaultdict(lambda: [0.0, 0.0, 0, 0.0])
+    for r in load_runs(paths):
+        c = _cfg(r)
+        sector = Sector(r.n_qubits // 2, r.n_alpha, r.n_beta)
+        fwd = flop_model.forward_flops(c.model, sector, 1)
+        g = groups[(r.ansatz, r.molecule)]
+        for row in read_metrics(r.path / "metrics.jsonl"):
+            u = row.n_unique
+            m = row.n_connected / u if u else 0.0  # connected configurations per sample, before deduplication
+            paper = fwd * (u * (m + 1) + 2 * u)  # B·(M+1) forward passes plus the backward (2× forward) on B
+            g[0] += row.flops_step.get("total", 0.0)
+            g[1] += paper
+            g[2] += 1
+            g[3] += row.n_evals / (u * (m + 1)) if u else 0.0
+    rows = [[a, mol, n, f"{meas / n:.3g}", f"{paper / n:.3g}", f"{paper / meas:.1f}×", f"{dedup / n:.3f}"]
+            for (a, mol), (meas, paper, n, dedup) in sorted(groups.items())]
+    print("\nE6: FLOPs per step as executed (deduplicated, KV-cached) vs the paper's uncached estimate:")
+    print(markdown_table(["ansatz", "molecule", "steps", "measured FLOPs/step", "paper estimate", "paper / measured",
+                          "evaluated / (B·(M+1))"], rows))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=("e1", "e2", "e6"))
+    p.add_argument("paths", nargs="*", help="e6: run directories or folders of runs")
+    p.add_argument("--root", default="runs/sweeps", type=Path)
+    args = p.parse_args(argv)
+    if args.experiment == "e1":
+        e1(args.root)
+    elif args.experiment == "e2":
+        e2(args.root)
+    else:
+        e6(args.paths or [str(args.root)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
