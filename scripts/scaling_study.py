@@ -55,7 +55,7 @@ def e1(root: Path) -> None:
         rows = [[m, d] + [_geo(cells.get((m, d, t), [])) for t in steps] for m in modes for d in sizes]
         print(f"\n{sweep} (|E − E_FCI| mHa; HF is +{hf:.1f}):")
         print(markdown_table(["annealing", "d_model"] + [f"T = {t}" for t in steps], rows))
-    if (root / "e1_lr").is_dir():
+    if (root / "e1_lr").is_dir() and any((root / "e1_lr").glob("*/summary.json")):
         cells = collections.defaultdict(list)
         ns = {}
         for r in load_runs([root / "e1_lr"]):
@@ -71,12 +71,13 @@ def e1(root: Path) -> None:
         print(markdown_table(["d_model", "N"] + [f"lr {lr:g}" for lr in lrs] + ["best lr"], rows))
 
 
-def e2(root: Path, n_boot: int = 2000, seed: int = 0) -> None:
-    recs = [r for r in load_runs([root / "e2_collapse"]) if r.abs_error_mha]
+def e2(root: Path, sweep: str = "e2_collapse", n_boot: int = 2000, seed: int = 0) -> None:
+    recs = [r for r in load_runs([root / sweep]) if r.abs_error_mha]
     rows = []
     for r in recs:
         c = _cfg(r)
-        t_post = c.optim.steps - (c.optim.anneal_steps or 0)
+        start = c.optim.sr_from if c.optim.optimizer == "adam+sr" else (c.optim.anneal_steps or 0)
+        t_post = c.optim.steps - start  # steps after annealing (Adam) or after the switch to SR
         rows.append((c.sampling.unique, t_post, r.seed, r.abs_error_mha, r.d_prime, r.d_from("nominal"),
                      r.vscore, abs(r.hf_error_mha)))
     caps = sorted({x[0] for x in rows})
@@ -84,7 +85,7 @@ def e2(root: Path, n_boot: int = 2000, seed: int = 0) -> None:
     cell = collections.defaultdict(list)
     for x in rows:
         cell[(x[0], x[1])].append(x)
-    print(f"\ne2_collapse: N2 |E − E_FCI| mHa (HF +{rows[0][7]:.1f}), geometric mean over seeds (seeds), and "
+    print(f"\n{sweep}: N2 |E − E_FCI| mHa (HF +{rows[0][7]:.1f}), geometric mean over seeds (seeds), and "
           "the nominal D' = T·B/|sector|:")
     print(markdown_table(["B \\ T_post"] + [str(t) for t in lens],
                          [[b] + [(_geo([x[3] for x in cell[(b, t)]]) + f"; D' {cell[(b, t)][0][5]:.0f}")
@@ -147,11 +148,12 @@ def main(argv=None) -> int:
     p.add_argument("experiment", choices=("e1", "e2", "e6"))
     p.add_argument("paths", nargs="*", help="e6: run directories or folders of runs")
     p.add_argument("--root", default="runs/sweeps", type=Path)
+    p.add_argument("--sweep", default="e2_collapse", help="e2: the sweep folder under --root (default e2_collapse)")
     args = p.parse_args(argv)
     if args.experiment == "e1":
         e1(args.root)
     elif args.experiment == "e2":
-        e2(args.root)
+        e2(args.root, args.sweep)
     else:
         e6(args.paths or [str(args.root)])
     return 0
