@@ -127,8 +127,8 @@ def e6(paths: list[str]) -> None:
         c = _cfg(r)
         sector = Sector(r.n_qubits // 2, r.n_alpha, r.n_beta)
         fwd = flop_model.forward_flops(c.model, sector, 1)
-        g = groups[(r.ansatz, r.molecule)]
         for row in read_metrics(r.path / "metrics.jsonl"):
+            g = groups[(r.ansatz, r.molecule, getattr(row, "local_energy", None) or "exact-dense")]
             u = row.n_unique
             m = row.n_connected / u if u else 0.0  # connected configurations per sample, before deduplication
             paper = fwd * (u * (m + 1) + 2 * u)  # B·(M+1) forward passes plus the backward (2× forward) on B
@@ -136,10 +136,10 @@ def e6(paths: list[str]) -> None:
             g[1] += paper
             g[2] += 1
             g[3] += row.n_evals / (u * (m + 1)) if u else 0.0
-    rows = [[a, mol, n, f"{meas / n:.3g}", f"{paper / n:.3g}", f"{paper / meas:.1f}×", f"{dedup / n:.3f}"]
-            for (a, mol), (meas, paper, n, dedup) in sorted(groups.items())]
+    rows = [[a, mol, mode, n, f"{meas / n:.3g}", f"{paper / n:.3g}", f"{paper / meas:.1f}×", f"{dedup / n:.3f}"]
+            for (a, mol, mode), (meas, paper, n, dedup) in sorted(groups.items())]
     print("\nE6: FLOPs per step as executed (deduplicated, KV-cached) vs the paper's uncached estimate:")
-    print(markdown_table(["ansatz", "molecule", "steps", "measured FLOPs/step", "paper estimate", "paper / measured",
+    print(markdown_table(["ansatz", "molecule", "local energy", "steps", "measured FLOPs/step", "paper estimate", "paper / measured",
                           "evaluated / (B·(M+1))"], rows))
 
 
