@@ -78,6 +78,7 @@ class StepCost:
     seconds_residual: float | None  # rms relative error of the runs' mean t_step from their realised terms
     n_runs: int
     n_steps: int
+    network_scale: float = 1.0  # executed / full-pass network FLOPs of the local energy (< 1 for the prefix trie)
 
     @property
     def sector(self) -> Sector:
@@ -107,7 +108,7 @@ class StepCost:
     def _terms(self, cfg: ModelConfig, u: float, sr_rows: int | None, n_evals: float | None = None) -> dict:
         sector = self.sector
         rows = fl.full_tree_rows(sector, u)
-        net = fl.forward_flops(cfg, sector, self.n_evals(u) if n_evals is None else n_evals)
+        net = self.network_scale * fl.forward_flops(cfg, sector, self.n_evals(u) if n_evals is None else n_evals)
         kernel = self.kernel_flops_per_sample * u
         out = {"sampling": self.sampling_scale * fl.sampling_flops(cfg, sector, rows),
                "local_energy": net + kernel, "gradient": fl.gradient_flops(cfg, sector, u),
@@ -146,7 +147,7 @@ class StepCost:
                 "n_qubits": self.n_qubits, "n_alpha": self.n_alpha, "n_beta": self.n_beta,
                 "unique": {"caps": list(self.caps), "ratio": list(self.unique_ratio)},
                 "n_evals": {"a": self.evals_a, "b": self.evals_b}, "sampling_scale": self.sampling_scale,
-                "kernel_flops_per_sample": self.kernel_flops_per_sample,
+                "kernel_flops_per_sample": self.kernel_flops_per_sample, "network_scale": self.network_scale,
                 "seconds": None if self.time is None else
                 {p: dict(zip(PHASES[p], c)) for p, c in self.time},
                 "flops_residual": self.flops_residual, "seconds_residual": self.seconds_residual,
@@ -267,17 +268,26 @@ def _fit(runs: list[_Run], family: SizeFamily) -> StepCost:
         a = float(np.exp(log_a))
     else:
         a, b = float((w * ev).sum() / (w * u).sum()), 1.0
-    samp_logged = samp_tree = kernel = samples = 0.0
+    samp_logged = samp_tree = 0.0
+    le_rows, le_logged = [], []
     for r in runs:
         for s in r.steps:
             samp_logged += s.flops_step["sampling"]
             samp_tree += fl.sampling_flops(r.cfg.model, sector, fl.full_tree_rows(sector, s.n_unique))
-            kernel += s.flops_step["local_energy"] - fl.forward_flops(r.cfg.model, sector, s.n_evals)
-            samples += s.n_unique
+            le_rows.append((fl.forward_flops(r.cfg.model, sector, s.n_evals), s.n_unique))
+            le_logged.append(s.flops_step["local_energy"])
+    # local energy = s·(full-pass network FLOPs) + c_H·U: s = 1 for the dense path, < 1 for the prefix trie
+    # (issue 15), which evaluates distinct prefixes only; non-negative least squares, rows scaled to unit size
+    a_mat, y = np.array(le_rows, dtype=float), np.array(le_logged, dtype=float)
+    scale = np.maximum(y, 1.0)
+    (net_scale, kernel_per_sample), _ = nnls(a_mat / scale[:, None], y / scale)
+    if len({getattr(s, "local_energy", None) or "exact-dense" for r in runs for s in r.steps}) > 1:
+        warnings.warn(f"{rec.ansatz} on {rec.molecule}: runs of several local-energy modes share one cost model "
+                      "(its network scale is their average)", stacklevel=3)
     draft = StepCost(rec.ansatz, rec.molecule, size, sector.n_qubits, sector.n_alpha, sector.n_beta, family,
                      tuple(caps), tuple(min(x, 1.0) for x in ratio), a, float(b),
-                     samp_logged / samp_tree if samp_tree > 0 else 1.0, max(kernel, 0.0) / samples,
-                     None, 0.0, None, len(runs), sum(len(r.steps) for r in runs))
+                     samp_logged / samp_tree if samp_tree > 0 else 1.0, float(kernel_per_sample),
+                     None, 0.0, None, len(runs), sum(len(r.steps) for r in runs), float(net_scale))
     time, t_resid = _fit_time(draft, runs)
     f_err = [_predict(draft, r, len(r.steps))[0] / sum(s.flops_step["total"] for s in r.steps) - 1 for r in runs]
     return replace(draft, time=time, seconds_residual=t_resid,
