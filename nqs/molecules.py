@@ -2,6 +2,9 @@
 
 Geometries are in Angstrom. `spin` is 2S = N_alpha - N_beta (PySCF's convention); catalogue files give the
 multiplicity 2S + 1. Every problem with the input raises `UserError` with one line saying how to fix it.
+
+Besides one file per molecule, the catalogue holds families (`*.family.toml`): `H_chain.family.toml` makes the
+linear hydrogen chains `H4` ... `H50` (even N) with a default spacing that `spacing=` overrides.
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ from pathlib import Path
 from nqs.errors import UserError
 
 MIN_DISTANCE_ANGSTROM = 0.1
+FAMILY_SUFFIX = ".family.toml"
+CHAIN_FILE = "H_chain" + FAMILY_SUFFIX
+_CHAIN_NAME = re.compile(r"h(\d+)", re.IGNORECASE)
 _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
@@ -106,17 +112,64 @@ def catalogue_dir() -> Traversable:
 def catalogue_names() -> list[str]:
     """Names of the catalogue molecules (file stems), sorted."""
     folder = catalogue_dir()
-    return sorted(p.name[:-len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml") and p.is_file())
+    return sorted(p.name[:-len(".toml")] for p in folder.iterdir()
+                  if p.name.endswith(".toml") and not p.name.endswith(FAMILY_SUFFIX) and p.is_file())
 
 
-def load_molecule(name: str) -> MoleculeSpec:
-    """A catalogue molecule by name (case-insensitive), e.g. 'N2', 'h2o'."""
+def _chain_family() -> dict | None:
+    """The hydrogen-chain family file's contents, None when the catalogue folder has none."""
+    path = catalogue_dir() / CHAIN_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return {**data, "n_min": int(data["n_min"]), "n_max": int(data["n_max"]), "n_step": int(data["n_step"]),
+                "spacing": float(data["spacing"])}
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"catalogue file {path} is malformed ({exc}): fix or restore it") from None
+
+
+def chain_names() -> str:
+    """'H4 ... H50 (even N)' for messages, '' without a chain family."""
+    fam = _chain_family()
+    return "" if fam is None else f"H{fam['n_min']} ... H{fam['n_max']} (N in steps of {fam['n_step']})"
+
+
+def hydrogen_chain(n: int, spacing: float | None = None) -> MoleculeSpec:
+    """Linear H_n along z, equally spaced by `spacing` Å (default: the family file's), centred on the origin."""
+    fam = _chain_family()
+    if fam is None:
+        raise UserError(f"no hydrogen-chain family ({CHAIN_FILE}) in the catalogue folder {catalogue_dir()}: "
+                        f"restore it, or give --geometry")
+    if not (fam["n_min"] <= n <= fam["n_max"] and (n - fam["n_min"]) % fam["n_step"] == 0):
+        raise UserError(f"H{n}: hydrogen chains are {chain_names()}; for another chain give --geometry "
+                        f"\"H 0 0 0; H 0 0 1.0; ...\" (with --spin 1 for odd N)")
+    r = fam["spacing"] if spacing is None else float(spacing)
+    if not math.isfinite(r) or r < MIN_DISTANCE_ANGSTROM:
+        raise UserError(f"--spacing {spacing} is not a distance of at least {MIN_DISTANCE_ANGSTROM} Å: "
+                        f"give the H-H distance in Å, e.g. --spacing 1.0")
+    atoms = tuple(("H", 0.0, 0.0, round((i - (n - 1) / 2) * r, 10)) for i in range(n))
+    source = f"{fam['geometry_source']}; R = {r:g} Å" + (" (given)" if spacing is not None else " (default)")
+    return MoleculeSpec(name=f"H{n}", atoms=atoms, charge=int(fam.get("charge", 0)),
+                        spin=int(fam.get("multiplicity", 1)) - 1, basis=fam.get("basis", "sto-3g"), source=source)
+
+
+def load_molecule(name: str, spacing: float | None = None) -> MoleculeSpec:
+    """A catalogue molecule by name (case-insensitive), e.g. 'N2', 'h2o', or a hydrogen chain 'H16' (`spacing`
+    in Å: chains only)."""
     names = {n.lower(): n for n in catalogue_names()}
+    chain = _CHAIN_NAME.fullmatch(name)
+    if name.lower() not in names and chain and _chain_family() is not None:
+        return hydrogen_chain(int(chain.group(1)), spacing)
+    if spacing is not None:
+        raise UserError(f"--spacing applies to the hydrogen chains {chain_names() or '(none here)'}, not to '{name}': "
+                        f"drop --spacing, or give the geometry with --geometry")
     if name.lower() not in names:
         close = difflib.get_close_matches(name.lower(), names, n=3)
         hint = f" (did you mean {', '.join(names[c] for c in close)}?)" if close else ""
-        raise UserError(f"unknown molecule '{name}'{hint}: choose one of {', '.join(catalogue_names()) or '(none)'}, "
-                        f"or give --geometry / an .xyz file")
+        chains = f", a hydrogen chain {chain_names()}" if chain_names() else ""
+        raise UserError(f"unknown molecule '{name}'{hint}: choose one of {', '.join(catalogue_names()) or '(none)'}"
+                        f"{chains}, or give --geometry / an .xyz file")
     path = catalogue_dir() / f"{names[name.lower()]}.toml"
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -161,12 +214,14 @@ def read_xyz(path: str | Path) -> MoleculeSpec:
 
 
 def resolve_molecule(mol: str | None = None, geometry: str | None = None, charge: int | None = None,
-                     spin: int | None = None, basis: str | None = None) -> MoleculeSpec:
+                     spin: int | None = None, basis: str | None = None, spacing: float | None = None) -> MoleculeSpec:
     """One molecule from the command-line flags: a catalogue name, or a geometry string / .xyz path."""
     if (mol is None) == (geometry is None):
         raise UserError("give exactly one of --mol NAME or --geometry \"H 0 0 0; H 0 0 0.74\" (or an .xyz path)")
     if mol is not None:
-        spec = load_molecule(mol)
+        spec = load_molecule(mol, spacing)
+    elif spacing is not None:
+        raise UserError("--spacing applies to the hydrogen chains (--mol H4 ... H50), not to --geometry: drop it")
     elif geometry.strip().lower().endswith(".xyz"):
         spec = read_xyz(geometry.strip())
     else:

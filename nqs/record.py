@@ -104,7 +104,10 @@ class StepRecord:
     energy_err: float = field(metadata={"help": "sqrt(Var/N_s); see ERROR_BAR_COVERS"})
     variance: float = field(metadata={"help": "Var(E_loc), Hartree^2"})
     vscore: float | None = field(default=None, metadata={"help": "N_e Var / (E - E_inf)^2"})
-    e_fci: float | None = field(default=None, metadata={"help": "reference energy the error is taken against"})
+    e_fci: float | None = field(default=None, metadata={"help": "FCI energy; older records: the error's reference"})
+    e_ref: float | None = field(default=None, metadata={
+        "help": "reference energy the error is taken against (the best available, ref_kind); None: e_fci"})
+    ref_kind: str | None = field(default=None, metadata={"help": "fci | dmrg | ccsd_t | ccsd | mp2 | hf"})
     n_unique: int = 0
     n_samples: float = field(default=0.0, metadata={"help": "N_s behind the weights (the samples the cap kept)"})
     n_requested: float | None = field(default=None, metadata={"help": "N_s asked of the sampler"})
@@ -135,7 +138,7 @@ class StepRecord:
 
     @property
     def error_mha(self) -> float | None:
-        return error_mha(self.energy, self.e_fci)
+        return error_mha(self.energy, self.e_ref if self.e_ref is not None else self.e_fci)
 
     @property
     def within_chemical_accuracy(self) -> bool | None:
@@ -154,7 +157,7 @@ class StepRecord:
         kwargs = _coerce_fields(cls, data)
         kwargs.setdefault("energy_err", None)
         kwargs.setdefault("variance", None)
-        if kwargs.get("e_fci") is None:
+        if kwargs.get("e_fci") is None and kwargs.get("e_ref") is None:
             kwargs["e_fci"] = _reference_from_error(data)
         kwargs["flops_step"] = data.get("flops_step") if isinstance(data.get("flops_step"), dict) else {}
         # a null where the field has a non-null default (an older writer's gap) takes the default
@@ -194,6 +197,12 @@ class RunSummary:
     final_n_requested: float | None = None
     final_kept_mass: float | None = None
     e_fci: float | None = None
+    e_ref: float | None = field(default=None, metadata={
+        "help": "the best available reference (ref_kind), which error_mha is taken against; None in older runs: e_fci"})
+    ref_kind: str | None = field(default=None, metadata={"help": "fci | dmrg | ccsd_t | ccsd | mp2 | hf"})
+    ref_uncertainty: float | None = field(default=None, metadata={
+        "help": "the reference's own uncertainty, Ha: 0 for FCI, DMRG's extrapolation distance, None when unknown"})
+    e_dmrg: float | None = None
     e_ccsd_t: float | None = None
     e_ccsd: float | None = None
     e_mp2: float | None = None
@@ -239,8 +248,22 @@ class RunSummary:
         return self.reference_error_mha("ccsd_t")
 
     @property
+    def reference_energy(self) -> float | None:
+        """The energy `error_mha` is taken against: e_ref, else (older runs) e_fci."""
+        return self.e_ref if self.e_ref is not None else self.e_fci
+
+    @property
+    def reference_label(self) -> str | None:
+        """'FCI', 'DMRG', 'CCSD(T)', ... of `reference_energy`; None without one."""
+        from nqs.references import LABELS
+
+        if self.e_ref is not None and self.ref_kind is not None:
+            return LABELS.get(self.ref_kind, self.ref_kind)
+        return "FCI" if self.reference_energy is not None else None
+
+    @property
     def error_mha(self) -> float | None:
-        return error_mha(self.energy, self.e_fci)
+        return error_mha(self.energy, self.reference_energy)
 
     @property
     def abs_error_mha(self) -> float | None:
@@ -252,8 +275,8 @@ class RunSummary:
         return within_chemical_accuracy(self.error_mha)
 
     def reference_error_mha(self, method: str) -> float | None:
-        """Error of a reference method ('hf', 'mp2', 'ccsd', 'ccsd_t') against FCI, mHa."""
-        return error_mha(getattr(self, f"e_{method}"), self.e_fci)
+        """Error of a reference method ('hf', 'mp2', 'ccsd', 'ccsd_t', 'dmrg') against `reference_energy`, mHa."""
+        return error_mha(getattr(self, f"e_{method}"), self.reference_energy)
 
     def n_from(self, which: str = "total") -> int | None:
         """The parameter count used as N (one of N_FROM): all parameters, the modulus or phase network's, the
@@ -300,7 +323,7 @@ class RunSummary:
             raise ValueError(f"lacks {', '.join(missing)}")
         kwargs = _coerce_fields(cls, data)
         kwargs.pop("path", None)
-        if kwargs.get("e_fci") is None:
+        if kwargs.get("e_fci") is None and kwargs.get("e_ref") is None:
             kwargs["e_fci"] = _reference_from_error(data)
         kwargs["schema"] = _int(data.get("schema")) or 1
         kwargs["exact"] = bool(data.get("exact", False))

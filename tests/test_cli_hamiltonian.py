@@ -9,7 +9,8 @@ import sys
 import pytest
 
 JSON_KEYS = ["n_qubits", "n_orbitals", "n_alpha", "n_beta", "n_pauli_terms", "n_flip_masks", "sector_size", "e_nuc",
-             "e_inf", "e_hf", "e_mp2", "e_ccsd", "e_ccsd_t", "e_fci", "s2_fci", "build_seconds"]
+             "e_inf", "e_hf", "e_mp2", "e_ccsd", "e_ccsd_t", "e_fci", "s2_fci", "e_dmrg", "dmrg", "e_ref", "ref_kind",
+             "ref_uncertainty", "hamiltonian_skipped", "notes", "build_seconds"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -31,6 +32,8 @@ def test_json_has_exactly_the_documented_keys(capsys):
     assert list(data) == JSON_KEYS
     assert (data["n_qubits"], data["n_alpha"], data["n_beta"], data["sector_size"]) == (12, 2, 2, 225)
     assert data["e_fci"] == pytest.approx(-7.882403, abs=2e-6)
+    assert (data["e_ref"], data["ref_kind"], data["ref_uncertainty"]) == (data["e_fci"], "fci", 0.0)
+    assert data["e_dmrg"] is None and data["hamiltonian_skipped"] is None  # auto: no DMRG where FCI is done
 
 
 def test_summary_is_readable_and_second_build_is_cached(capsys, tmp_path, monkeypatch):
@@ -58,7 +61,8 @@ def test_xyz_input(tmp_path, capsys):
     (["--geometry", "Qq 0 0 0; H 0 0 1"], "unknown element"),
     (["--geometry", "missing.xyz"], "not found"),
     (["--mol", "LiH", "--frozen-core", "3"], "frozen-core"),
-    (["--geometry", "H 0 0 0; H 0 0 0.74", "--basis", "aug-cc-pvtz"], "at most 62 qubits"),
+    (["--mol", "H5"], "hydrogen chains are H4 ... H50"),
+    (["--mol", "N2", "--spacing", "1.1"], "--spacing applies to the hydrogen chains"),
 ])
 def test_bad_input_exits_2_with_one_clear_line(args, needle, capsys):
     one_error_line(capsys, *args, "--no-cache", needle=needle)

@@ -8,12 +8,15 @@ import torch
 from nqs.chem import OrbitalOptions
 from nqs.errors import UserError
 from nqs.molecules import MoleculeSpec, resolve_molecule
-from nqs.problem import DEFAULT_FCI_MAX_DETS, MolecularProblem, build_problem
+from nqs.problem import DEFAULT_DMRG_MAX_BOND, DEFAULT_FCI_MAX_DETS, MolecularProblem, build_problem
+from nqs.references import AUTO, KINDS, parse_references
 
 
 def add_molecule_flags(parser: argparse.ArgumentParser, default_mol: str | None = None) -> None:
     g = parser.add_argument_group("molecule")
-    g.add_argument("--mol", default=default_mol, help="catalogue molecule (nqs/hamiltonians/*.toml), e.g. N2")
+    g.add_argument("--mol", default=default_mol, help="catalogue molecule (nqs/hamiltonians/*.toml), e.g. N2, or a "
+                   "hydrogen chain H4 ... H50")
+    g.add_argument("--spacing", type=float, help="hydrogen chains: the H-H distance in Å (default 1.0)")
     g.add_argument("--geometry", help='custom geometry in Å, "H 0 0 0; H 0 0 0.74", or an .xyz file')
     g.add_argument("--basis", help="basis set (default: the catalogue's, else sto-3g)")
     g.add_argument("--charge", type=int, help="total charge")
@@ -23,19 +26,28 @@ def add_molecule_flags(parser: argparse.ArgumentParser, default_mol: str | None 
     g.add_argument("--no-symmetry", action="store_true", help="orbitals without point-group symmetry adaptation")
     g.add_argument("--fci-max-dets", type=float, default=DEFAULT_FCI_MAX_DETS,
                    help="skip FCI above this many determinants in the sector (default 1e7)")
+    g.add_argument("--references", default=AUTO, help=f"reference energies: auto (HF, MP2, CCSD, CCSD(T), FCI up to "
+                   f"--fci-max-dets, DMRG where FCI is skipped and block2 is installed), all, or a comma list of "
+                   f"{', '.join(KINDS)} (default auto)")
+    g.add_argument("--dmrg-max-bond", type=int, default=DEFAULT_DMRG_MAX_BOND,
+                   help=f"DMRG's largest bond dimension M (default {DEFAULT_DMRG_MAX_BOND})")
     g.add_argument("--no-cache", action="store_true", help="rebuild instead of reading the Hamiltonian cache")
 
 
 def molecule_from_args(args: argparse.Namespace) -> MoleculeSpec:
     mol = args.mol if args.geometry is None else None
-    return resolve_molecule(mol=mol, geometry=args.geometry, charge=args.charge, spin=args.spin, basis=args.basis)
+    return resolve_molecule(mol=mol, geometry=args.geometry, charge=args.charge, spin=args.spin, basis=args.basis,
+                            spacing=args.spacing)
 
 
-def problem_from_args(args: argparse.Namespace) -> MolecularProblem:
+def problem_from_args(args: argparse.Namespace, hamiltonian: bool = True) -> MolecularProblem:
+    """The problem of the flags; `hamiltonian=False`: past 62 qubits, the SCF and references without it."""
+    selection = parse_references(args.references)  # bad names fail before any work
     spec = molecule_from_args(args)
     options = OrbitalOptions(frozen_core=args.frozen_core, active_orbitals=args.active_orbitals,
                              symmetry=not args.no_symmetry)
-    return build_problem(spec, options, fci_max_dets=args.fci_max_dets, use_cache=not args.no_cache)
+    return build_problem(spec, options, fci_max_dets=args.fci_max_dets, use_cache=not args.no_cache,
+                         references=selection, dmrg_max_bond=args.dmrg_max_bond, hamiltonian=hamiltonian)
 
 
 def configure_process(threads: int) -> None:

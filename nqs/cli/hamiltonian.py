@@ -8,6 +8,7 @@ import sys
 from nqs.cli.common import add_molecule_flags, problem_from_args
 from nqs.errors import cli_entry
 from nqs.problem import MolecularProblem
+from nqs.references import KINDS, LABELS, best_reference, uncertainty
 
 
 def format_summary(p: MolecularProblem) -> str:
@@ -15,15 +16,23 @@ def format_summary(p: MolecularProblem) -> str:
     spec = p.spec
     lines = [f"{spec.name}  ({spec.basis}, charge {spec.charge:+d}, 2S={spec.spin})  geometry: {spec.source}",
              f"  qubits {s['n_qubits']} ({s['n_orbitals']} spatial orbitals), electrons "
-             f"(N_alpha, N_beta) = ({s['n_alpha']}, {s['n_beta']}), sector size {s['sector_size']:,}",
-             f"  Pauli strings {s['n_pauli_terms']:,} in {s['n_flip_masks']:,} flip masks",
-             f"  E_nuc  {s['e_nuc']:16.8f} Ha", f"  E_inf  {s['e_inf']:16.8f} Ha  (Tr H / dim over the sector)"]
-    for label, value in (("HF", r.e_hf), ("MP2", r.e_mp2), ("CCSD", r.e_ccsd), ("CCSD(T)", r.e_ccsd_t),
-                         ("FCI", r.e_fci)):
+             f"(N_alpha, N_beta) = ({s['n_alpha']}, {s['n_beta']}), sector size {s['sector_size']:,}"]
+    if p.pauli is not None:
+        lines += [f"  Pauli strings {s['n_pauli_terms']:,} in {s['n_flip_masks']:,} flip masks",
+                  f"  E_nuc  {s['e_nuc']:16.8f} Ha", f"  E_inf  {s['e_inf']:16.8f} Ha  (Tr H / dim over the sector)"]
+    else:
+        lines += [f"  Hamiltonian: not built ({s['hamiltonian_skipped']})", f"  E_nuc  {s['e_nuc']:16.8f} Ha"]
+    for kind in KINDS:
+        value = getattr(r, f"e_{kind}")
         text = f"{value:16.8f} Ha" if value is not None else "         skipped"
-        if label == "FCI" and r.s2_fci is not None:
+        if kind == "fci" and r.s2_fci is not None:
             text += f"  <S^2> = {r.s2_fci:.4f}"
-        lines.append(f"  {label:7s}{text}")
+        if kind == "dmrg" and value is not None:
+            text += f"  ± {uncertainty(r, 'dmrg'):.1e}"
+        lines.append(f"  {LABELS[kind]:7s}{text}")
+    best = best_reference(r)
+    if best is not None:
+        lines.append(f"  best reference: {best.label}")
     lines += [f"  note: {n}" for n in r.notes]
     lines.append(f"  built in {s['build_seconds']:.3f} s{' (from cache)' if p.from_cache else ''}")
     return "\n".join(lines)
@@ -37,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.mol is None and args.geometry is None:
         args.mol = "LiH"
-    problem = problem_from_args(args)
+    problem = problem_from_args(args, hamiltonian=False)
     print(json.dumps(problem.summary()) if args.json else format_summary(problem))
     sys.stdout.flush()
 

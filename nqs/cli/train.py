@@ -144,11 +144,14 @@ def read_trunk_decay_start(trunk: Path) -> int:
 
 
 def final_table(s: RunSummary) -> str:
-    """The final energy beside HF, CCSD, CCSD(T) and FCI (Hartree; errors vs FCI in mHa)."""
+    """The final energy beside HF, CCSD, CCSD(T), FCI and DMRG (Hartree), errors in mHa against the best available
+    reference, which the header and the verdict name (FCI; DMRG or CCSD(T) where FCI was skipped)."""
+    ref, label = s.reference_energy, s.reference_label or "reference"
     rows = [("HF", s.e_hf, None), ("CCSD", s.e_ccsd, None), ("CCSD(T)", s.e_ccsd_t, None),
-            (f"NQS ({s.ansatz})", s.energy, s.energy_err), ("FCI", s.e_fci, None)]
-    body = [[label, "—" if e is None else (f"{e:.8f}" if err is None else f"{e:.8f}±{err:.1e}"),
-             "—" if error_mha(e, s.e_fci) is None else f"{error_mha(e, s.e_fci):.4f}"] for label, e, err in rows]
+            (f"NQS ({s.ansatz})", s.energy, s.energy_err), ("FCI", s.e_fci, None), ("DMRG", s.e_dmrg, None)]
+    body = [[name, "—" if e is None else (f"{e:.8f}" if err is None else f"{e:.8f}±{err:.1e}"),
+             "—" if error_mha(e, ref) is None else f"{error_mha(e, ref):.4f}"] for name, e, err in rows
+            if e is not None or name != "DMRG"]
     per_step = f"; framework {1e3 * s.t_framework_s / s.steps:.2f} ms/step" if s.steps and s.t_framework_s else ""
     effective = ""  # MADE's masked-out weights (and any unit no score depends on) count in n_params
     if s.n_params_effective is not None and s.n_params_effective != s.n_params:
@@ -156,11 +159,14 @@ def final_table(s: RunSummary) -> str:
     lines = [f"{s.molecule} ({s.n_qubits} qubits, sector {s.sector_size:,}), {s.ansatz} with {s.n_params:,} "
              f"parameters ({s.n_params_modulus:,} modulus + {s.n_params_phase:,} phase{effective}), {s.steps} "
              f"steps in {s.wall_s:.1f} s{per_step}",
-             markdown_table(["method", "energy (Ha)", "vs FCI (mHa)"], body, align=["left", "right", "right"])]
+             markdown_table(["method", "energy (Ha)", f"vs {label} (mHa)"], body, align=["left", "right", "right"])]
     if s.error_mha is not None:
         verdict = "within" if s.within_chemical_accuracy else "outside"
-        lines.append(f"NQS error {s.error_mha:+.4f} mHa: {verdict} chemical accuracy ({CHEMICAL_ACCURACY_MHA} mHa); "
-                     f"V-score {s.vscore:.3e}")
+        own = f" (reference uncertainty {1e3 * s.ref_uncertainty:.1g} mHa)" if s.ref_uncertainty else ""
+        lines.append(f"NQS error {s.error_mha:+.4f} mHa vs {label}{own}: {verdict} chemical accuracy "
+                     f"({CHEMICAL_ACCURACY_MHA} mHa); V-score {s.vscore:.3e}")
+    else:
+        lines.append("NQS error unknown: no reference energy (see the notes)")
     lines.append(f"error bar: {s.error_bar_covers}; kept mass {s.final_kept_mass:.10f}")
     return "\n".join(lines)
 

@@ -22,6 +22,7 @@ from nqs.errors import UserError
 from nqs.local_energy_modes import LocalEnergyMode
 from nqs.models import ModelConfig
 from nqs.options import option
+from nqs.references import parse_references
 from nqs.sampler import SCHEDULES, SampleSchedule
 from nqs.training import schedules
 
@@ -40,6 +41,10 @@ class MoleculeConfig:
     active_orbitals: int | None = option(None, "keep this many orbitals above the frozen core")
     symmetry: bool = option(True, "point-group symmetry-adapted orbitals")
     fci_max_dets: float = option(1e7, "skip FCI above this many determinants in the sector")
+    spacing: float | None = option(None, "hydrogen chains (mol H4 ... H50): the H-H distance in Å (default 1.0)")
+    references: str = option("auto", "reference energies: auto, all, or a comma list of hf, mp2, ccsd, ccsd_t, fci, "
+                             "dmrg (docs/guide.md, References)", affects_result=False)
+    dmrg_max_bond: int = option(250, "DMRG's largest bond dimension M", affects_result=False)
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,10 @@ class OptimConfig:
     dtype: str = option("float32", "float32 | float64 parameters and activations")
     eval_chunk: int = option(65536, "configurations per network call in the local energy (memory bound)",
                              affects_result=False)
-    local_energy: str = option("exact", "local-energy estimator: exact (exact-trie for transformer/retnet, "
-                               "exact-dense for made) | exact-dense | exact-trie | sampled (connections within "
-                               "the step's samples only; biased) | semi-stochastic")
+    # exact-dense stays the default while nqs.scaling.cost models the local energy as full passes
+    local_energy: str = option("exact-dense", "local-energy estimator: exact-dense | exact (exact-trie for "
+                               "transformer/retnet, exact-dense for made) | exact-trie | sampled (connections "
+                               "within the step's samples only; biased) | semi-stochastic")
     semi_threshold: float = option(1e-2, "semi-stochastic: connections with |H_xx'| >= this (Hartree) are summed "
                                    "exactly, the rest drawn")
     semi_draws: int = option(8, "semi-stochastic: connections drawn per sample from the rest, ∝ |H_xx'|")
@@ -208,6 +214,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         s, o, r = self.sampling, self.optim, self.run
         self.model.validate()
+        parse_references(self.molecule.references)  # a bad name fails before any work
         if s.sample_schedule not in SCHEDULES:
             raise UserError(f"unknown sample_schedule {s.sample_schedule!r}: choose one of {', '.join(SCHEDULES)}")
         if o.dtype not in ("float32", "float64"):

@@ -22,6 +22,7 @@ from nqs.errors import UserError
 from nqs.models.base import AutoregressiveAnsatz
 from nqs.problem import MolecularProblem
 from nqs.record import StepRecord
+from nqs.references import best_reference
 from nqs.natural_gradient import SRSettings, flat_grad, set_flat_grad, sr_direction
 from nqs.training.config import TrainConfig
 from nqs.training.schedules import StopMonitor, StopState, lr_factor
@@ -131,6 +132,7 @@ class VMCModule(L.LightningModule):
     def __init__(self, model: AutoregressiveAnsatz, problem: MolecularProblem, cfg: TrainConfig):
         super().__init__()
         self.model, self.problem, self.cfg = model, problem, cfg
+        self.reference = best_reference(problem.references)  # what each step's error is taken against
         self.schedule = cfg.schedule()
         self.local_energy_mode = cfg.local_energy_mode()
         self.hamiltonian = None  # compiled once, on the run's device, in setup()
@@ -248,6 +250,8 @@ class VMCModule(L.LightningModule):
                                              tot.wall_s / (step + 1))
         return StepRecord(step=step, energy=stats.mean, energy_err=stats.error, variance=stats.variance,
                           vscore=vscore, e_fci=p.references.e_fci,
+                          e_ref=self.reference.energy if self.reference else None,
+                          ref_kind=self.reference.kind if self.reference else None,
                           n_unique=samples.n_unique, n_samples=samples.n_samples, n_requested=samples.n_requested,
                           kept_mass=samples.kept_mass,
                           s_f=s_f, d_prime=tot.d_prime, s_f_full=s_f_full, d_prime_full=tot.d_prime_full,

@@ -22,6 +22,7 @@ from nqs.models import build_model
 from nqs.molecules import resolve_molecule
 from nqs.problem import MolecularProblem, build_problem
 from nqs.record import CHECKPOINT, ERROR_BAR_COVERS, METRICS_FILE, RunSummary, StepRecord, branch_checkpoint
+from nqs.references import LABELS, best_reference
 from nqs.training.config import TrainConfig
 from nqs.training.module import VMCModule, evaluate_energy
 from nqs.training.schedules import decay_length
@@ -121,6 +122,8 @@ class Progress:
 
     def update(self, r: StepRecord) -> None:
         err = f" {r.error_mha:+.3f} mHa" if r.error_mha is not None else ""
+        if err and r.ref_kind not in (None, "fci"):
+            err += f" vs {LABELS.get(r.ref_kind, r.ref_kind)}"
         self.pending = f"step {r.step + 1}/{self.steps} E = {r.energy:.6f} Ha{err} ({r.wall_s:.1f} s)"
         now = time.perf_counter()
         if now - self.last >= self.every:
@@ -147,13 +150,15 @@ def _row_step(line: str):
 def molecule_of(cfg: TrainConfig):
     """(MoleculeSpec, OrbitalOptions) of the config's molecule group."""
     m = cfg.molecule
-    spec = resolve_molecule(mol=m.mol, geometry=m.geometry, charge=m.charge, spin=m.spin, basis=m.basis)
+    spec = resolve_molecule(mol=m.mol, geometry=m.geometry, charge=m.charge, spin=m.spin, basis=m.basis,
+                            spacing=m.spacing)
     return spec, OrbitalOptions(frozen_core=m.frozen_core, active_orbitals=m.active_orbitals, symmetry=m.symmetry)
 
 
 def build_cfg_problem(cfg: TrainConfig) -> MolecularProblem:
     spec, options = molecule_of(cfg)
-    return build_problem(spec, options, fci_max_dets=cfg.molecule.fci_max_dets)
+    return build_problem(spec, options, fci_max_dets=cfg.molecule.fci_max_dets, references=cfg.molecule.references,
+                         dmrg_max_bond=cfg.molecule.dmrg_max_bond)
 
 
 def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[MolecularProblem, torch.nn.Module]:
@@ -266,7 +271,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         torch.distributed.destroy_process_group()
     if not trainer.is_global_zero:
         return None  # DDP: only rank 0 writes and reports
-    notes = list(notes)
+    notes = list(notes) + reference_notes(problem.references)
     stats = final.stats
     if stats.kept_mass < 1 - KEPT_MASS_WARNING:
         notes.append(f"the final sample kept {stats.kept_mass:.8f} of the probability mass (unique cap "
@@ -283,9 +288,21 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
     return summary
 
 
+def reference_notes(refs) -> list[str]:
+    """The references' notes (skipped ones and why), and which reference the error is taken against."""
+    best = best_reference(refs)
+    out = [f"reference: {n}" for n in refs.notes]
+    if best is None:
+        out.append("no reference energy: the error is unknown")
+    elif best.kind != "fci":
+        out.append(f"the error is taken against {best.label}, not FCI (FCI not available)")
+    return out
+
+
 def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCModule, final, steps: int,
                 command_wall_s: float, scan: dict | None, notes: tuple, branch: dict | None = None) -> RunSummary:
     refs, stats, t, o = problem.references, final.stats, module.totals, cfg.optim
+    best = best_reference(refs)
     stop = module.stopping.record(steps)
     schedule = {"kind": o.lr_schedule, "warmup": o.warmup, "lr": o.lr, "lr_final": o.lr_final,
                 "decay_steps": decay_length(o) if o.lr_schedule == "wsd" else None,
@@ -302,7 +319,9 @@ def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCM
         energy=stats.mean, energy_err=stats.error, error_bar_covers=ERROR_BAR_COVERS, variance=stats.variance,
         vscore=stats.vscore(problem.sector.n_electrons, problem.e_inf), final_n_unique=final.samples.n_unique,
         final_n_samples=final.samples.n_samples, final_n_requested=final.samples.n_requested,
-        final_kept_mass=stats.kept_mass, e_fci=refs.e_fci,
+        final_kept_mass=stats.kept_mass, e_fci=refs.e_fci, e_dmrg=refs.e_dmrg,
+        e_ref=best.energy if best else None, ref_kind=best.kind if best else None,
+        ref_uncertainty=best.uncertainty if best else None,
         e_ccsd_t=refs.e_ccsd_t, e_ccsd=refs.e_ccsd, e_mp2=refs.e_mp2, e_hf=refs.e_hf, e_inf=problem.e_inf,
         d_prime=t.d_prime, d_prime_full=t.d_prime_full, d_prime_nominal=t.d_prime_nominal, flops_total=t.flops_total,
         wall_s=t.wall_s,

@@ -1,0 +1,90 @@
+"""Hydrogen chains H4 ... H50 and the larger-basis catalogue entry; past 62 qubits the SCF and the references
+are still computed while the qubit Hamiltonian is refused with a message that says so."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from nqs import chem
+from nqs.errors import UserError
+from nqs.molecules import catalogue_names, resolve_molecule
+from nqs.problem import build_problem
+
+
+@pytest.mark.parametrize("n", [4, 6, 10, 16, 30, 50])
+def test_chains_resolve_with_the_right_electrons_and_geometry(n):
+    spec = resolve_molecule(f"H{n}")
+    assert (spec.name, spec.n_electrons, spec.n_alpha, spec.n_beta, spec.spin, spec.basis) == \
+        (f"H{n}", n, n // 2, n // 2, 0, "sto-3g")
+    z = [a[3] for a in spec.atoms]
+    assert all(a[0] == "H" and a[1] == a[2] == 0.0 for a in spec.atoms) and len(z) == n
+    assert all(math.isclose(b - a, 1.0, abs_tol=1e-9) for a, b in zip(z, z[1:]))  # default spacing 1.0 Å
+    assert math.isclose(sum(z), 0.0, abs_tol=1e-9) and "Motta et al., Phys. Rev. X 7, 031059 (2017)" in spec.source
+
+
+def test_spacing_is_configurable_and_checked():
+    spec = resolve_molecule("h8", spacing=1.25)
+    z = [a[3] for a in spec.atoms]
+    assert all(math.isclose(b - a, 1.25, abs_tol=1e-9) for a, b in zip(z, z[1:])) and "1.25 Å (given)" in spec.source
+    assert resolve_molecule("H2").atoms[1][3] == pytest.approx(-0.3707)  # H2 stays the catalogue molecule
+    for kwargs, needle in ((dict(mol="H5"), "hydrogen chains are H4 ... H50"), (dict(mol="H52"), "H4 ... H50"),
+                           (dict(mol="H6", spacing=0.0), "--spacing"), (dict(mol="LiH", spacing=1.0), "not to 'LiH'"),
+                           (dict(geometry="H 0 0 0; H 0 0 1", spacing=1.0), "not to --geometry")):
+        with pytest.raises(UserError, match=needle):
+            resolve_molecule(**kwargs)
+
+
+def test_catalogue_lists_molecules_not_the_family_and_names_the_chains():
+    names = catalogue_names()
+    assert "N2_631G" in names and not any("chain" in n for n in names)
+    with pytest.raises(UserError, match=r"a hydrogen chain H4 \.\.\. H50"):
+        resolve_molecule("Hx")
+
+
+def test_the_larger_basis_entry_is_past_30_qubits():
+    spec = resolve_molecule("N2_631G")
+    assert spec.basis == "6-31g" and "Hehre, Ditchfield & Pople" in spec.source
+    assert 2 * chem.build_mole(spec).nao == 36
+
+
+def test_chain_problem_and_cli(capsys, tmp_path, monkeypatch):
+    from nqs.cli.hamiltonian import main
+
+    monkeypatch.setenv("NQS_CACHE_DIR", str(tmp_path))
+    capsys.readouterr()
+    main(["--mol", "H4", "--spacing", "1.2", "--references", "hf,fci", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert (data["n_qubits"], data["n_alpha"], data["sector_size"], data["ref_kind"]) == (8, 2, 36, "fci")
+    assert data["e_ccsd_t"] is None and any("not computed" in n for n in data["notes"])
+
+
+def test_past_62_qubits_the_references_are_computed_and_the_hamiltonian_refused(capsys, monkeypatch, tmp_path):
+    from nqs.cli.hamiltonian import main
+
+    monkeypatch.setenv("NQS_CACHE_DIR", str(tmp_path))
+    args = ["--mol", "H32", "--references", "hf,mp2"]  # 64 qubits
+    capsys.readouterr()
+    main([*args, "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert (data["n_qubits"], data["n_alpha"], data["n_pauli_terms"], data["e_inf"]) == (64, 16, None, None)
+    assert data["e_mp2"] < data["e_hf"] and data["ref_kind"] == "mp2" and data["e_fci"] is None
+    assert "not built" in data["hamiltonian_skipped"] and "at most 62 qubits" in data["hamiltonian_skipped"]
+    main(args)
+    assert "Hamiltonian: not built" in capsys.readouterr().out  # from the cache now
+    for cached in (True, False):  # training refuses before any SCF, from the cache or not
+        monkeypatch.setattr(chem, "run_scf", lambda *a: pytest.fail("SCF run"))
+        with pytest.raises(UserError, match="qubit Hamiltonian .* not built: .* at most 62 qubits.*nqs-hamiltonian"):
+            build_problem(resolve_molecule("H32"), use_cache=cached)
+
+
+@pytest.mark.slow
+def test_h50_gets_its_scf_and_coupled_cluster_references(capsys):
+    from nqs.cli.hamiltonian import main
+
+    capsys.readouterr()
+    main(["--mol", "H50", "--references", "hf,ccsd_t", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert (data["n_qubits"], data["n_alpha"], data["ref_kind"]) == (100, 25, "ccsd_t")
+    assert data["e_ccsd_t"] < data["e_hf"] and "at most 62 qubits" in data["hamiltonian_skipped"]
