@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nqs.errors import UserError, cli_entry
 from nqs.scaling.fit import FitResult, fit_scaling_law
+from nqs.scaling.law import term_names
 from nqs.scaling.runs import (
     D_FROM_CHOICES,
     METRIC_CHOICES,
@@ -207,7 +208,7 @@ def format_fit(fit: FitResult) -> str:
     law = fit.law
     centre = ", ".join(f"{s}_c = {v:.4g}" for s, v in zip(law.size_terms, law.n_centre))
     terms = " + ".join(f"A{t}·({s}/{s}_c)^-alpha{t}" for s, t in zip(law.size_terms + ("D'",),
-                                                                    _suffixes(law.size_terms)))
+                                                                    term_names(law.size_terms)))
     floor = "A0" if len(law.floors) == 1 else "A0[molecule]"
     if law.interaction:
         terms += " + A12·(N/N_c)^-alpha1·(D'/D'_c)^-alpha2"
@@ -221,12 +222,6 @@ def format_fit(fit: FitResult) -> str:
     lines.append(f"residual scale (RMS of the final points' log-residuals): {fit.residual_scale:.3f}; "
                  f"Huber loss (δ = 1e-3, summed): {fit.loss:.4g}; bootstrap: {fit.n_bootstrap} cluster resamples")
     return "\n".join(lines)
-
-
-def _suffixes(size_terms) -> list[str]:
-    from nqs.scaling.law import term_names
-
-    return term_names(size_terms)
 
 
 def _cost_models(records):

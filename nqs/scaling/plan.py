@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from nqs.errors import UserError
-from nqs.scaling.allocate import KINDS, Allocation
+from nqs.scaling.allocate import KINDS, Allocation, s_f_per_step
 from nqs.scaling.fit import FitResult
 from nqs.scaling.runs import RunRecord, run_n
 from nqs.tables import markdown_table
@@ -71,7 +71,7 @@ def plan_iso_cost(fit: FitResult, cost, optimum: Allocation, records: Sequence[R
         per_step = fn(size, cap)
         steps = max(1, int(round(budget / per_step)))
         n = counts["split" if n_from == "split" else n_from] if n_from in counts else counts["total"]
-        dp = steps * _s_f(cost, cap, d_from)
+        dp = steps * s_f_per_step(cost, cap, d_from)
         points.append({"size": size, "n": float(n), "steps": steps, "cap": cap,
                        "predicted_cost": steps * per_step, "predicted": float(fit.predict(n, dp, mol)[0]),
                        "d_prime": dp})
@@ -91,12 +91,6 @@ def plan_iso_cost(fit: FitResult, cost, optimum: Allocation, records: Sequence[R
             "n_from": n_from, "d_from": d_from, "cap": cap, "optimum": optimum.to_json(), "points": points,
             "out": out, "law": fit.law.to_json()}
     return sweep, plan
-
-
-def _s_f(cost, cap, d_from):
-    from nqs.scaling.allocate import s_f_per_step
-
-    return s_f_per_step(cost, cap, d_from)
 
 
 def write_plan(sweep: dict, plan: dict, path: str | Path) -> tuple[Path, Path]:
