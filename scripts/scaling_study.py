@@ -2,6 +2,7 @@
 
     python scripts/scaling_study.py e1 [--root runs/sweeps]   # annealing protocol and learning rate per size
     python scripts/scaling_study.py e2 [--root runs/sweeps]   # does D' collapse? (N2: B x T_post)
+    python scripts/scaling_study.py e2b [--root runs/sweeps]  # the sample count N_s at fixed B and T (N2)
     python scripts/scaling_study.py e6 RUN_DIR...              # measured FLOPs per step vs the paper's uncached estimate
 
 Each prints Markdown tables (errors in mHa, geometric means over seeds with the seeds listed) and, for e2, the
@@ -19,9 +20,18 @@ from pathlib import Path
 import numpy as np
 
 from nqs.record import read_metrics
+from nqs.scaling.archive import SUFFIX
 from nqs.scaling.runs import load_runs
 from nqs.tables import markdown_table
 from nqs.training.config import load_yaml, resolve
+
+
+def _sweep(root: Path, name: str) -> Path | None:
+    """The sweep `name` under `root`: its folder of runs, or its run archive (`name`.runs.jsonl.xz); None if absent."""
+    for path in (root / name, root / f"{name}{SUFFIX}"):
+        if path.exists():
+            return path
+    return None
 
 
 def _cfg(rec):
@@ -39,10 +49,10 @@ def _geo(values) -> str:
 def e1(root: Path) -> None:
     hf = None
     for sweep in ("e1_anneal", "e1_anneal_length"):
-        if not (root / sweep).is_dir():
+        if _sweep(root, sweep) is None:
             continue
         cells = collections.defaultdict(list)
-        for r in load_runs([root / sweep]):
+        for r in load_runs([_sweep(root, sweep)]):
             c = _cfg(r)
             hf = abs(r.hf_error_mha)
             o = c.optim
@@ -55,10 +65,10 @@ def e1(root: Path) -> None:
         rows = [[m, d] + [_geo(cells.get((m, d, t), [])) for t in steps] for m in modes for d in sizes]
         print(f"\n{sweep} (|E − E_FCI| mHa; HF is +{hf:.1f}):")
         print(markdown_table(["annealing", "d_model"] + [f"T = {t}" for t in steps], rows))
-    if (root / "e1_lr").is_dir() and any((root / "e1_lr").glob("*/summary.json")):
+    if _sweep(root, "e1_lr") is not None:
         cells = collections.defaultdict(list)
         ns = {}
-        for r in load_runs([root / "e1_lr"]):
+        for r in load_runs([_sweep(root, "e1_lr")]):
             c = _cfg(r)
             cells[(c.model.d_model, c.optim.lr)].append(r.abs_error_mha)
             ns[c.model.d_model] = r.n_params
@@ -72,7 +82,7 @@ def e1(root: Path) -> None:
 
 
 def e2(root: Path, sweep: str = "e2_collapse", n_boot: int = 2000, seed: int = 0) -> None:
-    recs = [r for r in load_runs([root / sweep]) if r.abs_error_mha]
+    recs = [r for r in load_runs([_sweep(root, sweep) or root / sweep]) if r.abs_error_mha]
     rows = []
     for r in recs:
         c = _cfg(r)
@@ -118,6 +128,40 @@ def e2(root: Path, sweep: str = "e2_collapse", n_boot: int = 2000, seed: int = 0
           + ("consistent (the interval of a − b contains 0)" if dlo <= 0 <= dhi else "rejected (a − b excludes 0)"))
 
 
+def e2b(root: Path, sweep: str = "e2_samples", n_boot: int = 2000, seed: int = 0) -> None:
+    """The sample count: |E - E_FCI| against N_s at fixed B and T, with the realised unique count and S_F."""
+    cell = collections.defaultdict(list)
+    if _sweep(root, sweep) is None:
+        print(f"{root / sweep}: no runs yet")
+        return
+    for r in load_runs([_sweep(root, sweep)]):
+        if not r.abs_error_mha:
+            continue
+        rows = read_metrics(r.path / "metrics.jsonl")
+        u = np.mean([row.n_unique for row in rows])
+        cell[_cfg(r).sampling.samples].append((r.seed, r.abs_error_mha, u, r.d_prime, r.vscore))
+    if not cell:
+        print(f"{root / sweep}: no finished runs")
+        return
+    table = [[f"{n:.0e}", _geo([x[1] for x in xs]), f"{np.mean([x[2] for x in xs]):.0f}",
+              f"{np.mean([x[3] for x in xs]):.1f}", len(xs)] for n, xs in sorted(cell.items())]
+    print(f"\n{sweep}: N2 |E − E_FCI| mHa against the samples drawn per step N_s (geometric mean over seeds, seeds):")
+    print(markdown_table(["N_s", "|E − E_FCI| mHa", "mean unique per step", "realised D'", "runs"], table))
+    ns = sorted(cell)
+    x = np.array([math.log10(n) for n in ns for _ in cell[n]])
+    y = np.array([math.log(v[1]) for n in ns for v in cell[n]])
+    groups = np.array([i for i, n in enumerate(ns) for _ in cell[n]])
+    slope = np.polyfit(x, y, 1)[0]
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):  # resample runs within each N_s (the cells are the design, the seeds the noise)
+        idx = np.concatenate([rng.choice(np.flatnonzero(groups == g), (groups == g).sum()) for g in range(len(ns))])
+        boots.append(np.polyfit(x[idx], y[idx], 1)[0])
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    print(f"\nd log L / d log10 N_s = {slope:.3f} [{lo:.3f}, {hi:.3f}] (95% bootstrap of runs within each N_s, "
+          f"{n_boot} resamples; 0: the sample count does not matter)")
+
+
 def e6(paths: list[str]) -> None:
     from nqs import flops as flop_model
     from nqs.hilbert import Sector
@@ -145,15 +189,18 @@ def e6(paths: list[str]) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", choices=("e1", "e2", "e6"))
+    p.add_argument("experiment", choices=("e1", "e2", "e2b", "e6"))
     p.add_argument("paths", nargs="*", help="e6: run directories or folders of runs")
-    p.add_argument("--root", default="runs/sweeps", type=Path)
-    p.add_argument("--sweep", default="e2_collapse", help="e2: the sweep folder under --root (default e2_collapse)")
+    p.add_argument("--root", default="runs/sweeps", type=Path,
+                   help="folder of the sweeps' run folders, or of their run archives (data/scaling)")
+    p.add_argument("--sweep", default=None, help="e2/e2b: the sweep folder under --root (default e2_collapse / e2_samples)")
     args = p.parse_args(argv)
     if args.experiment == "e1":
         e1(args.root)
     elif args.experiment == "e2":
-        e2(args.root, args.sweep)
+        e2(args.root, args.sweep or "e2_collapse")
+    elif args.experiment == "e2b":
+        e2b(args.root, args.sweep or "e2_samples")
     else:
         e6(args.paths or [str(args.root)])
     return 0

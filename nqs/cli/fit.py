@@ -22,6 +22,7 @@ from nqs.scaling.runs import (
     SPLIT_TERMS,
     check_estimators,
     collect_points,
+    discover_runs,
     load_runs,
 )
 from nqs.scaling.validate import format_validation, validate
@@ -42,7 +43,8 @@ def plain_warnings():
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nqs-fit", description=__doc__)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="run directories of nqs-train, or folders searched recursively for them")
+                   help="run directories of nqs-train, folders searched recursively for them, or run archives "
+                        "(*.runs.jsonl.xz, written by --export)")
     p.add_argument("--metric", choices=METRIC_CHOICES, default="vscore",
                    help="L: the V-score or |E − E_ref| in mHa (default: vscore)")
     p.add_argument("--n-from", choices=N_FROM_CHOICES, default="effective",
@@ -83,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the sweep file to write (a .plan.json is written beside it)")
     p.add_argument("--check", metavar="PLAN.json", help="compare the finished runs of a plan with its prediction")
     p.add_argument("--json", metavar="FILE", help="write the fits (and validation, cost model, allocations) as JSON")
+    p.add_argument("--export", metavar="FILE.runs.jsonl.xz",
+                   help="write the finished runs among RUN_DIR (configs, summaries, every step's metrics; no "
+                        "checkpoints) to one compressed archive that nqs-fit reads in place of run directories, "
+                        "and stop")
     p.add_argument("--plot", metavar="FILE.png", help="draw L vs N and D', the residual map and iso-cost curves "
                    "(one file per ansatz when several)")
     p.add_argument("--mix-estimators", action="store_true",
@@ -121,6 +127,12 @@ def _run(args: argparse.Namespace) -> int:
     _check_args(args)
     if args.allow_mixed:
         warnings.warn("--allow-mixed is no longer needed: runs of several molecules are pooled by default")
+    if args.export:
+        from nqs.scaling.archive import write
+
+        n = write(args.export, discover_runs(args.run_dirs))
+        print(f"{args.export}: {n} runs, {Path(args.export).stat().st_size / 1e6:.2f} MB")
+        return 0
     records = load_runs(args.run_dirs)
     check_estimators(records, args.mix_estimators)
     if args.check:

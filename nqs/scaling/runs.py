@@ -20,6 +20,7 @@ import numpy as np
 
 from nqs.errors import UserError
 from nqs.record import METRICS_FILE, SUMMARY_FILE, RunSummary, StepRecord, read_metrics, read_summary
+from nqs.scaling import archive
 
 RunRecord = RunSummary  # a run as the scaling tools read it: its summary, with `path` set
 MetricsRow = StepRecord
@@ -33,11 +34,15 @@ def _is_run_dir(path: Path) -> bool:
 
 
 def discover_runs(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Run directories among `paths`: each is a run directory, or a folder searched recursively for
-    directories holding summary.json or metrics.jsonl. Order kept, duplicates removed."""
+    """Run directories among `paths`: each is a run directory, a folder searched recursively for
+    directories holding summary.json or metrics.jsonl, or a run archive (`nqs.scaling.archive`, unpacked to a
+    temporary directory). Order kept, duplicates removed."""
     found: list[Path] = []
     for raw in paths:
         p = Path(raw)
+        if archive.is_archive(p):
+            found.extend(archive.unpack(p))
+            continue
         if not p.exists():
             raise UserError(f"{p}: no such directory; pass run directories written by nqs-train "
                             "or a folder containing them")

@@ -1,0 +1,75 @@
+"""Run archives (nqs.scaling.archive): the runs read back from an archive are the runs that went in, and the
+study's shipped archive refits to the documented exponents."""
+import dataclasses
+import lzma
+from pathlib import Path
+
+import pytest
+
+from nqs.cli.fit import main as fit_main
+from nqs.errors import UserError
+from nqs.record import read_metrics
+from nqs.scaling.archive import unpack, write
+from nqs.scaling.runs import collect_points, load_runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _strip(rec):
+    d = dataclasses.asdict(rec)
+    d.pop("path")
+    return d
+
+
+def test_archive_round_trip_keeps_summaries_exact_and_metrics_to_seven_digits(short_runs, tmp_path):
+    out = tmp_path / "short.runs.jsonl.xz"
+    assert write(out, short_runs) == len(short_runs)
+    back = {r.path.name: r for r in load_runs([out])}
+    orig = {r.path.name: r for r in load_runs(short_runs)}
+    assert back.keys() == orig.keys()
+    for name, rec in orig.items():
+        assert _strip(back[name]) == _strip(rec)
+        a, b = read_metrics(back[name].path), read_metrics(rec.path)
+        assert [r.energy for r in a] == [r.energy for r in b]  # energies exact
+        assert [r.n_unique for r in a] == [r.n_unique for r in b]
+        for x, y in zip(a, b):
+            assert x.flops_total == pytest.approx(y.flops_total, rel=1e-6)
+    p_back = collect_points(list(back.values()), metric="abs_error")
+    p_orig = collect_points(list(orig.values()), metric="abs_error")
+    assert p_back.n.tolist() == p_orig.n.tolist() and p_back.loss.tolist() == p_orig.loss.tolist()
+
+
+def test_damaged_or_misnamed_archives_are_refused(short_runs, tmp_path):
+    with pytest.raises(UserError, match="must end in"):
+        write(tmp_path / "runs.jsonl", short_runs)
+    bad = tmp_path / "bad.runs.jsonl.xz"
+    bad.write_bytes(b"not xz")
+    with pytest.raises(UserError, match="damaged run archive"):
+        unpack(bad)
+    wrong = tmp_path / "wrong.runs.jsonl.xz"
+    with lzma.open(wrong, "wt") as fh:
+        fh.write('{"format": "something-else"}\n')
+    with pytest.raises(UserError, match="not a run archive"):
+        unpack(wrong)
+
+
+def test_export_through_nqs_fit(short_runs, tmp_path, capsys):
+    out = tmp_path / "e.runs.jsonl.xz"
+    assert fit_main([*map(str, short_runs), "--export", str(out)]) == 0
+    assert f"{len(short_runs)} runs" in capsys.readouterr().out
+    assert len(load_runs([out])) == len(short_runs)
+
+
+@pytest.mark.slow
+def test_the_pilot_archive_refits_to_the_documented_exponents(tmp_path):
+    """docs/scaling.md §2: the pilot's additive law with a shared floor, α1 = 1.88 and α2 = 0.52 (point estimates;
+    the bootstrap is not needed for them)."""
+    import json
+
+    out = tmp_path / "fit.json"
+    archive = REPO / "data" / "scaling" / "lab_pilot.runs.jsonl.xz"
+    assert fit_main([str(archive), "--metric", "abs_error", "--bootstrap", "0", "--holdout-bootstrap", "0",
+                     "--json", str(out)]) == 0
+    fit = json.loads(out.read_text())["transformer"]["fit"]["params"]
+    assert fit["alpha1"] == pytest.approx(1.88, abs=0.005)
+    assert fit["alpha2"] == pytest.approx(0.52, abs=0.005)
