@@ -11,9 +11,9 @@ import scipy.sparse
 import torch
 
 from nqs import chem
-from nqs.hilbert import Sector, pack
-from nqs.local_energy import connections
-from nqs.operator import CompiledHamiltonian
+from nqs.hilbert import Sector
+from nqs.keys import index_of, pack
+from nqs.local_energy import Hamiltonian, connections
 from nqs.problem import MolecularProblem
 
 
@@ -64,26 +64,21 @@ def _fci_vector(ints, dense_limit: int = 4000) -> tuple[float, np.ndarray]:
 
 def amplitude_lookup(bits: torch.Tensor, psi: torch.Tensor):
     """A log-psi callable that looks amplitudes up in a table: (C, n) bits -> (C,) complex128 log psi."""
-    keys = pack(bits)
-    order = torch.argsort(keys)
-    sorted_keys, sorted_psi = keys[order], psi[order].to(torch.complex128)
+    keys, table = pack(bits), psi.to(torch.complex128)
 
     def log_psi(query: torch.Tensor) -> torch.Tensor:
-        q = pack(query).to(sorted_keys.device)
-        pos = torch.searchsorted(sorted_keys, q).clamp(max=len(sorted_keys) - 1)
-        found = sorted_keys[pos] == q
-        return torch.log(torch.where(found, sorted_psi[pos], torch.zeros_like(sorted_psi[pos])))
+        row = index_of(keys, pack(query).to(keys.device))
+        found = table.index_select(0, row.clamp(min=0))
+        return torch.log(torch.where(row >= 0, found, torch.zeros_like(found)))
 
     return log_psi
 
 
-def sector_matrix(h: CompiledHamiltonian, sector: Sector) -> tuple[scipy.sparse.csr_matrix, torch.Tensor]:
+def sector_matrix(h: Hamiltonian, sector: Sector) -> tuple[scipy.sparse.csr_matrix, torch.Tensor]:
     """H restricted to the sector as a CSR matrix in the order of `sector.enumerate_bits()`, and those bits."""
     bits = sector.enumerate_bits()
-    keys = pack(bits)
-    order = torch.argsort(keys)
     conn = connections(h, bits)
-    col = order[torch.searchsorted(keys[order], conn.packed.cpu())]
+    col = index_of(pack(bits), conn.keys.cpu(), sector.n_qubits)
     rows = torch.cat([torch.arange(len(bits)), conn.sample.cpu()]).numpy()
     cols = torch.cat([torch.arange(len(bits)), col]).numpy()
     vals = torch.cat([conn.diagonal.cpu(), conn.element.cpu()]).numpy()

@@ -4,7 +4,9 @@ A configuration is an occupation string x in {0,1}^n over n = 2*n_orb spin-orbit
 interleaved order: qubit 2p is alpha of spatial orbital p, qubit 2p+1 is beta. Three encodings are used:
 
 * bits   (..., n)      uint8 / float, x_i in {0,1};
-* packed (...,)        int64, bit i of the integer is x_i (n <= 62);
+* packed (...,)        int64, bit i of the integer is x_i (n <= MAX_QUBITS = 62): the one-word encoding of the
+                       Pauli tables' flip and sign masks (`nqs.operator`);
+* keys   (..., W)      int64, W = ceil(n / 63) words, any n: the keys of deduplication and lookup (`nqs.keys`);
 * tokens (..., n_orb)  int64, one token per spatial orbital, t_p = x_{2p} + 2*x_{2p+1}
                        (0 empty, 1 alpha, 2 beta, 3 alpha+beta): the autoregressive alphabet.
 """
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-MAX_QUBITS = 62
+MAX_QUBITS = 62  # the one-word packed encoding (and so the Pauli tables); configurations have no limit
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,6 @@ class Sector:
     def __post_init__(self):
         if not (0 <= self.n_alpha <= self.n_orb and 0 <= self.n_beta <= self.n_orb):
             raise ValueError(f"sector ({self.n_alpha},{self.n_beta}) impossible with {self.n_orb} orbitals")
-        _check_qubits(self.n_qubits)
 
     @property
     def n_qubits(self) -> int:

@@ -9,13 +9,15 @@ Three phases, all batched tensor code that runs unchanged on CPU and CUDA:
    for the parities of x against all sign masks, a segment sum per mask, and a GEMM for the sector test.
    Pairs outside the sector or with |H_k(x)| <= `tol` are dropped; the batch is chunked under
    `memory_bytes`.
+   An `nqs.excitations.IntegralHamiltonian` takes the integral-driven path instead (Slater-Condon rules,
+   work per sample ~ its excitations, not the K flip masks; the only path past 62 qubits).
 2. deduplication: the surviving x' of the whole batch, together with the batch itself, are made unique
-   (packed keys), so psi is evaluated once per distinct configuration.
+   (`nqs.keys`: W = ceil(n / 63) int64 words per configuration), so psi is evaluated once per distinct one.
 3. evaluation: log psi on the unique configurations in chunks of `eval_chunk` rows, then
    E_loc(b) = H_0(x_b) + sum_k H_k(x_b) psi(x'_bk) / psi(x_b), with one exp per unique configuration
    (amplitudes scaled by the batch's largest; pair-by-pair ratios where that would under- or overflow).
 
-Phase 3 takes any `evaluate` of the unique packed configurations: a plain `log_psi` in chunks (the default,
+Phase 3 takes any `evaluate` of the unique keys: a plain `log_psi` in chunks (the default,
 "exact-dense"), or the prefix trie of `nqs.trie` ("exact-trie"); `nqs.local_energy_modes` builds the
 cheaper estimators (sampled-space, semi-stochastic) on `connections` and `from_connections`.
 """
@@ -27,11 +29,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nqs.hilbert import pack, unpack
+from nqs import excitations
+from nqs.excitations import IntegralHamiltonian
+from nqs.keys import pack, unique, unpack
 from nqs.operator import CompiledHamiltonian
 
+Hamiltonian = CompiledHamiltonian | IntegralHamiltonian
+KeepFn = Callable[[torch.Tensor], torch.Tensor]  # (P, W) int64 keys of x' -> (P,) bool: the pairs to keep
+
 LogPsiFn = Callable[[torch.Tensor], torch.Tensor]  # (C, n) uint8 bits -> (C,) complex log psi
-EvaluateFn = Callable[[torch.Tensor], torch.Tensor]  # (U,) int64 packed, distinct -> (U,) complex128 log psi
+EvaluateFn = Callable[[torch.Tensor], torch.Tensor]  # (U, W) int64 keys, distinct -> (U,) complex128 log psi
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,9 @@ class Connections:
 
     diagonal: torch.Tensor  # (B,) H_xx, Hartree (real or complex dtype of the Hamiltonian)
     sample: torch.Tensor  # (P,) int64 index of x in the batch
-    packed: torch.Tensor  # (P,) int64 packed x'
+    keys: torch.Tensor  # (P, W) int64 keys of x' (`nqs.keys`)
     element: torch.Tensor  # (P,) H_xx', Hartree
-    n_pairs_naive: int  # B * (K - 1): every flip mask of every sample
+    n_pairs_naive: int  # candidates before screening: B * (K - 1) flip masks, or B * E excitations
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class LocalEnergy:
     values: torch.Tensor  # (B,) complex128 E_loc, Hartree
     n_evals: int  # psi evaluations made: unique configurations (batch plus connected)
     n_connected: int  # surviving (sample, x') pairs before deduplication
-    n_pairs_naive: int  # B * (K - 1)
+    n_pairs_naive: int  # candidates before screening (Connections)
     rows_per_position: tuple[int, ...] = ()  # trie nodes per position when the n_evals went through the trie
 
 
@@ -111,19 +118,30 @@ def _connections_dense(h: CompiledHamiltonian, x: torch.Tensor, packed_x: torch.
     return elem[0], b, packed_x[b] ^ h.flip_masks[k], elem[k, b]
 
 
-def connections(h: CompiledHamiltonian, bits: torch.Tensor, tol: float = 1e-12,
-                memory_bytes: int = 256 * 2**20, dense: bool = False) -> Connections:
+def connections(h: Hamiltonian, bits: torch.Tensor, tol: float = 1e-12, memory_bytes: int = 256 * 2**20,
+                dense: bool = False, keep: KeepFn | None = None) -> Connections:
     """Connected configurations of a batch of in-sector configurations, (B, n) bits -> Connections.
 
-    Uses the pattern tables when the Hamiltonian has them, else (or with `dense=True`) the per-string path.
+    An IntegralHamiltonian takes `nqs.excitations.connections`; a CompiledHamiltonian its pattern tables when it
+    has them, else (or with `dense=True`) the per-string path. `keep`, when given, filters each chunk's pairs by
+    their x' keys (e.g. to a sample set), so that only the kept pairs are ever held for the whole batch.
     """
+    if isinstance(h, IntegralHamiltonian):
+        if dense:
+            raise ValueError("dense=True is the Pauli tables' per-string path; an IntegralHamiltonian has none")
+        d, b, k, e = excitations.connections(h, bits, tol, memory_bytes, keep)
+        return Connections(d, b, k, e, bits.shape[0] * h.n_candidates)
     bits = bits.to(h.device)
-    packed_x = pack(bits)
+    packed_x = pack(bits)[:, 0]  # n <= 62 with a Pauli table: one word, the flip masks' encoding
     one_chunk = _connections_dense if dense or h.patterns is None else _connections_patterns
     diag, samples, packed, elements = [], [], [], []
     rows = _chunk_rows(h, memory_bytes)
     for start in range(0, bits.shape[0], rows):
         d, b, xp, e = one_chunk(h, bits[start:start + rows], packed_x[start:start + rows], tol)
+        xp = xp.unsqueeze(1)
+        if keep is not None:
+            mask = keep(xp)
+            b, xp, e = b[mask], xp[mask], e[mask]
         diag.append(d)
         samples.append(b + start)
         packed.append(xp)
@@ -132,16 +150,16 @@ def connections(h: CompiledHamiltonian, bits: torch.Tensor, tol: float = 1e-12,
                        bits.shape[0] * (h.n_flip_masks - 1))
 
 
-def evaluate_unique(log_psi: LogPsiFn, packed: torch.Tensor, n_qubits: int, eval_chunk: int) -> torch.Tensor:
-    """log psi of packed configurations, (U,) int64 -> (U,) complex128, evaluated `eval_chunk` rows at a time."""
+def evaluate_unique(log_psi: LogPsiFn, keys: torch.Tensor, n_qubits: int, eval_chunk: int) -> torch.Tensor:
+    """log psi of configurations by key, (U, W) int64 -> (U,) complex128, evaluated `eval_chunk` rows at a time."""
     out = []
-    for start in range(0, packed.shape[0], eval_chunk):
-        out.append(log_psi(unpack(packed[start:start + eval_chunk], n_qubits)).to(torch.complex128))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.complex128, device=packed.device)
+    for start in range(0, keys.shape[0], eval_chunk):
+        out.append(log_psi(unpack(keys[start:start + eval_chunk], n_qubits)).to(torch.complex128))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.complex128, device=keys.device)
 
 
 @torch.no_grad()
-def local_energy(h: CompiledHamiltonian, bits: torch.Tensor, log_psi: LogPsiFn, eval_chunk: int = 65536,
+def local_energy(h: Hamiltonian, bits: torch.Tensor, log_psi: LogPsiFn, eval_chunk: int = 65536,
                  memory_bytes: int = 256 * 2**20, tol: float = 1e-12, dense: bool = False,
                  evaluate: EvaluateFn | None = None) -> LocalEnergy:
     """E_loc for a batch: (B, n) bits in the sector, log_psi: (C, n) uint8 -> (C,) complex.
@@ -157,17 +175,12 @@ def local_energy(h: CompiledHamiltonian, bits: torch.Tensor, log_psi: LogPsiFn, 
     return from_connections(h, bits, conn, evaluate)
 
 
-def from_connections(h: CompiledHamiltonian, bits: torch.Tensor, conn: Connections,
-                     evaluate: EvaluateFn) -> LocalEnergy:
+def from_connections(h: Hamiltonian, bits: torch.Tensor, conn: Connections, evaluate: EvaluateFn) -> LocalEnergy:
     """E_loc (B,) = diagonal + sum over the pairs of `conn` of element * psi(x') / psi(x), with log psi of the
-    batch and of the pairs' x' from one `evaluate` call on their distinct packed keys (U,) int64."""
+    batch and of the pairs' x' from one `evaluate` call on their distinct keys (U, W) int64."""
     batch = bits.shape[0]
-    keys = torch.cat([pack(bits.to(h.device)), conn.packed])
-    if h.n_qubits < 32:  # sorting int32 keys is ~1.5x faster
-        keys = keys.to(torch.int32)
-    unique, inverse = torch.unique(keys, return_inverse=True)
-    unique = unique.to(torch.int64)
-    log_values = evaluate(unique).to(torch.complex128)
+    distinct, inverse = unique(torch.cat([pack(bits.to(h.device)), conn.keys]), h.n_qubits)
+    log_values = evaluate(distinct).to(torch.complex128)
     inverse_x, inverse_c = inverse[:batch], inverse[batch:]
     log_x = log_values.index_select(0, inverse_x)
     e_loc = conn.diagonal.to(torch.complex128).clone()
@@ -183,4 +196,4 @@ def from_connections(h: CompiledHamiltonian, bits: torch.Tensor, conn: Connectio
         ratios = torch.exp(log_values.index_select(0, inverse_c) - log_x.index_select(0, conn.sample))
         e_loc.index_add_(0, conn.sample, conn.element.to(torch.complex128) * ratios)
     rows = tuple(getattr(evaluate, "rows_per_position", ()))
-    return LocalEnergy(e_loc, int(unique.shape[0]), int(conn.sample.shape[0]), conn.n_pairs_naive, rows)
+    return LocalEnergy(e_loc, int(distinct.shape[0]), int(conn.sample.shape[0]), conn.n_pairs_naive, rows)

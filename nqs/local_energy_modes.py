@@ -6,7 +6,8 @@
                    ansatz's incremental step once per distinct prefix. Transformer and RetNet only: MADE's step
                    recomputes the whole masked pass, so its trie would cost n_orb - 1 passes per node.
 * exact            exact-trie where the ansatz supports it, else exact-dense (what `resolve` records).
-* sampled          the sum restricted to x' in the step's unique sample set S (a sorted-key lookup), with log
+* sampled          the sum restricted to x' in the step's unique sample set S (a key lookup in every chunk of
+                   the connections, so only pairs inside S are held), with log
                    psi of S from the loss's own forward pass: no extra network evaluation. Biased: it drops
                    sum_{x' not in S} H_xx' psi(x')/psi(x), which is small only when S holds most of |psi|^2 and
                    its connections (late training, a wide cap); early in training or with a small cap it fails.
@@ -28,10 +29,9 @@ from dataclasses import dataclass
 import torch
 
 from nqs.errors import UserError
-from nqs.hilbert import pack
-from nqs.local_energy import Connections, LocalEnergy, connections, evaluate_unique, from_connections
+from nqs.keys import index_of, pack, unique
+from nqs.local_energy import Connections, Hamiltonian, LocalEnergy, connections, evaluate_unique, from_connections
 from nqs.models.base import AutoregressiveAnsatz
-from nqs.operator import CompiledHamiltonian
 from nqs.trie import INCREMENTAL_ANSATZE, TrieEvaluator, supports_trie
 
 MODES = ("exact", "exact-dense", "exact-trie", "sampled", "semi-stochastic")
@@ -77,41 +77,36 @@ class LocalEnergyMode:
 
 
 def _evaluator(model: AutoregressiveAnsatz, eval_chunk: int):
-    """The exact path's evaluation of distinct packed configurations: the trie where the ansatz allows it."""
+    """The exact path's evaluation of distinct keys (U, W): the trie where the ansatz allows it."""
     return TrieEvaluator(model, eval_chunk) if supports_trie(model) else _evaluator_dense(model, eval_chunk)
 
 
 def _select(conn: Connections, keep: torch.Tensor) -> Connections:
-    return Connections(conn.diagonal, conn.sample[keep], conn.packed[keep], conn.element[keep], conn.n_pairs_naive)
+    return Connections(conn.diagonal, conn.sample[keep], conn.keys[keep], conn.element[keep], conn.n_pairs_naive)
 
 
-def sampled_space(h: CompiledHamiltonian, bits: torch.Tensor, log_psi_bits: torch.Tensor,
+def sampled_space(h: Hamiltonian, bits: torch.Tensor, log_psi_bits: torch.Tensor,
                   space_bits: torch.Tensor | None = None, space_log_psi: torch.Tensor | None = None) -> LocalEnergy:
     """E_loc over x' in the sample set only: bits (B, n) with log psi (B,) complex; the set S is `space_bits`
     (S, n) with `space_log_psi` (S,) (default: the batch itself). No network evaluation (n_evals = 0)."""
     space_bits = bits if space_bits is None else space_bits
     space_log_psi = log_psi_bits if space_log_psi is None else space_log_psi
-    conn = connections(h, bits)
-    keys, order = torch.sort(pack(space_bits.to(h.device)))
-    if keys.numel():
-        pos = torch.searchsorted(keys, conn.packed).clamp(max=keys.shape[0] - 1)
-        found = keys.index_select(0, pos) == conn.packed
-    else:
-        found = torch.zeros_like(conn.packed, dtype=torch.bool)
-    conn = _select(conn, found.nonzero().squeeze(1))
-    values = space_log_psi.detach().to(torch.complex128).index_select(0, order)
+    space, inverse = unique(pack(space_bits.to(h.device)), h.n_qubits)  # (S, W) distinct
+    values = torch.zeros(space.shape[0], dtype=torch.complex128, device=space.device)
+    values[inverse] = space_log_psi.detach().to(torch.complex128)
+    conn = connections(h, bits, keep=lambda keys: index_of(space, keys, h.n_qubits) >= 0)
 
-    def lookup(unique: torch.Tensor) -> torch.Tensor:  # every key is in the sample set (or the batch)
-        return values.index_select(0, torch.searchsorted(keys, unique))
+    def lookup(distinct: torch.Tensor) -> torch.Tensor:  # every key is in the sample set (or the batch)
+        return values.index_select(0, index_of(space, distinct, h.n_qubits))
 
     le = from_connections(h, bits, conn, lookup)
     return LocalEnergy(le.values, 0, le.n_connected, le.n_pairs_naive)
 
 
-def semi_stochastic(h: CompiledHamiltonian, bits: torch.Tensor, evaluate, threshold: float, draws: int,
+def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: float, draws: int,
                     generator: torch.Generator) -> LocalEnergy:
     """E_loc with |H_xx'| >= threshold exactly and `draws` connections per x drawn from the rest ∝ |H_xx'|
-    (module docstring); `evaluate` maps distinct packed configurations to log psi (`from_connections`)."""
+    (module docstring); `evaluate` maps distinct keys (U, W) to log psi (`from_connections`)."""
     conn = connections(h, bits)
     magnitude = conn.element.abs().to(torch.float64)
     big = magnitude >= threshold
@@ -125,9 +120,9 @@ def semi_stochastic(h: CompiledHamiltonian, bits: torch.Tensor, evaluate, thresh
     weight = torch.zeros(batch, dtype=torch.float64, device=s_abs.device).index_add_(0, s_sample, s_abs)
     exact_rest = small[count.index_select(0, s_sample) <= draws]  # R_x small enough: summed exactly
     drawn_rows = (count > draws).nonzero().squeeze(1)  # (D,)
-    parts_sample, parts_packed, parts_element = [conn.sample[big]], [conn.packed[big]], [conn.element[big]]
+    parts_sample, parts_keys, parts_element = [conn.sample[big]], [conn.keys[big]], [conn.element[big]]
     parts_sample.append(conn.sample.index_select(0, exact_rest))
-    parts_packed.append(conn.packed.index_select(0, exact_rest))
+    parts_keys.append(conn.keys.index_select(0, exact_rest))
     parts_element.append(conn.element.index_select(0, exact_rest))
     if drawn_rows.numel():
         cum = torch.cumsum(s_abs, 0)  # (R,) over the small pairs grouped by sample
@@ -142,14 +137,14 @@ def semi_stochastic(h: CompiledHamiltonian, bits: torch.Tensor, evaluate, thresh
         element = conn.element.index_select(0, pairs)
         scale = weight.index_select(0, drawn_rows).repeat_interleave(draws) / (draws * s_abs.index_select(0, pick))
         parts_sample.append(conn.sample.index_select(0, pairs))
-        parts_packed.append(conn.packed.index_select(0, pairs))
+        parts_keys.append(conn.keys.index_select(0, pairs))
         parts_element.append(element * scale.to(element.dtype))
-    kept = Connections(conn.diagonal, torch.cat(parts_sample), torch.cat(parts_packed), torch.cat(parts_element),
+    kept = Connections(conn.diagonal, torch.cat(parts_sample), torch.cat(parts_keys), torch.cat(parts_element),
                        conn.n_pairs_naive)
     return from_connections(h, bits, kept, evaluate)
 
 
-def estimate(model: AutoregressiveAnsatz, h: CompiledHamiltonian, bits: torch.Tensor, mode: LocalEnergyMode,
+def estimate(model: AutoregressiveAnsatz, h: Hamiltonian, bits: torch.Tensor, mode: LocalEnergyMode,
              generator: torch.Generator | None = None, eval_chunk: int = 65536,
              log_psi_bits: torch.Tensor | None = None, space_bits: torch.Tensor | None = None,
              space_log_psi: torch.Tensor | None = None) -> LocalEnergy:

@@ -8,16 +8,19 @@ coefficients (no SCF, no Jordan-Wigner build the second time); its reference ene
 orbitals and are the canonical problem's.
 
 `references` chooses the reference energies (`nqs.references`: a comma list, 'all' or 'auto'); an entry computes
-the ones it lacks when a later build asks for them. Past MAX_QUBITS the qubit Hamiltonian cannot be built
-(configurations are packed into one int64): `build_problem` refuses before the SCF, unless `hamiltonian=False`
-(nqs-hamiltonian), which builds the SCF, the integrals and the references and leaves `pauli` None.
+the ones it lacks when a later build asks for them.
+
+Past MAX_QUBITS (62) no Pauli table is built (`pauli` None): its flip and sign masks are one int64 each, and the
+Jordan-Wigner build loops over every term in Python from a dense spin-orbital tensor (minutes and GiB at 100
+qubits). The problem is then integral-driven: `compiled` gives an `nqs.excitations.IntegralHamiltonian`, whose
+connections come from h1 and (pq|rs) by the Slater-Condon rules, and E_inf is the sector mean of the diagonal in
+closed form (`nqs.excitations.mean_diagonal`, equal to the Pauli table's trace to 1e-12 Ha where both exist).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from nqs import chem
 from nqs import dmrg as dmrg_module
 from nqs.chem import Integrals, OrbitalOptions, References
 from nqs.errors import UserError
+from nqs.excitations import IntegralHamiltonian, mean_diagonal, n_candidates
 from nqs.hilbert import MAX_QUBITS, Sector
 from nqs.molecules import MoleculeSpec
 from nqs.operator import CompiledHamiltonian, PauliHamiltonian
@@ -38,30 +42,37 @@ from nqs.references import CLASSIC, Selection, best_reference, complete, parse_r
 CACHE_VERSION = 1
 DEFAULT_FCI_MAX_DETS = 1e7
 DEFAULT_DMRG_MAX_BOND = dmrg_module.DEFAULT_MAX_BOND
+CONNECTIONS = ("auto", "pauli", "integrals")
+# auto: the Pauli tables unless their K flip masks exceed this many times the E excitations of the integral path.
+# Per candidate the integral path took ~3x the tables' time per flip mask (N2: 56 vs 26 ns, H16: 50 vs 16 ns,
+# docs/benchmarks.md, issue 16 session 3), so it wins once K > 3 E; past 62 qubits there is no table at all.
+PAULI_PER_INTEGRAL_COST = 3
 
 
-@dataclass(frozen=True)
-class SectorCounts:
-    """The sector's counts past MAX_QUBITS, where `Sector` (which packs configurations) cannot exist."""
-
-    n_orb: int
-    n_alpha: int
-    n_beta: int
-
-    n_qubits = property(lambda self: 2 * self.n_orb)
-    n_electrons = property(lambda self: self.n_alpha + self.n_beta)
-    size = property(lambda self: math.comb(self.n_orb, self.n_alpha) * math.comb(self.n_orb, self.n_beta))
+def choose_connections(requested: str, pauli: PauliHamiltonian | None, sector: Sector) -> str:
+    """'pauli' or 'integrals' for `requested` in CONNECTIONS (the rule above); UserError when it cannot apply."""
+    if requested not in CONNECTIONS:
+        raise UserError(f"unknown connections {requested!r}: choose one of {', '.join(CONNECTIONS)}")
+    if requested == "pauli" and pauli is None:
+        raise UserError(f"--connections pauli needs the Pauli table, which is not built past {MAX_QUBITS} qubits "
+                        f"(this problem has {sector.n_qubits}): use --connections integrals or auto")
+    if requested != "auto":
+        return requested
+    if pauli is None:
+        return "integrals"
+    excitations = n_candidates(sector.n_orb, sector.n_alpha, sector.n_beta)
+    return "integrals" if pauli.n_flip_masks - 1 > PAULI_PER_INTEGRAL_COST * excitations else "pauli"
 
 
 @dataclass(frozen=True)
 class MolecularProblem:
     spec: MoleculeSpec
     options: OrbitalOptions
-    sector: Sector | SectorCounts  # active orbitals and electrons (SectorCounts past MAX_QUBITS)
+    sector: Sector  # active orbitals and electrons
     integrals: Integrals
-    pauli: PauliHamiltonian | None  # None past MAX_QUBITS (built with hamiltonian=False)
+    pauli: PauliHamiltonian | None  # None past MAX_QUBITS (module docstring)
     references: References
-    e_inf: float | None  # Tr H / dim over the sector, Hartree (None without the Hamiltonian)
+    e_inf: float  # Tr H / dim over the sector, Hartree
     build_seconds: float
     from_cache: bool = False
     orbitals: Orbitals | None = None  # the orbitals the Hamiltonian is written in (canonical unless given)
@@ -70,8 +81,16 @@ class MolecularProblem:
     def n_qubits(self) -> int:
         return self.sector.n_qubits
 
-    def compiled(self, device: str = "cpu") -> CompiledHamiltonian:
-        return CompiledHamiltonian(self.pauli, self.sector.n_alpha, self.sector.n_beta, device)
+    def connections(self, requested: str = "auto") -> str:
+        """Which connections `compiled(requested=...)` uses: 'pauli' or 'integrals' (`choose_connections`)."""
+        return choose_connections(requested, self.pauli, self.sector)
+
+    def compiled(self, device: str = "cpu", connections: str = "auto") -> CompiledHamiltonian | IntegralHamiltonian:
+        """The Hamiltonian the local energy reads: the Pauli tables or the integrals (`choose_connections`)."""
+        s = self.sector
+        if self.connections(connections) == "integrals":
+            return IntegralHamiltonian(self.integrals, s.n_alpha, s.n_beta, device)
+        return CompiledHamiltonian(self.pauli, s.n_alpha, s.n_beta, device)
 
     def summary(self) -> dict:
         """The JSON summary of `nqs-hamiltonian --json` (energies in Hartree)."""
@@ -83,7 +102,7 @@ class MolecularProblem:
                 "e_ccsd": r.e_ccsd, "e_ccsd_t": r.e_ccsd_t, "e_fci": r.e_fci, "s2_fci": r.s2_fci,
                 "e_dmrg": r.e_dmrg, "dmrg": r.dmrg, "e_ref": best.energy if best else None,
                 "ref_kind": best.kind if best else None, "ref_uncertainty": best.uncertainty if best else None,
-                "hamiltonian_skipped": None if self.pauli else too_many_qubits(self.spec, self.sector.n_orb, False),
+                "hamiltonian_skipped": None if self.pauli else no_pauli_table(self.n_qubits),
                 "notes": list(r.notes), "build_seconds": self.build_seconds}
 
 
@@ -101,14 +120,15 @@ def cache_key(spec: MoleculeSpec, options: OrbitalOptions) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def too_many_qubits(spec: MoleculeSpec, n_act: int, hamiltonian: bool) -> str:
-    """Why the qubit Hamiltonian of more than MAX_QUBITS qubits is not built, in one line."""
-    what = (f"the qubit Hamiltonian of {spec.name} ({spec.basis}, {n_act} active orbitals = {2 * n_act} qubits) is "
-            f"not built: configurations are packed into one int64, at most {MAX_QUBITS} qubits")
-    if hamiltonian:
-        return (f"{what}; choose a smaller basis, --active-orbitals {MAX_QUBITS // 2} or fewer, or --frozen-core "
-                f"(nqs-hamiltonian still gives the SCF and the reference energies)")
-    return f"{what}; the SCF and the reference energies were computed"
+def no_pauli_table(n_qubits: int) -> str:
+    """Why a problem has no Pauli table, in one line."""
+    return (f"no Pauli table past {MAX_QUBITS} qubits ({n_qubits} here; one-int64 masks, a Python Jordan-Wigner "
+            f"build): the Hamiltonian is integral-driven (connections from h1 and (pq|rs))")
+
+
+def _pauli(ints: Integrals) -> PauliHamiltonian | None:
+    """The Pauli table up to MAX_QUBITS; None past it (module docstring: one-int64 masks, a Python JW build)."""
+    return PauliHamiltonian.from_integrals(ints) if 2 * ints.n_orb <= MAX_QUBITS else None
 
 
 def _scf(spec: MoleculeSpec, options: OrbitalOptions, notes: list[str]):
@@ -120,16 +140,14 @@ def _scf(spec: MoleculeSpec, options: OrbitalOptions, notes: list[str]):
 
 
 def _compute(spec: MoleculeSpec, options: OrbitalOptions, fci_max_dets: float, sel: Selection | None = None,
-             dmrg_max_bond: int = DEFAULT_DMRG_MAX_BOND, hamiltonian: bool = True):
+             dmrg_max_bond: int = DEFAULT_DMRG_MAX_BOND):
     notes: list[str] = []
     mol = chem.build_mole(spec, options.symmetry)
     n_core, n_act = chem.active_space(mol, spec, options)
-    if 2 * n_act > MAX_QUBITS and hamiltonian:
-        raise UserError(too_many_qubits(spec, n_act, True))
     mf = chem.run_scf(mol, notes)
     orbitals = _canonical_orbitals(spec, mol, mf, n_core, n_act)
     ints = chem.integrals(mol, orbitals.mo, n_core, n_act, spec.n_alpha, spec.n_beta)
-    pauli = PauliHamiltonian.from_integrals(ints) if 2 * n_act <= MAX_QUBITS else None
+    pauli = _pauli(ints)
     e_hf = float(mf.e_tot) if mf is not None else ints.e_core
     frozen = list(range(n_core)) + list(range(n_core + n_act, mol.nao))
     refs = complete(References(e_hf, notes=tuple(notes)), ints, sel or parse_references(CLASSIC), fci_max_dets,
@@ -210,19 +228,17 @@ def _load(path: Path, use_cache: bool):
 def build_problem(spec: MoleculeSpec, options: OrbitalOptions = OrbitalOptions(),
                   fci_max_dets: float = DEFAULT_FCI_MAX_DETS, use_cache: bool = True,
                   orbitals: Orbitals | None = None, references: str | Selection = CLASSIC,
-                  dmrg_max_bond: int = DEFAULT_DMRG_MAX_BOND, hamiltonian: bool = True) -> MolecularProblem:
+                  dmrg_max_bond: int = DEFAULT_DMRG_MAX_BOND) -> MolecularProblem:
     """Hamiltonian and references for a validated molecule, cached under `cache_dir()`: in its canonical
     orbitals, or in `orbitals` (AO coefficients of this geometry, e.g. matched to another's). `references`:
-    `nqs.references.parse_references`; `hamiltonian=False`: past MAX_QUBITS, the references without `pauli`."""
+    `nqs.references.parse_references`. Every problem has a Hamiltonian: the Pauli table up to MAX_QUBITS, the
+    integrals past it."""
     sel = parse_references(references)
     if orbitals is not None:
         return _build_in_orbitals(spec, options, fci_max_dets, use_cache, orbitals, sel, dmrg_max_bond)
     start = time.perf_counter()
     path = cache_dir() / cache_key(spec, options)
     loaded = _load(path, use_cache)
-    if loaded is not None and loaded[2] is not None and loaded[1] is None and 2 * loaded[0].n_orb > MAX_QUBITS \
-            and hamiltonian:
-        raise UserError(too_many_qubits(spec, loaded[0].n_orb, True))
     if loaded is not None and loaded[2] is not None:
         ints, pauli, refs, orbitals, record = loaded
         meta = {"build_seconds_first": record.get("build_seconds_first")}
@@ -234,7 +250,7 @@ def build_problem(spec: MoleculeSpec, options: OrbitalOptions = OrbitalOptions()
             fresh = _in_orbitals(spec, options, orbitals)
             if not (np.allclose(fresh.h1, ints.h1, rtol=0, atol=1e-10)
                     and np.allclose(fresh.h2, ints.h2, rtol=0, atol=1e-10)):
-                ints, pauli = fresh, PauliHamiltonian.from_integrals(fresh)
+                ints, pauli = fresh, _pauli(fresh)
             _save(path, ints, pauli, refs, orbitals, meta)
         more = complete(refs, ints, sel, fci_max_dets, dmrg_max_bond, lambda: _scf(spec, options, []),
                         lambda: _localized(spec, options, orbitals))
@@ -243,16 +259,16 @@ def build_problem(spec: MoleculeSpec, options: OrbitalOptions = OrbitalOptions()
             _save(path, ints, pauli, refs, orbitals, meta)
         from_cache = True
     else:
-        ints, pauli, refs, orbitals = _compute(spec, options, fci_max_dets, sel, dmrg_max_bond, hamiltonian)
+        ints, pauli, refs, orbitals = _compute(spec, options, fci_max_dets, sel, dmrg_max_bond)
         from_cache = False
-    sector = (Sector if pauli is not None else SectorCounts)(ints.n_orb, ints.n_alpha, ints.n_beta)
-    e_inf = float(pauli.sector_trace(sector.n_alpha, sector.n_beta)) / sector.size if pauli is not None else None
+    sector = Sector(ints.n_orb, ints.n_alpha, ints.n_beta)
+    e_inf = mean_diagonal(ints)
     seconds = time.perf_counter() - start
     if use_cache and not from_cache:
         _save(path, ints, pauli, refs, orbitals, {"build_seconds_first": seconds})
     refs = select(refs, sel, ints.n_orb)
     if pauli is None:
-        refs = dataclasses.replace(refs, notes=refs.notes + (too_many_qubits(spec, ints.n_orb, False),))
+        refs = dataclasses.replace(refs, notes=refs.notes + (no_pauli_table(2 * ints.n_orb),))
     return MolecularProblem(spec, options, sector, ints, pauli, refs, e_inf, seconds, from_cache, orbitals)
 
 
@@ -268,9 +284,9 @@ def _build_in_orbitals(spec: MoleculeSpec, options: OrbitalOptions, fci_max_dets
         ints, pauli = loaded[0], loaded[1]
     else:
         ints = _in_orbitals(spec, options, orbitals)
-        pauli = PauliHamiltonian.from_integrals(ints)
+        pauli = _pauli(ints)
     sector = Sector(ints.n_orb, ints.n_alpha, ints.n_beta)
-    e_inf = float(pauli.sector_trace(sector.n_alpha, sector.n_beta)) / sector.size
+    e_inf = mean_diagonal(ints)
     seconds = time.perf_counter() - start
     if use_cache and loaded is None:
         _save(path, ints, pauli, None, orbitals, {"build_seconds_first": seconds})

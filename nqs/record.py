@@ -224,6 +224,9 @@ class RunSummary:
     optimizer: str | None = None
     local_energy: str | None = field(default=None, metadata={
         "help": "training's local-energy path as run (exact-dense | exact-trie | sampled | semi-stochastic)"})
+    connections: str | None = field(default=None, metadata={
+        "help": "how E_loc found the connections as run: pauli (tables) | integrals (Slater-Condon); None in runs "
+                "before it was recorded (they used the Pauli tables)"})
     estimator: str | None = field(default=None, metadata={
         "help": "what training's E_loc estimated: exact | sampled | semi-stochastic(threshold=..,draws=..); "
                 "None in runs before it was recorded (they were exact); the final energy is always exact"})

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from nqs.hilbert import bits_to_tokens, unpack
+from nqs.hilbert import bits_to_tokens
+from nqs.keys import unpack
 from nqs.models.base import TOKEN_ALPHA, TOKEN_BETA, AutoregressiveAnsatz
 
 INCREMENTAL_ANSATZE = ("transformer", "retnet")  # a step cheaper than a full pass (MADE recomputes it)
@@ -116,15 +117,15 @@ def trie_log_psi(model: AutoregressiveAnsatz, bits: torch.Tensor, chunk: int = 6
 
 
 class TrieEvaluator:
-    """`evaluate` for `nqs.local_energy.from_connections`: packed distinct configurations (U,) int64 -> log psi
+    """`evaluate` for `nqs.local_energy.from_connections`: distinct keys (U, W) int64 (`nqs.keys`) -> log psi
     (U,) complex128 through `trie_log_psi`; `rows_per_position` sums the trie nodes of every call (FLOPs)."""
 
     def __init__(self, model: AutoregressiveAnsatz, chunk: int = 65536):
         self.model, self.chunk = model, chunk
         self.rows_per_position: tuple[int, ...] = ()
 
-    def __call__(self, packed: torch.Tensor) -> torch.Tensor:
-        result = trie_log_psi(self.model, unpack(packed, self.model.sector.n_qubits), self.chunk)
+    def __call__(self, keys: torch.Tensor) -> torch.Tensor:
+        result = trie_log_psi(self.model, unpack(keys, self.model.sector.n_qubits), self.chunk)
         old = self.rows_per_position or (0,) * len(result.rows_per_position)
         self.rows_per_position = tuple(a + b for a, b in zip(old, result.rows_per_position))
         return result.log_psi

@@ -1,5 +1,5 @@
-"""Hydrogen chains H4 ... H50 and the larger-basis catalogue entry; past 62 qubits the SCF and the references
-are still computed while the qubit Hamiltonian is refused with a message that says so."""
+"""Hydrogen chains H4 ... H50 and the larger-basis catalogue entry; past 62 qubits the problem is built without a
+Pauli table (integral-driven connections, nqs.excitations) and cached like any other."""
 from __future__ import annotations
 
 import json
@@ -60,7 +60,7 @@ def test_chain_problem_and_cli(capsys, tmp_path, monkeypatch):
     assert data["e_ccsd_t"] is None and any("not computed" in n for n in data["notes"])
 
 
-def test_past_62_qubits_the_references_are_computed_and_the_hamiltonian_refused(capsys, monkeypatch, tmp_path):
+def test_past_62_qubits_the_problem_is_integral_driven_and_cached(capsys, monkeypatch, tmp_path):
     from nqs.cli.hamiltonian import main
 
     monkeypatch.setenv("NQS_CACHE_DIR", str(tmp_path))
@@ -68,15 +68,16 @@ def test_past_62_qubits_the_references_are_computed_and_the_hamiltonian_refused(
     capsys.readouterr()
     main([*args, "--json"])
     data = json.loads(capsys.readouterr().out)
-    assert (data["n_qubits"], data["n_alpha"], data["n_pauli_terms"], data["e_inf"]) == (64, 16, None, None)
-    assert data["e_mp2"] < data["e_hf"] and data["ref_kind"] == "mp2" and data["e_fci"] is None
-    assert "not built" in data["hamiltonian_skipped"] and "at most 62 qubits" in data["hamiltonian_skipped"]
+    assert (data["n_qubits"], data["n_alpha"], data["n_pauli_terms"]) == (64, 16, None)
+    assert data["e_hf"] < data["e_inf"] and data["e_mp2"] < data["e_hf"] and data["ref_kind"] == "mp2"
+    assert data["e_fci"] is None and "no Pauli table past 62 qubits" in data["hamiltonian_skipped"]
     main(args)
-    assert "Hamiltonian: not built" in capsys.readouterr().out  # from the cache now
-    for cached in (True, False):  # training refuses before any SCF, from the cache or not
-        monkeypatch.setattr(chem, "run_scf", lambda *a: pytest.fail("SCF run"))
-        with pytest.raises(UserError, match="qubit Hamiltonian .* not built: .* at most 62 qubits.*nqs-hamiltonian"):
-            build_problem(resolve_molecule("H32"), use_cache=cached)
+    assert "connections (auto): integrals" in capsys.readouterr().out  # from the cache now
+    monkeypatch.setattr(chem, "run_scf", lambda *a: pytest.fail("SCF run"))
+    problem = build_problem(resolve_molecule("H32"), references="hf,mp2")  # training's build: no SCF again
+    assert problem.from_cache and problem.connections() == "integrals" and problem.e_inf == data["e_inf"]
+    with pytest.raises(UserError, match="--connections pauli needs the Pauli table"):
+        problem.connections("pauli")
 
 
 @pytest.mark.slow
@@ -87,4 +88,4 @@ def test_h50_gets_its_scf_and_coupled_cluster_references(capsys):
     main(["--mol", "H50", "--references", "hf,ccsd_t", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert (data["n_qubits"], data["n_alpha"], data["ref_kind"]) == (100, 25, "ccsd_t")
-    assert data["e_ccsd_t"] < data["e_hf"] and "at most 62 qubits" in data["hamiltonian_skipped"]
+    assert data["e_ccsd_t"] < data["e_hf"] and "no Pauli table past 62 qubits" in data["hamiltonian_skipped"]

@@ -210,6 +210,7 @@ def test_old_curve_points_still_load(tmp_path):
         read_summary(run_dir)
 
 
+@pytest.mark.slow  # 16 s; the one-process chain tests cover the fast suite
 def test_two_chains_meet_in_the_middle_in_one_process_or_two(tmp_path, capsys):
     """--meet 0.9: 0.6 -> 0.9 from start/ (at 0.6), 1.6 -> 1.2 from start-last/ (at 1.6); in parallel the same
     numbers (float64, one thread, the same seeds)."""

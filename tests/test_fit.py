@@ -139,6 +139,7 @@ def planted_replicates(k, n_bootstrap):
     return np.array(est), np.array(cover)
 
 
+@pytest.mark.slow  # 16-18 s; the other recovery tests cover the fast suite
 def test_planted_recovery_on_a_realistic_design():
     est, cover = planted_replicates(6, n_bootstrap=60)
     med = np.median(est, axis=0)

@@ -25,7 +25,7 @@ def openfermion_sector_matrix(problem):
     return matrix[index][:, index], bits
 
 
-@pytest.mark.parametrize("name", ["H2", "LiH", "BeH2", "H2O"])
+@pytest.mark.parametrize("name", ["H2", "LiH", "BeH2", pytest.param("H2O", marks=pytest.mark.slow)])  # H2O: 9-15 s
 def test_sector_ground_state_equals_fci(problems, name):
     p = problems(name)
     matrix, _ = openfermion_sector_matrix(p)
@@ -34,7 +34,7 @@ def test_sector_ground_state_equals_fci(problems, name):
     assert abs(lowest - p.references.e_fci) < 1e-8
 
 
-@pytest.mark.parametrize("name", ["LiH", "H2O"])
+@pytest.mark.parametrize("name", ["LiH", pytest.param("H2O", marks=pytest.mark.slow)])
 def test_compiled_matrix_equals_openfermion(problems, name):
     """Every element of our grouped-Pauli matrix equals OpenFermion's, in the sector."""
     p = problems(name)
@@ -43,7 +43,7 @@ def test_compiled_matrix_equals_openfermion(problems, name):
     assert abs(ours - reference).max() < 1e-12
 
 
-@pytest.mark.parametrize("name", ["H2", "LiH", "H2O", "O2"])
+@pytest.mark.parametrize("name", ["H2", "LiH", pytest.param("H2O", marks=pytest.mark.slow), "O2"])
 def test_e_inf_is_sector_trace(problems, name):
     p = problems(name)
     ours, _ = sector_matrix(p.compiled(), p.sector)  # O2 is too large for OpenFermion's matrix
@@ -70,6 +70,7 @@ def test_reference_energies_h2o(problems):
     assert abs(r.e_fci - -75.012404) < 2e-6 and abs(r.s2_fci) < 1e-6
 
 
+@pytest.mark.slow  # 15 s
 def test_c2_fci_is_the_sector_ground_state(problems):
     """PySCF's default Davidson guess lands on a triplet (-74.6405) for C2; we must find the singlet."""
     r = problems("C2").references

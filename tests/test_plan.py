@@ -41,8 +41,8 @@ def test_plan_is_a_sweep_on_the_budget(planned):
     sweep = load_sweep(plan_out)
     plan = read_plan(plan_out.with_suffix(".plan.json"))
     assert len(plan["points"]) >= 3 and len(sweep.runs) == 2 * len(plan["points"])
-    for p in plan["points"]:
-        assert p["predicted_cost"] == pytest.approx(3e8, rel=0.05)
+    for p in plan["points"]:  # the budget, up to rounding the steps to an integer (half a step's cost)
+        assert abs(p["predicted_cost"] - 3e8) <= 0.5 * p["predicted_cost"] / p["steps"] * (1 + 1e-9)
     ns = [p["n"] for p in plan["points"]]
     assert ns == sorted(ns) and len(set(ns)) == len(ns)
     cfg = sweep.runs[0].config

@@ -40,14 +40,14 @@ def molecule_from_args(args: argparse.Namespace) -> MoleculeSpec:
                             spacing=args.spacing)
 
 
-def problem_from_args(args: argparse.Namespace, hamiltonian: bool = True) -> MolecularProblem:
-    """The problem of the flags; `hamiltonian=False`: past 62 qubits, the SCF and references without it."""
+def problem_from_args(args: argparse.Namespace) -> MolecularProblem:
+    """The problem of the flags (Hamiltonian and the selected references, from the cache when there)."""
     selection = parse_references(args.references)  # bad names fail before any work
     spec = molecule_from_args(args)
     options = OrbitalOptions(frozen_core=args.frozen_core, active_orbitals=args.active_orbitals,
                              symmetry=not args.no_symmetry)
     return build_problem(spec, options, fci_max_dets=args.fci_max_dets, use_cache=not args.no_cache,
-                         references=selection, dmrg_max_bond=args.dmrg_max_bond, hamiltonian=hamiltonian)
+                         references=selection, dmrg_max_bond=args.dmrg_max_bond)
 
 
 def configure_process(threads: int) -> None:

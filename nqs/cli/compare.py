@@ -1,4 +1,5 @@
-"""nqs-compare: V-score and |E − E_FCI| per molecule × ansatz, beside HF / CCSD / CCSD(T), as markdown."""
+"""nqs-compare: V-score and |E − E_ref| per molecule × ansatz (E_ref: the runs' best reference, FCI or DMRG, named in
+the table), beside HF / CCSD / CCSD(T), as markdown."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run directories of nqs-train, or folders searched recursively for them")
     p.add_argument("--json", metavar="FILE", help="write the table's rows as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="bar plot of |E − E_FCI| and the V-score")
+    p.add_argument("--plot", metavar="FILE.png", help="bar plot of |E − E_ref| and the V-score")
     p.add_argument("--by-size", action="store_true",
                    help="one row per model size (n_params) too, instead of averaging sizes together")
     return p

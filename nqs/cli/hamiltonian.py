@@ -18,10 +18,11 @@ def format_summary(p: MolecularProblem) -> str:
              f"  qubits {s['n_qubits']} ({s['n_orbitals']} spatial orbitals), electrons "
              f"(N_alpha, N_beta) = ({s['n_alpha']}, {s['n_beta']}), sector size {s['sector_size']:,}"]
     if p.pauli is not None:
-        lines += [f"  Pauli strings {s['n_pauli_terms']:,} in {s['n_flip_masks']:,} flip masks",
-                  f"  E_nuc  {s['e_nuc']:16.8f} Ha", f"  E_inf  {s['e_inf']:16.8f} Ha  (Tr H / dim over the sector)"]
+        lines.append(f"  Pauli strings {s['n_pauli_terms']:,} in {s['n_flip_masks']:,} flip masks")
     else:
-        lines += [f"  Hamiltonian: not built ({s['hamiltonian_skipped']})", f"  E_nuc  {s['e_nuc']:16.8f} Ha"]
+        lines.append(f"  Pauli table: not built ({s['hamiltonian_skipped']})")
+    lines += [f"  connections (auto): {p.connections()}", f"  E_nuc  {s['e_nuc']:16.8f} Ha",
+              f"  E_inf  {s['e_inf']:16.8f} Ha  (Tr H / dim over the sector)"]
     for kind in KINDS:
         value = getattr(r, f"e_{kind}")
         text = f"{value:16.8f} Ha" if value is not None else "         skipped"
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.mol is None and args.geometry is None:
         args.mol = "LiH"
-    problem = problem_from_args(args, hamiltonian=False)
+    problem = problem_from_args(args)
     print(json.dumps(problem.summary()) if args.json else format_summary(problem))
     sys.stdout.flush()
 

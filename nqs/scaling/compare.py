@@ -1,4 +1,5 @@
-"""Compare runs: V-score and |E − E_FCI| per molecule × ansatz, beside HF / CCSD / CCSD(T)."""
+"""Compare runs: V-score and |E − E_ref| per molecule × ansatz, beside HF / CCSD / CCSD(T); E_ref is each run's best
+available reference (FCI, else DMRG, ...: `ref_kind` in its summary), named in the table."""
 from __future__ import annotations
 
 import math
@@ -17,7 +18,8 @@ DASH = "—"
 @dataclass(frozen=True)
 class CompareRow:
     """One molecule × ansatz (× model size with `by_size`). Spreads are sample std (None below 2
-    values); `*_n` count the runs that had the value. Reference errors are E − E_FCI in mHa."""
+    values); `*_n` count the runs that had the value. Errors are against the runs' reference (`ref_kind`: fci,
+    dmrg, ...; several kinds joined by '/'), in mHa."""
 
     molecule: str
     ansatz: str
@@ -32,6 +34,7 @@ class CompareRow:
     hf_error: float | None
     ccsd_error: float | None
     ccsd_t_error: float | None
+    ref_kind: str = "fci"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -77,7 +80,8 @@ def compare_runs(records: Sequence[RunRecord], by_size: bool = False) -> tuple[C
             vscore_mean=vm, vscore_std=vs, vscore_n=vn, abs_error_mean=em, abs_error_std=es, abs_error_n=en,
             hf_error=_reference(runs, "hf_error_mha", label),
             ccsd_error=_reference(runs, "ccsd_error_mha", label),
-            ccsd_t_error=_reference(runs, "ccsd_t_error_mha", label)))
+            ccsd_t_error=_reference(runs, "ccsd_t_error_mha", label),
+            ref_kind="/".join(sorted({r.ref_kind or "fci" for r in runs}))))
     return tuple(rows)
 
 
@@ -93,14 +97,14 @@ def format_markdown(rows: Sequence[CompareRow]) -> str:
     A mean over fewer runs than the group has says `(n=k)`; no cell contains a '|'."""
     by_size = any(r.n_params is not None for r in rows)
     head = ["molecule", "ansatz"] + (["N"] if by_size else []) + [
-        "runs", "V-score (mean ± std)", "abs(E − E_FCI) mHa (mean ± std)",
-        "HF − FCI mHa", "CCSD − FCI mHa", "CCSD(T) − FCI mHa"]
+        "runs", "reference", "V-score (mean ± std)", "abs(E − E_ref) mHa (mean ± std)",
+        "HF − E_ref mHa", "CCSD − E_ref mHa", "CCSD(T) − E_ref mHa"]
     ref = lambda v: DASH if v is None else f"{v:.3f}"  # noqa: E731
     body = []
     for r in rows:
         body.append([r.molecule, r.ansatz] + ([DASH if r.n_params is None else f"{r.n_params:.0f}"]
                                               if by_size else []) + [
-            str(r.n_runs),
+            str(r.n_runs), r.ref_kind.upper(),
             _cell(r.vscore_mean, r.vscore_std, r.vscore_n, r.n_runs, ".3e", ".1e"),
             _cell(r.abs_error_mean, r.abs_error_std, r.abs_error_n, r.n_runs, ".3f", ".2g"),
             ref(r.hf_error), ref(r.ccsd_error), ref(r.ccsd_t_error)])

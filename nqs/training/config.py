@@ -22,6 +22,7 @@ from nqs.errors import UserError
 from nqs.local_energy_modes import LocalEnergyMode
 from nqs.models import ModelConfig
 from nqs.options import option
+from nqs.problem import CONNECTIONS
 from nqs.references import parse_references
 from nqs.sampler import SCHEDULES, SampleSchedule
 from nqs.training import schedules
@@ -93,10 +94,14 @@ class OptimConfig:
     dtype: str = option("float32", "float32 | float64 parameters and activations")
     eval_chunk: int = option(65536, "configurations per network call in the local energy (memory bound)",
                              affects_result=False)
-    # exact-dense stays the default while nqs.scaling.cost models the local energy as full passes
-    local_energy: str = option("exact-dense", "local-energy estimator: exact-dense | exact (exact-trie for "
+    # exact: the prefix trie where the ansatz has an incremental step (N2: 1.9-2.1x faster steps, same energies;
+    # docs/benchmarks.md); the cost model fits the trie's executed share (nqs.scaling.cost, network_scale)
+    local_energy: str = option("exact", "local-energy estimator: exact-dense | exact (exact-trie for "
                                "transformer/retnet, exact-dense for made) | exact-trie | sampled (connections "
                                "within the step's samples only; biased) | semi-stochastic")
+    connections: str = option("auto", "how E_loc finds each sample's connected x': auto (the Pauli tables up to 62 "
+                              "qubits unless the integral path is cheaper there, else the integrals) | pauli | "
+                              "integrals (Slater-Condon rules from h1 and (pq|rs); same elements)", affects_result=False)
     semi_threshold: float = option(1e-2, "semi-stochastic: connections with |H_xx'| >= this (Hartree) are summed "
                                    "exactly, the rest drawn")
     semi_draws: int = option(8, "semi-stochastic: connections drawn per sample from the rest, ∝ |H_xx'|")
@@ -255,6 +260,8 @@ class TrainConfig:
         if r.device not in ("auto", "cpu") and not r.device.startswith("cuda"):
             raise UserError(f"unknown device '{r.device}': use auto, cpu or cuda")
         self.local_energy_mode().check(self.model.ansatz)
+        if o.connections not in CONNECTIONS:
+            raise UserError(f"unknown connections {o.connections!r}: choose one of {', '.join(CONNECTIONS)}")
         self.schedule()
         return self
 

@@ -149,7 +149,7 @@ class VMCModule(L.LightningModule):
     # --- Lightning plumbing -----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if self.hamiltonian is None:
-            self.hamiltonian = self.problem.compiled(self.device)
+            self.hamiltonian = self.problem.compiled(self.device, self.cfg.optim.connections)
 
     def configure_optimizers(self):
         pairs = make_optimizers(self.model, self.cfg, lambda: self.stopping.state.decay_start)

@@ -165,6 +165,7 @@ def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[Mo
     """The problem (unless given, e.g. with orbitals matched to another geometry's by nqs.curve) and the model."""
     if problem is None:
         problem = build_cfg_problem(cfg)
+    problem.connections(cfg.optim.connections)  # `pauli` past 62 qubits fails here, before any training
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model, problem.sector)
     if cfg.optim.dtype == "float64":
@@ -328,6 +329,7 @@ def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCM
         t_framework_s=t.framework_s, command_wall_s=command_wall_s, seed=cfg.run.seed, device=str(module.device),
         torch_threads=torch.get_num_threads(), optimizer=o.optimizer, schedule=schedule,
         local_energy=module.local_energy_mode.resolve(model).name, estimator=module.local_energy_mode.estimator,
+        connections=problem.connections(cfg.optim.connections),
         stop_reason=stop["stop_reason"], criteria_met=stop["criteria_met"],
         branch=None if branch is None else {"trunk": str(branch["trunk"]), "step": branch["step"]},
         scan=scan, notes=notes)
