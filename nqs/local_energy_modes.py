@@ -35,6 +35,10 @@ from nqs.models.base import AutoregressiveAnsatz
 from nqs.trie import INCREMENTAL_ANSATZE, TrieEvaluator, supports_trie
 
 MODES = ("exact", "exact-dense", "exact-trie", "sampled", "semi-stochastic")
+# `exact` takes the trie from here on: on LiH (12 qubits) and H2O (14) its local energy is 1.2-1.45x slower than
+# full passes (the connected sets are most of a small sector and share few prefixes), on N2 (20) and CH4 (18)
+# 1.9-2.3x faster (docs/benchmarks.md, "Local-energy modes")
+TRIE_MIN_QUBITS = 16
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,12 @@ class LocalEnergyMode:
                             f"--local-energy exact (exact-dense for {ansatz})")
 
     def resolve(self, model: AutoregressiveAnsatz) -> "LocalEnergyMode":
-        """`exact` made concrete for this model: exact-trie (Transformer, RetNet) or exact-dense (MADE)."""
+        """`exact` made concrete for this model: exact-trie where the ansatz has an incremental step (Transformer,
+        RetNet) and the problem has at least TRIE_MIN_QUBITS qubits, else exact-dense."""
         if self.name != "exact":
             return self
-        return LocalEnergyMode("exact-trie" if supports_trie(model) else "exact-dense", self.threshold, self.draws)
+        trie = supports_trie(model) and 2 * model.sector.n_orb >= TRIE_MIN_QUBITS
+        return LocalEnergyMode("exact-trie" if trie else "exact-dense", self.threshold, self.draws)
 
     @property
     def estimator(self) -> str:

@@ -25,7 +25,21 @@ def test_exact_paths_agree(problems, ansatz):
     dense = estimate(model, h, bits, LocalEnergyMode("exact-dense"))
     exact = estimate(model, h, bits, LocalEnergyMode("exact"))
     assert (exact.values - dense.values).abs().max().item() < 1e-10 and exact.n_evals == dense.n_evals
-    assert bool(exact.rows_per_position) == (ansatz != "made")  # MADE: exact means exact-dense
+    assert not exact.rows_per_position  # LiH: 12 qubits, below TRIE_MIN_QUBITS, exact means exact-dense
+    trie = estimate(model, h, bits, LocalEnergyMode("exact").resolve(model) if ansatz == "made"
+                    else LocalEnergyMode("exact-trie"))
+    assert (trie.values - dense.values).abs().max().item() < 1e-10
+    assert bool(trie.rows_per_position) == (ansatz != "made")  # MADE: no trie at any size
+
+
+def test_exact_takes_the_trie_from_sixteen_qubits(problems):
+    from nqs.local_energy_modes import TRIE_MIN_QUBITS
+
+    small, large = problems("LiH").sector, problems("NH3").sector  # 12 and 16 qubits
+    assert 2 * small.n_orb < TRIE_MIN_QUBITS <= 2 * large.n_orb
+    assert LocalEnergyMode("exact").resolve(make("transformer", small)).name == "exact-dense"
+    assert LocalEnergyMode("exact").resolve(make("transformer", large)).name == "exact-trie"
+    assert LocalEnergyMode("exact").resolve(make("made", large)).name == "exact-dense"
 
 
 @pytest.mark.parametrize("ansatz", ["transformer", "made"])

@@ -26,7 +26,7 @@ def rows(path) -> list[dict]:
 
 
 @pytest.mark.parametrize("ansatz,mode,as_run", [("made", "exact", "exact-dense"), ("transformer", "sampled", "sampled"),
-                                                ("retnet", "exact", "exact-trie")])
+                                                ("retnet", "exact-trie", "exact-trie")])
 def test_three_step_run_writes_the_run_directory(tmp_path, ansatz, mode, as_run, capsys, problems):
     out = tmp_path / "run"
     main([*FAST, "--ansatz", ansatz, "--steps", "3", "--out", str(out), "--local-energy", mode])
