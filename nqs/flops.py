@@ -102,8 +102,10 @@ def gradient_flops(cfg: ModelConfig, sector: Sector, batch: int) -> float:
 def _step_row(cfg: ModelConfig, n_orb: int, position: int) -> int:
     """Modulus FLOPs of one prefix at `position` in `model.step` (the sampler's path)."""
     d, f, L = cfg.d_model, cfg.d_ff, cfg.layers
-    if cfg.ansatz == "made":
-        return _modulus_row(cfg, n_orb)  # the whole padded sequence is recomputed each step
+    if cfg.ansatz == "made":  # the units of degree `position` into each layer above, then 4 scores (the new
+        h = cfg.hidden        # token's column added to layer 1 is an add, not a GEMM)
+        units = len(range(position, h, n_orb))
+        return 2 * (cfg.made_layers - 1) * h * units + 2 * N_TOKENS * h
     if cfg.ansatz == "transformer":  # one new token's projections, attention over position + 1 cached keys
         return L * (8 * d * d + 4 * d * f + 4 * (position + 1) * d) + 2 * N_TOKENS * d
     # RetNet recurrent: k^T v and q S cost 2 d d_head each, whatever the position
@@ -115,8 +117,9 @@ def sampling_flops(cfg: ModelConfig, sector: Sector, rows_per_position: Sequence
 
     As implemented: the Transformer runs one token per step against its KV cache (projections of one token,
     attention over j + 1 keys at position j); RetNet runs its recurrent form (O(d^2) per step, independent
-    of j); MADE recomputes the full masked pass over the zero-padded prefix at every step, so each step costs
-    a whole forward. The phase network is not run while sampling.
+    of j); MADE adds the hidden units that became complete at position j (degree j: ~hidden/n_orb per layer)
+    to the layer above and computes orbital j's 4 scores, ~1/n_orb of a full pass. The phase network is not
+    run while sampling.
     """
     _check(cfg)
     if len(rows_per_position) > sector.n_orb:

@@ -3,9 +3,10 @@
 * exact-dense      E_loc(x) = H_xx + sum_x' H_xx' psi(x')/psi(x) over every connected x' (`nqs.local_energy`),
                    log psi of the distinct x' by full teacher-forced passes, `eval_chunk` rows at a time.
 * exact-trie       the same sum, log psi of the distinct x' through the prefix trie (`nqs.trie`): the
-                   ansatz's incremental step once per distinct prefix. Transformer and RetNet only: MADE's step
-                   recomputes the whole masked pass, so its trie would cost n_orb - 1 passes per node.
-* exact            exact-trie where the ansatz supports it, else exact-dense (what `resolve` records).
+                   ansatz's incremental step once per distinct prefix (KV cache, recurrent state, MADE's units
+                   of one degree per layer).
+* exact            exact-trie for the Transformer and the RetNet from TRIE_MIN_QUBITS qubits, else exact-dense
+                   (what `resolve` records; where the trie was measured to be slower, it is not taken).
 * sampled          the sum restricted to x' in the step's unique sample set S (a key lookup in every chunk of
                    the connections, so only pairs inside S are held), with log
                    psi of S from the loss's own forward pass: no extra network evaluation. Biased: it drops
@@ -32,13 +33,15 @@ from nqs.errors import UserError
 from nqs.keys import index_of, pack, unique
 from nqs.local_energy import Connections, Hamiltonian, LocalEnergy, connections, evaluate_unique, from_connections
 from nqs.models.base import AutoregressiveAnsatz
-from nqs.trie import INCREMENTAL_ANSATZE, TrieEvaluator, supports_trie
+from nqs.trie import TrieEvaluator
 
 MODES = ("exact", "exact-dense", "exact-trie", "sampled", "semi-stochastic")
 # `exact` takes the trie from here on: on LiH (12 qubits) and H2O (14) its local energy is 1.2-1.45x slower than
 # full passes (the connected sets are most of a small sector and share few prefixes), on N2 (20) and CH4 (18)
-# 1.9-2.3x faster (docs/benchmarks.md, "Local-energy modes")
+# 1.9-2.3x faster (docs/benchmarks.md, "Local-energy modes"). MADE's full pass is a small MLP: on N2 its trie
+# was no faster (docs/benchmarks.md, session 3), so `exact` keeps full passes for it.
 TRIE_MIN_QUBITS = 16
+TRIE_BY_DEFAULT = ("transformer", "retnet")
 
 
 @dataclass(frozen=True)
@@ -57,19 +60,12 @@ class LocalEnergyMode:
         if self.draws < 1:
             raise UserError(f"semi_draws must be at least 1, got {self.draws}")
 
-    def check(self, ansatz: str) -> None:
-        """UserError when the mode cannot apply to `ansatz` (exact-trie needs an incremental step)."""
-        if self.name == "exact-trie" and ansatz not in INCREMENTAL_ANSATZE:
-            raise UserError(f"local_energy exact-trie needs an ansatz with an incremental step "
-                            f"({', '.join(INCREMENTAL_ANSATZE)}); {ansatz}'s step recomputes the whole pass: use "
-                            f"--local-energy exact (exact-dense for {ansatz})")
-
     def resolve(self, model: AutoregressiveAnsatz) -> "LocalEnergyMode":
-        """`exact` made concrete for this model: exact-trie where the ansatz has an incremental step (Transformer,
-        RetNet) and the problem has at least TRIE_MIN_QUBITS qubits, else exact-dense."""
+        """`exact` made concrete for this model: exact-trie for TRIE_BY_DEFAULT ansätze on at least
+        TRIE_MIN_QUBITS qubits, else exact-dense."""
         if self.name != "exact":
             return self
-        trie = supports_trie(model) and 2 * model.sector.n_orb >= TRIE_MIN_QUBITS
+        trie = type(model).__name__.lower() in TRIE_BY_DEFAULT and 2 * model.sector.n_orb >= TRIE_MIN_QUBITS
         return LocalEnergyMode("exact-trie" if trie else "exact-dense", self.threshold, self.draws)
 
     @property
@@ -83,8 +79,10 @@ class LocalEnergyMode:
 
 
 def _evaluator(model: AutoregressiveAnsatz, eval_chunk: int):
-    """The exact path's evaluation of distinct keys (U, W): the trie where the ansatz allows it."""
-    return TrieEvaluator(model, eval_chunk) if supports_trie(model) else _evaluator_dense(model, eval_chunk)
+    """The exact path's evaluation of distinct keys (U, W): the trie or full passes, as `exact` resolves."""
+    if LocalEnergyMode("exact").resolve(model).name == "exact-trie":
+        return TrieEvaluator(model, eval_chunk)
+    return _evaluator_dense(model, eval_chunk)
 
 
 def _select(conn: Connections, keep: torch.Tensor) -> Connections:
@@ -158,7 +156,6 @@ def estimate(model: AutoregressiveAnsatz, h: Hamiltonian, bits: torch.Tensor, mo
     whole sample set `space_bits`, `space_log_psi` when `bits` is one rank's share); `semi-stochastic` needs
     `generator` (on the model's device)."""
     mode = mode.resolve(model)
-    mode.check(type(model).__name__.lower())
     with torch.no_grad():
         if mode.name == "exact-dense":
             return from_connections(h, bits, connections(h, bits), _evaluator_dense(model, eval_chunk))

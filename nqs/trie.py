@@ -26,14 +26,6 @@ from nqs.hilbert import bits_to_tokens
 from nqs.keys import unpack
 from nqs.models.base import TOKEN_ALPHA, TOKEN_BETA, AutoregressiveAnsatz
 
-INCREMENTAL_ANSATZE = ("transformer", "retnet")  # a step cheaper than a full pass (MADE recomputes it)
-
-
-def supports_trie(model: AutoregressiveAnsatz) -> bool:
-    """Whether `model.step` costs one position (KV cache, recurrent state) rather than a whole pass."""
-    return type(model).__name__.lower() in INCREMENTAL_ANSATZE
-
-
 def token_order(tokens: torch.Tensor) -> torch.Tensor:
     """Permutation (U,) that sorts tokens (U, T) lexicographically (base-4 keys, 31 tokens per int64 key)."""
     U, T = tokens.shape

@@ -97,10 +97,14 @@ def test_sampling_matches_flop_counter(cfg, sector):
 
 
 def test_sampling_cost_grows_as_implemented():
-    """Per-prefix cost vs position: MADE and RetNet flat, Transformer linear in the cached keys; no phase net."""
+    """Per-prefix cost vs position: RetNet flat, Transformer linear in the cached keys, MADE one degree's units
+    per layer (the whole walk costs about one full pass, not n_orb of them); no phase net."""
     rows = (1,) * LIH.n_orb
     made, trf, ret = (ModelConfig(a, phase_hidden=1024) for a in ("made", "transformer", "retnet"))
-    assert sampling_flops(made, LIH, rows) == LIH.n_orb * forward_breakdown(made, LIH, 1).modulus
+    h = made.hidden
+    walk = sampling_flops(made, LIH, rows)
+    assert walk == 2 * (made.made_layers - 1) * h * h + 2 * 4 * h * LIH.n_orb
+    assert walk < 1.1 * forward_breakdown(made, LIH, 1).modulus
     per_step = [sampling_flops(trf, LIH, (0,) * j + (1,)) for j in range(LIH.n_orb)]
     steps = torch.tensor(per_step).diff()
     assert torch.all(steps == steps[0]) and steps[0] == 4 * trf.layers * trf.d_model

@@ -95,7 +95,6 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     (["--local-energy", "fast"], "unknown local_energy 'fast'"),
     (["--local-energy", "semi-stochastic", "--semi-threshold", "-0.1"], "semi_threshold must be"),
     (["--semi-draws", "0"], "semi_draws must be"),
-    (["--ansatz", "made", "--local-energy", "exact-trie"], "exact-trie needs an ansatz"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, needle, capsys):
     one_error_line(capsys, *args, "--out", str(tmp_path / "x"), needle=needle)

@@ -76,7 +76,7 @@ def test_sorting_and_first_difference():
     assert first_difference(tokens[order]).tolist() == [-1, 1, 3, 0, 1]
 
 
-@pytest.mark.parametrize("ansatz", ["transformer", "retnet"])
+@pytest.mark.parametrize("ansatz", ["transformer", "retnet", "made"])
 def test_trie_flops_match_flop_counter(ansatz):
     """What runs is counted: the incremental step once per trie node (the sampler's count) plus the phase MLP."""
     cfg = ModelConfig(ansatz, layers=2, heads=2, d_model=16, phase_layers=2)

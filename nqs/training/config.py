@@ -259,7 +259,7 @@ class TrainConfig:
             raise UserError(f"strategy must be auto or ddp, got {r.strategy!r}")
         if r.device not in ("auto", "cpu") and not r.device.startswith("cuda"):
             raise UserError(f"unknown device '{r.device}': use auto, cpu or cuda")
-        self.local_energy_mode().check(self.model.ansatz)
+        self.local_energy_mode()  # validates the mode's name, threshold and draws
         if o.connections not in CONNECTIONS:
             raise UserError(f"unknown connections {o.connections!r}: choose one of {', '.join(CONNECTIONS)}")
         self.schedule()
