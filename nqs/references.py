@@ -28,7 +28,9 @@ BEST_FIRST = ("fci", "dmrg", "ccsd_t", "ccsd", "mp2", "hf")
 ALIASES = {"ccsd(t)": "ccsd_t", "ccsdt": "ccsd_t", "scf": "hf"}
 AUTO = "auto"
 CLASSIC = "hf,mp2,ccsd,ccsd_t,fci"
-DMRG_AUTO_MAX_ORBITALS = 32  # auto mode: DMRG at M = 250 took 4.5 min on one loaded thread for H16 (16 orbitals)
+# auto mode: DMRG at M = 250 took 4.5 min on one loaded thread for H16 (16 orbitals) and 38 min for N2/6-31G
+# (18 orbitals, not converged); larger active spaces (H32: 32) would hold a training run up for hours
+DMRG_AUTO_MAX_ORBITALS = 16
 
 
 @dataclass(frozen=True)

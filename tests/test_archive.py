@@ -34,6 +34,9 @@ def test_archive_round_trip_keeps_summaries_exact_and_metrics_to_seven_digits(sh
         assert [r.n_unique for r in a] == [r.n_unique for r in b]
         for x, y in zip(a, b):
             assert x.flops_total == pytest.approx(y.flops_total, rel=1e-6)
+    restored = unpack(out, tmp_path / "restored")
+    assert {p.name for p in restored} == orig.keys() and all((p / "summary.json").is_file() for p in restored)
+    assert restored[0].parent == tmp_path / "restored" / "short"
     p_back = collect_points(list(back.values()), metric="abs_error")
     p_orig = collect_points(list(orig.values()), metric="abs_error")
     assert p_back.n.tolist() == p_orig.n.tolist() and p_back.loss.tolist() == p_orig.loss.tolist()

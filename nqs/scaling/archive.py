@@ -10,7 +10,8 @@ runs' common parent, "config": the config.yaml text, "summary": summary.json, "m
 step]}} (metrics.jsonl as columns). Floats in the metrics other than energies and errors are kept to 7
 significant digits (timings, FLOPs, S_F: far below their own noise); energies, errors and the summaries are
 exact. Reading unpacks the runs under a temporary directory that lives as long as the process, with their
-relative paths, so run names and grid cells are the same as in the original folders.
+relative paths, so run names and grid cells are the same as in the original folders; `unpack(path, dest)`
+restores them for good (to continue a sweep: its finished runs are skipped).
 """
 from __future__ import annotations
 
@@ -78,15 +79,21 @@ def write(out: str | os.PathLike, run_dirs: list[Path]) -> int:
     return len(runs)
 
 
-def unpack(path: str | os.PathLike) -> list[Path]:
-    """The run directories of archive `path`, unpacked (once per process) under a temporary directory."""
+def unpack(path: str | os.PathLike, dest: str | os.PathLike | None = None) -> list[Path]:
+    """The run directories of archive `path`, unpacked (once per process) under a temporary directory, or under
+    `dest` to keep (`dest`/<archive name>/<run>: e.g. `runs/sweeps` restores `runs/sweeps/e2_samples/...`, where
+    `nqs-sweep` skips the finished runs; a run directory already there is left as it is)."""
     path = Path(path).resolve()
-    if path in _UNPACKED:
+    if dest is None and path in _UNPACKED:
         return _UNPACKED[path]
     if not path.is_file():
         raise UserError(f"{path}: no such archive")
-    dest = Path(tempfile.mkdtemp(prefix="nqs-runs-"))
-    atexit.register(shutil.rmtree, dest, True)
+    keep = dest is not None
+    if keep:
+        dest = Path(dest)
+    else:
+        dest = Path(tempfile.mkdtemp(prefix="nqs-runs-"))
+        atexit.register(shutil.rmtree, dest, True)
     found = []
     try:
         with lzma.open(path, "rt") as fh:
@@ -96,6 +103,9 @@ def unpack(path: str | os.PathLike) -> list[Path]:
             for line in fh:
                 entry = json.loads(line)
                 run = dest / path.name.removesuffix(SUFFIX) / entry["run"]
+                found.append(run)
+                if keep and run.exists():
+                    continue
                 run.mkdir(parents=True, exist_ok=True)
                 if entry["config"] is not None:
                     (run / "config.yaml").write_text(entry["config"])
@@ -103,8 +113,8 @@ def unpack(path: str | os.PathLike) -> list[Path]:
                 rows = _rows(entry["metrics"])
                 if rows:
                     (run / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
-                found.append(run)
     except (lzma.LZMAError, json.JSONDecodeError, KeyError, EOFError) as exc:
         raise UserError(f"{path}: damaged run archive ({type(exc).__name__}: {exc}); restore it from git") from None
-    _UNPACKED[path] = found
+    if not keep:
+        _UNPACKED[path] = found
     return found
