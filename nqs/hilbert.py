@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nqs import keys
+
 MAX_QUBITS = 62  # the one-word packed encoding (and so the Pauli tables); configurations have no limit
 
 
@@ -79,18 +81,15 @@ def _check_qubits(n: int) -> None:
 
 
 def pack(bits: torch.Tensor) -> torch.Tensor:
-    """(..., n) {0,1} -> (...,) int64 with bit i = x_i."""
-    n = bits.shape[-1]
-    _check_qubits(n)
-    weights = torch.ones(n, dtype=torch.int64, device=bits.device) << torch.arange(n, device=bits.device)
-    return (bits.to(torch.int64) * weights).sum(-1)
+    """(..., n) {0,1} -> (...,) int64 with bit i = x_i: the one-word key of `nqs.keys` (n <= MAX_QUBITS)."""
+    _check_qubits(bits.shape[-1])
+    return keys.pack(bits)[..., 0]
 
 
 def unpack(packed: torch.Tensor, n: int, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
-    """(...,) int64 -> (..., n) bits of `dtype`."""
+    """(...,) int64 -> (..., n) bits of `dtype` (`nqs.keys.unpack` of one word)."""
     _check_qubits(n)
-    shifts = torch.arange(n, device=packed.device)
-    return ((packed.unsqueeze(-1) >> shifts) & 1).to(dtype)
+    return keys.unpack(packed.unsqueeze(-1), n, dtype)
 
 
 def bits_to_tokens(bits: torch.Tensor) -> torch.Tensor:
