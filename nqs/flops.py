@@ -177,11 +177,13 @@ def local_energy_flops(cfg: ModelConfig, sector: Sector, n_evals: int, batch: in
 
 def natural_gradient_flops(cfg: ModelConfig, sector: Sector, rows: int, n_params: int) -> float:
     """Estimated FLOPs of one SR direction (`nqs.natural_gradient.sr_direction`) on `rows` samples: the
-    Jacobian of Re and Im log ψ (two reverse passes per sample: 2 × gradient_flops), the Gram matrix J Jᵀ
-    (2·(2 rows)²·P), J g and Jᵀ(...) (2 × 2·2 rows·P), and the (2 rows)³/3 Cholesky-like solve. Not checked
-    against FlopCounterMode (vmap's batched backward)."""
-    m = 2 * rows
-    return float(2 * gradient_flops(cfg, sector, rows) + 2 * m * m * n_params + 8 * m * n_params + m ** 3 / 3)
+    Jacobian's two blocks (Re log ψ through the modulus network, φ through the phase network: one forward and
+    reverse pass per sample, ~ gradient_flops), the block Gram matrices (2·rows²·P over both blocks), the
+    products J g, Jᵀ(·), J d and the centring (~8·rows·P), and two rows³/3 solves. Not checked against
+    FlopCounterMode (vmap's batched backward). Before 2026-12-02 (session 4) SR stacked Re and Im rows over all
+    parameters and this estimate was 2·gradient_flops + 2·(2 rows)²·P + 16·rows·P + (2 rows)³/3."""
+    return float(gradient_flops(cfg, sector, rows) + 2 * rows * rows * n_params + 8 * rows * n_params
+                 + 2 * rows ** 3 / 3)
 
 
 def step_flops(cfg: ModelConfig, sector: Sector, rows_per_position: Sequence[int], n_evals: int, batch: int,

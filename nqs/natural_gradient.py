@@ -3,12 +3,15 @@
 With unique samples x_i of weights w_i (Σ w = 1) and O_ik = ∂ log ψ(x_i) / ∂θ_k, the centred, weighted
 Jacobian stacks real and imaginary parts, J = [Re Ō; Im Ō] (2U × P) with Ō_ik = √w_i (O_ik − Σ_j w_j O_jk).
 The quantum geometric tensor is S = JᵀJ (P × P) and the natural-gradient step solves (S + λ I) d = g / 2 for
-the energy gradient g (= 2 Re Σ w (E_loc − E)* O, what `nqs.vmc.surrogate_loss` differentiates to). With
-P ≫ U this is done in sample space (Woodbury; MinSR, Chen & Heyl 2024):
+the energy gradient g (= 2 Re Σ w (E_loc − E)* O, what `nqs.vmc.surrogate_loss` differentiates to). The
+modulus network moves only Re log ψ and the phase network only Im log ψ, so J = diag(Re Ō_mod, Im Ō_ph) and S
+is block-diagonal: each block is solved on its own. With P ≫ U this is done in sample space (Woodbury; MinSR,
+Chen & Heyl 2024):
 
-    d = (g/2 − Jᵀ (J Jᵀ + λ I)⁻¹ J g/2) / λ,
+    d_b = (g_b/2 − J_bᵀ (J_b J_bᵀ + λ I)⁻¹ J_b g_b/2) / λ    for b in (modulus, phase),
 
-a (2U × 2U) solve. J is built from the `max_rows` unique samples of largest weight (all of them when U is
+two (U × U) solves: a quarter of the Gram-matrix work of the stacked (2U × 2U) form and half of its reverse
+passes, with the same result. J is built from the `max_rows` unique samples of largest weight (all of them when U is
 smaller): g keeps every sample, the curvature comes from the configurations that carry the probability. When
 all samples are used this is exactly MinSR's Jᵀ(JJᵀ + λI)⁻¹ ε̄. The step is limited to a trust region in the
 metric S: lr·√(dᵀ S d) ≤ `trust` (a bound on the Fubini–Study distance moved), and the diagonal shift falls
@@ -20,7 +23,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from torch.func import functional_call, jacrev, vmap
+from torch.func import functional_call, grad as func_grad, vmap
+
+from nqs.hilbert import bits_to_tokens
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class SRSettings:
     shift_steps: int = 500
     trust: float | None = 0.1
     max_rows: int = 512
-    chunk: int = 256  # samples per vmapped Jacobian call (memory: chunk × 2 × P numbers)
+    chunk: int = 256  # samples per vmapped Jacobian call (memory: chunk × P numbers)
 
     def shift_at(self, step: int) -> float:
         frac = min(step / max(self.shift_steps, 1), 1.0)
@@ -50,40 +55,95 @@ def _sdpa_math():
         return nullcontext()
 
 
-def log_psi_jacobian(model: torch.nn.Module, bits: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """∂(Re, Im) log ψ / ∂θ for each configuration: (U, n) bits -> (U, 2, P) in the parameters' dtype, the
-    parameters in `model.parameters()` order."""
-    params = {k: v.detach() for k, v in model.named_parameters()}
+@dataclass(frozen=True)
+class Jacobian:
+    """Per-sample log-derivatives of an ansatz, log ψ = ½ log p + iφ, in its two independent blocks: the
+    modulus parameters move only Re log ψ and the phase network's only Im log ψ, so the other two blocks of
+    ∂(Re, Im) log ψ / ∂θ are exactly zero and S = JᵀJ is block-diagonal. Rows in the parameters' dtype.
 
+    modulus: (U, P_mod) ∂ Re log ψ / ∂θ_mod;  phase: (U, P_ph) ∂ φ / ∂θ_ph;  index_modulus, index_phase: their
+    positions in the flat `model.parameters()` vector (P,)."""
+
+    modulus: torch.Tensor
+    phase: torch.Tensor
+    index_modulus: torch.Tensor
+    index_phase: torch.Tensor
+
+    def dense(self) -> torch.Tensor:
+        """(U, 2, P): Re and Im log ψ per parameter, zeros included (tests, small systems)."""
+        u, p = self.modulus.shape[0], self.index_modulus.numel() + self.index_phase.numel()
+        out = self.modulus.new_zeros(u, 2, p)
+        out[:, 0, self.index_modulus] = self.modulus
+        out[:, 1, self.index_phase] = self.phase
+        return out
+
+
+class _HalfLogProb(torch.nn.Module):
+    """Re log ψ = ½ log p of an ansatz as a module call (for torch.func.functional_call)."""
+
+    def __init__(self, ansatz: torch.nn.Module):
+        super().__init__()
+        self.ansatz = ansatz
+
+    def forward(self, bits: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.ansatz.log_prob(bits_to_tokens(bits))
+
+
+def _rows(module: torch.nn.Module, params: dict, inputs: torch.Tensor, chunk: int) -> torch.Tensor:
+    """(U, Σ numel) gradients of the scalar module(x) for each row x of inputs, w.r.t. `params` (in order)."""
     def one(p, x):
-        z = functional_call(model, p, (x.unsqueeze(0),)).squeeze(0)
-        return torch.stack([z.real, z.imag])
+        return functional_call(module, p, (x.unsqueeze(0),)).squeeze(0)
 
+    grad_one = vmap(func_grad(one), in_dims=(None, 0))
     rows = []
-    jac_one = vmap(jacrev(one), in_dims=(None, 0))
-    with _sdpa_math():
-        for start in range(0, bits.shape[0], chunk):
-            j = jac_one(params, bits[start:start + chunk])
-            rows.append(torch.cat([j[k].reshape(j[k].shape[0], 2, -1) for k in params], dim=-1))
+    for start in range(0, inputs.shape[0], chunk):
+        g = grad_one(params, inputs[start:start + chunk])
+        rows.append(torch.cat([g[k].reshape(g[k].shape[0], -1) for k in params], dim=-1))
     return torch.cat(rows)
 
 
-def centred_jacobian(jac: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """J (2U, P) from per-sample gradients (U, 2, P): rows √w_i (O_i − Σ_j w_j O_j), real and imaginary part
-    of each sample in turn; weights renormalised to sum 1 over these rows. In the Jacobian's dtype."""
-    w = (weights / weights.sum()).to(jac.dtype)
-    centred = (jac - torch.einsum("u,ukp->kp", w, jac)) * w.sqrt()[:, None, None]
-    return centred.reshape(-1, jac.shape[-1])
+def log_psi_jacobian(model: torch.nn.Module, bits: torch.Tensor, chunk: int = 256) -> Jacobian:
+    """The two blocks of ∂ log ψ / ∂θ for each configuration of `bits` (U, n): one reverse pass per sample
+    through the modulus network (Re) and one through the phase network (Im), vmapped in chunks of `chunk`."""
+    names = [name for name, _ in model.named_parameters()]
+    sizes = torch.tensor([q.numel() for q in model.parameters()])
+    offsets = torch.cumsum(sizes, 0) - sizes
+    is_phase = [name.startswith("phase_net.") for name in names]
+
+    def index(select: bool) -> torch.Tensor:
+        parts = [torch.arange(int(o), int(o + s)) for o, s, ph in zip(offsets, sizes, is_phase) if ph == select]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+    params = dict(model.named_parameters())
+    modulus = {"ansatz." + k: v.detach() for k, v, ph in zip(names, params.values(), is_phase) if not ph}
+    phase = {k.removeprefix("phase_net."): v.detach() for k, v, ph in zip(names, params.values(), is_phase) if ph}
+    with _sdpa_math():
+        j_mod = _rows(_HalfLogProb(model), modulus, bits, chunk)
+        j_ph = _rows(model.phase_net, phase, bits.to(next(model.parameters()).dtype), chunk)
+    device = bits.device
+    return Jacobian(j_mod, j_ph, index(False).to(device), index(True).to(device))
 
 
-def natural_gradient(grad: torch.Tensor, jac: torch.Tensor, weights: torch.Tensor, shift: float) -> torch.Tensor:
-    """d = (S + λ I)⁻¹ g / 2 with S = JᵀJ from the rows of `jac` (U, 2, P) and weights (U,), via the (2U × 2U)
-    Woodbury solve. grad (P,) is the full energy gradient. The products with J run in the Jacobian's dtype (a
-    float32 Gram matrix errs by ~1e-7 relative, far below the shift), the small solve in float64."""
-    return _woodbury(grad, centred_jacobian(jac, weights), shift)
+def centred_rows(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """√w_i (O_i − Σ_j w_j O_j) for rows (U, P) and weights (U,), renormalised to sum 1 over these rows."""
+    w = (weights / weights.sum()).to(rows.dtype)
+    return (rows - w @ rows) * w.sqrt()[:, None]
+
+
+def natural_gradient(grad: torch.Tensor, jac: Jacobian, weights: torch.Tensor, shift: float) -> torch.Tensor:
+    """d = (S + λ I)⁻¹ g / 2 for the full energy gradient `grad` (P,), S = JᵀJ from the Jacobian's rows with
+    weights (U,): S is block-diagonal (modulus, phase), so each block is one (U × U) Woodbury solve. The products
+    with J run in the Jacobian's dtype (a float32 Gram matrix errs by ~1e-7 relative, far below the shift), the
+    small solves in float64."""
+    d = torch.zeros_like(grad)
+    for rows, idx in ((jac.modulus, jac.index_modulus), (jac.phase, jac.index_phase)):
+        if idx.numel():
+            d[idx] = _woodbury(grad[idx], centred_rows(rows, weights), shift).to(grad.dtype)
+    return d
 
 
 def _woodbury(grad: torch.Tensor, j: torch.Tensor, shift: float) -> torch.Tensor:
+    """(JᵀJ + λ I)⁻¹ g/2 = (g/2 − Jᵀ (J Jᵀ + λ I)⁻¹ J g/2) / λ for J (R, P), g (P,)."""
     f = grad.to(j.dtype) / 2
     small = (j @ j.T).to(torch.float64)
     small.diagonal().add_(shift)
@@ -91,10 +151,14 @@ def _woodbury(grad: torch.Tensor, j: torch.Tensor, shift: float) -> torch.Tensor
     return (f - j.T @ inner) / shift
 
 
-def metric_norm(direction: torch.Tensor, jac: torch.Tensor, weights: torch.Tensor) -> float:
-    """√(dᵀ S d) with S = JᵀJ from `jac` (U, 2, P), weights renormalised over the rows."""
-    j = centred_jacobian(jac, weights)
-    return float(torch.linalg.vector_norm((j @ direction.to(j.dtype)).to(torch.float64)))
+def metric_norm(direction: torch.Tensor, jac: Jacobian, weights: torch.Tensor) -> float:
+    """√(dᵀ S d) with S = JᵀJ from the Jacobian's rows, weights renormalised over the rows."""
+    total = 0.0
+    for rows, idx in ((jac.modulus, jac.index_modulus), (jac.phase, jac.index_phase)):
+        if idx.numel():
+            j = centred_rows(rows, weights)
+            total += float(torch.linalg.vector_norm((j @ direction[idx].to(j.dtype)).to(torch.float64))) ** 2
+    return total ** 0.5
 
 
 def sr_direction(model: torch.nn.Module, bits: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor,
@@ -103,10 +167,10 @@ def sr_direction(model: torch.nn.Module, bits: torch.Tensor, weights: torch.Tens
     what was done: {"shift", "rows", "metric_step", "scaled"}."""
     k = min(settings.max_rows, bits.shape[0])
     top = torch.topk(weights, k).indices if k < bits.shape[0] else torch.arange(bits.shape[0], device=bits.device)
-    j = centred_jacobian(log_psi_jacobian(model, bits[top], settings.chunk), weights[top])
+    jac = log_psi_jacobian(model, bits[top], settings.chunk)
     shift = settings.shift_at(step)
-    d = _woodbury(grad, j, shift)
-    norm = lr * float(torch.linalg.vector_norm((j @ d).to(torch.float64)))
+    d = natural_gradient(grad, jac, weights[top], shift)
+    norm = lr * metric_norm(d, jac, weights[top])
     scale = 1.0
     if settings.trust is not None and norm > settings.trust:
         scale = settings.trust / norm
