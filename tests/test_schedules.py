@@ -122,14 +122,21 @@ def test_a_branch_at_the_trunks_decay_start_reproduces_the_trunk(tmp_path, capsy
 
 def test_size_defaults_touch_only_what_no_layer_set():
     from nqs.cli.train import size_defaults
-    from nqs.training.recipes import LARGE
+    from nqs.training.recipes import LARGE, SMALL
 
-    small, notes = size_defaults(TrainConfig(), set())
-    assert small == TrainConfig() and notes == ()  # LiH, 12 qubits: the plain defaults
+    made = TrainConfig().updated(ansatz="made")
+    assert size_defaults(made, {"ansatz"}) == (made, ())  # LiH, 12 qubits, MADE: the plain defaults
+    small, notes = size_defaults(TrainConfig(), set())  # LiH, the Transformer: the small-molecule schedule
+    assert small == TrainConfig().updated(**SMALL["transformer"]) and "12 qubits" in notes[0]
+    assert small.optim.optimizer == "adam" and small.optim.lr_schedule == "wsd" and small.optim.anneal_steps == 400
     n2 = TrainConfig().updated(mol="N2", ansatz="retnet")
-    chosen, notes = size_defaults(n2, {"mol", "ansatz", "steps"})
+    chosen, notes = size_defaults(n2, {"mol", "ansatz", "steps"})  # 1,200 steps, longer than the recipe's
     assert chosen.optim.optimizer == "adam+sr" and chosen.optim.anneal_steps == LARGE["retnet"]["anneal_steps"]
+    assert chosen.optim.decay == LARGE["retnet"]["decay"]  # step counts kept: the stable phase is longer
     assert chosen.optim.steps == n2.optim.steps  # given: kept
+    short, _ = size_defaults(n2.updated(steps=100), {"mol", "ansatz", "steps"})  # shorter: shrunk in proportion
+    assert (short.optim.steps, short.optim.anneal_steps, short.optim.sr_from, short.optim.decay) == (100, 40, 55, 30)
+    assert short.optim.warmup == 2  # 20 x 100 / 1,000: warm-up and decay fit the run
     chosen_text = notes[0].split("): ")[1].split(";")[0]
     assert len(notes) == 1 and "20 qubits" in notes[0]
     assert not any(item.startswith("steps ") for item in chosen_text.split(", "))

@@ -101,12 +101,11 @@ def size_defaults(cfg: TrainConfig, given: set) -> tuple[TrainConfig, tuple]:
 
     spec, options = molecule_of(cfg)
     n_qubits = 2 * chem.active_space(chem.build_mole(spec, options.symmetry), spec, options)[1]
-    chosen = {k: v for k, v in recipe(n_qubits, cfg.model.ansatz).items() if k not in given}
+    length = cfg.optim.steps if "steps" in given else None
+    chosen = {k: v for k, v in recipe(n_qubits, cfg.model.ansatz, length, cfg.optim.warmup).items() if k not in given}
     if not chosen:
         return cfg, ()
-    note = describe(chosen, n_qubits)
-    print(f"note: {note}", file=sys.stderr)
-    return cfg.updated(**chosen), (note,)
+    return cfg.updated(**chosen), (describe(chosen, n_qubits),)
 
 
 def branch_config(cfg: TrainConfig, trunk: Path, step: int | None) -> TrainConfig:
@@ -180,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
 
     notes = ()
     if not resume:
-        cfg, notes = size_defaults(cfg, given)
+        cfg, notes = size_defaults(cfg, given)  # printed by `run` once the run directory and model are built
 
     try:
         branch = None

@@ -248,6 +248,8 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         (out / METRICS_FILE).write_text("".join(r + "\n" for r in kept))
     start = time.perf_counter()
     problem, model = build(cfg, problem)
+    for note in notes:  # what the caller chose (e.g. the defaults by size): said before the training starts
+        print(f"note: {note}", file=sys.stderr)
     if not resume:
         (out / "config.yaml").write_text(cfg.to_yaml())
     module = VMCModule(model, problem, cfg)
@@ -272,6 +274,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         torch.distributed.destroy_process_group()
     if not trainer.is_global_zero:
         return None  # DDP: only rank 0 writes and reports
+    told = len(notes)
     notes = list(notes) + reference_notes(problem.references)
     stats = final.stats
     if stats.kept_mass < 1 - KEPT_MASS_WARNING:
@@ -281,7 +284,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
     estimator = cfg.local_energy_mode().estimator
     if estimator != "exact":
         notes.append(f"trained with the {estimator} local energy; the final energy uses the exact one")
-    for note in notes:
+    for note in notes[told:]:
         print(f"note: {note}", file=sys.stderr)
     summary = run_summary(cfg, problem, model, module, final, trainer.global_step, time.perf_counter() - start,
                           scan, tuple(notes), branch)
