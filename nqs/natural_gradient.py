@@ -130,15 +130,24 @@ def centred_rows(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (rows - w @ rows) * w.sqrt()[:, None]
 
 
+def _centred_blocks(jac: Jacobian, weights: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(centred rows (U, P_b), their positions (P_b,))] for the non-empty blocks."""
+    return [(centred_rows(rows, weights), idx) for rows, idx in
+            ((jac.modulus, jac.index_modulus), (jac.phase, jac.index_phase)) if idx.numel()]
+
+
 def natural_gradient(grad: torch.Tensor, jac: Jacobian, weights: torch.Tensor, shift: float) -> torch.Tensor:
     """d = (S + λ I)⁻¹ g / 2 for the full energy gradient `grad` (P,), S = JᵀJ from the Jacobian's rows with
     weights (U,): S is block-diagonal (modulus, phase), so each block is one (U × U) Woodbury solve. The products
     with J run in the Jacobian's dtype (a float32 Gram matrix errs by ~1e-7 relative, far below the shift), the
     small solves in float64."""
+    return _solve(grad, _centred_blocks(jac, weights), shift)
+
+
+def _solve(grad: torch.Tensor, blocks: list, shift: float) -> torch.Tensor:
     d = torch.zeros_like(grad)
-    for rows, idx in ((jac.modulus, jac.index_modulus), (jac.phase, jac.index_phase)):
-        if idx.numel():
-            d[idx] = _woodbury(grad[idx], centred_rows(rows, weights), shift).to(grad.dtype)
+    for j, idx in blocks:
+        d[idx] = _woodbury(grad[idx], j, shift).to(grad.dtype)
     return d
 
 
@@ -153,24 +162,24 @@ def _woodbury(grad: torch.Tensor, j: torch.Tensor, shift: float) -> torch.Tensor
 
 def metric_norm(direction: torch.Tensor, jac: Jacobian, weights: torch.Tensor) -> float:
     """√(dᵀ S d) with S = JᵀJ from the Jacobian's rows, weights renormalised over the rows."""
-    total = 0.0
-    for rows, idx in ((jac.modulus, jac.index_modulus), (jac.phase, jac.index_phase)):
-        if idx.numel():
-            j = centred_rows(rows, weights)
-            total += float(torch.linalg.vector_norm((j @ direction[idx].to(j.dtype)).to(torch.float64))) ** 2
-    return total ** 0.5
+    return _norm(direction, _centred_blocks(jac, weights))
+
+
+def _norm(direction: torch.Tensor, blocks: list) -> float:
+    return sum(float(torch.linalg.vector_norm((j @ direction[idx].to(j.dtype)).to(torch.float64))) ** 2
+               for j, idx in blocks) ** 0.5
 
 
 def sr_direction(model: torch.nn.Module, bits: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor,
                  settings: SRSettings, step: int, lr: float) -> tuple[torch.Tensor, dict]:
     """The SR update direction (P,) for `grad` (P,), scaled into the trust region for learning rate `lr`, and
-    what was done: {"shift", "rows", "metric_step", "scaled"}."""
+    what was done: {"shift", "rows", "metric_step", "scaled"}. The centred Jacobian is built once for both."""
     k = min(settings.max_rows, bits.shape[0])
     top = torch.topk(weights, k).indices if k < bits.shape[0] else torch.arange(bits.shape[0], device=bits.device)
-    jac = log_psi_jacobian(model, bits[top], settings.chunk)
+    blocks = _centred_blocks(log_psi_jacobian(model, bits[top], settings.chunk), weights[top])
     shift = settings.shift_at(step)
-    d = natural_gradient(grad, jac, weights[top], shift)
-    norm = lr * metric_norm(d, jac, weights[top])
+    d = _solve(grad, blocks, shift)
+    norm = lr * _norm(d, blocks)
     scale = 1.0
     if settings.trust is not None and norm > settings.trust:
         scale = settings.trust / norm
