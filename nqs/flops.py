@@ -108,7 +108,7 @@ def _step_row(cfg: ModelConfig, n_orb: int, position: int) -> int:
         return 2 * (cfg.made_layers - 1) * h * units + 2 * N_TOKENS * h
     if cfg.ansatz == "transformer":  # one new token's projections, attention over position + 1 cached keys
         return L * (8 * d * d + 4 * d * f + 4 * (position + 1) * d) + 2 * N_TOKENS * d
-    # RetNet recurrent: k^T v and q S cost 2 d d_head each, whatever the position
+    # RetNet recurrent: k^T v (an addcmul) and q S cost 2 d d_head each, whatever the position
     return L * (10 * d * d + 4 * d * f + 4 * d * (d // cfg.heads)) + 2 * N_TOKENS * d
 
 
@@ -209,15 +209,22 @@ def _sdpa_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs)
     return 2 * _sdpa(query, key, value)
 
 
+def _addcmul(input, tensor1, tensor2, *args, out_shape=None, **kwargs) -> int:
+    """input + t1 * t2 broadcast to `out_shape`: one multiply-add per output element (RetNet's k^T v update)."""
+    return 2 * math.prod(out_shape)
+
+
 def flop_counter(display: bool = False) -> FlopCounterMode:
-    """A FlopCounterMode that also counts PyTorch's CPU fused attention.
+    """A FlopCounterMode that also counts PyTorch's CPU fused attention and `addcmul`.
 
     On CPU, `F.scaled_dot_product_attention` dispatches to `aten._scaled_dot_product_flash_attention_for_cpu`
     (and its backward), which torch's FLOP registry leaves out (it has the CUDA flash / efficient / cuDNN
     kernels only); they are counted here with torch's own SDPA formula (all T_q x T_k pairs, backward 2x).
+    The RetNet's recurrent state update S = gamma S + k^T v runs as one broadcast `addcmul` (an outer product
+    as a K = 1 batched matmul is several times slower on CPU); it is counted as the product it is.
     """
     aten = torch.ops.aten
-    mapping = {}
+    mapping = {aten.addcmul: _addcmul}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
         mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa
         mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _sdpa_backward

@@ -14,6 +14,8 @@ therefore exactly equal, see `log_prob_recurrent`.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,18 +27,38 @@ from nqs.models.base import (N_TOKENS, AutoregressiveAnsatz, allowed_tokens_all,
 START = N_TOKENS  # id of the start token
 
 
-def rotary(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Rotate feature pairs (2i, 2i+1) of x (..., T, d) by angle pos * 10000^(-i/(d/2-1)); pos (T,).
+@functools.lru_cache(maxsize=64)
+def _rotations(n_pos: int, half: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n_pos, half) complex e^{i p theta_i}, theta_i = 10000^(-i/(half-1)): built once per size, dtype, device
+    (outside any inference mode, so that autograd may save it)."""
+    with torch.inference_mode(False), torch.no_grad():
+        freq = 10000.0 ** -torch.linspace(0, 1, half, dtype=dtype, device=device)
+        ang = torch.arange(n_pos, dtype=dtype, device=device)[:, None] * freq
+        return torch.polar(torch.ones_like(ang), ang)
+
+
+@functools.lru_cache(maxsize=64)
+def _decays(n_pos: int, heads: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(heads, n_pos, n_pos) D_nm = gamma_h^(n-m) for n >= m, else 0; gamma_h = 1 - 2^(-5-h)."""
+    with torch.inference_mode(False), torch.no_grad():
+        pos = torch.arange(n_pos, device=device)
+        diff = (pos[:, None] - pos[None, :]).to(dtype)
+        gammas = 1 - 2.0 ** (-5 - torch.arange(heads, dtype=dtype, device=device))
+        return torch.where(diff >= 0, gammas[:, None, None] ** diff.clamp(min=0), 0.0)
+
+
+def rotary(x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Rotate feature pairs (2i, 2i+1) of x (..., T, d) at positions start..start+T-1 by angle
+    p * 10000^(-i/(d/2-1)), as one complex product (float32 / float64).
 
     q_n . k_m of rotated vectors depends on n - m only. With odd d the last feature is left as is.
     """
-    half = x.shape[-1] // 2
-    freq = 10000.0 ** -torch.linspace(0, 1, half, dtype=x.dtype, device=x.device)
-    ang = pos.to(x.dtype)[:, None] * freq  # (T, half)
-    cos, sin = ang.cos(), ang.sin()
-    x1, x2, rest = x[..., 0:2 * half:2], x[..., 1:2 * half:2], x[..., 2 * half:]
-    rot = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
-    return torch.cat([rot, rest], dim=-1)
+    T, half = x.shape[-2], x.shape[-1] // 2
+    turn = _rotations(start + T, half, x.dtype, x.device)[start:]
+    pairs = x[..., :2 * half].unflatten(-1, (half, 2))
+    pairs = torch.view_as_complex(pairs if 2 * half == x.shape[-1] else pairs.contiguous())
+    rot = torch.view_as_real(pairs * turn).flatten(-2)
+    return rot if 2 * half == x.shape[-1] else torch.cat([rot, x[..., 2 * half:]], dim=-1)
 
 
 class MultiScaleRetention(nn.Module):
@@ -51,15 +73,15 @@ class MultiScaleRetention(nn.Module):
 
     def gammas(self, like: torch.Tensor) -> torch.Tensor:
         """(heads,) decay rates in the dtype of `like`."""
-        return 1 - 2.0 ** (-5 - torch.arange(self.heads, dtype=like.dtype, device=like.device))
+        return _decays(2, self.heads, like.dtype, like.device)[:, 1, 0]
 
-    def _project(self, x: torch.Tensor, pos: torch.Tensor):
+    def _project(self, x: torch.Tensor, start: int):
         """x (B, T, d) -> q, k, v (B, heads, T, d_head) with rotary on q, k and 1/sqrt(d_head) on k; gate (B, T, d)."""
         B, T, d = x.shape
         q, k, v, g = self.qkvg(x).split(d, dim=-1)
         q, k, v = (t.view(B, T, self.heads, -1).transpose(1, 2) for t in (q, k, v))
         if self.use_rotary:
-            q, k = rotary(q, pos), rotary(k, pos)
+            q, k = rotary(q, start), rotary(k, start)
         return q, k * k.shape[-1] ** -0.5, v, g
 
     def _output(self, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -70,17 +92,14 @@ class MultiScaleRetention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Parallel form: x (B, T, d) -> (B, T, d)."""
-        T = x.shape[1]
-        pos = torch.arange(T, device=x.device)
-        q, k, v, g = self._project(x, pos)
-        diff = (pos[:, None] - pos[None, :]).to(x.dtype)  # n - m, (T, T)
-        decay = torch.where(diff >= 0, self.gammas(x)[:, None, None] ** diff.clamp(min=0), 0.0)  # (H, T, T)
+        q, k, v, g = self._project(x, 0)
+        decay = _decays(x.shape[1], self.heads, x.dtype, x.device)  # (H, T, T)
         return self._output((q @ k.transpose(-1, -2) * decay) @ v, g)
 
     def recurrent(self, x: torch.Tensor, position: int, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Recurrent form: x (B, d) at `position`, S (B, heads, d_head, d_head) -> (B, d), new S."""
-        q, k, v, g = self._project(x.unsqueeze(1), torch.tensor([position], device=x.device))
-        S = self.gammas(x)[:, None, None] * S + k.transpose(-1, -2) @ v  # (B, H, dh, 1) @ (B, H, 1, dh)
+        q, k, v, g = self._project(x.unsqueeze(1), position)
+        S = torch.addcmul(self.gammas(x)[:, None, None] * S, k.transpose(-1, -2), v)  # + (B, H, dh, 1) x (B, H, 1, dh)
         return self._output(q @ S, g)[:, 0], S
 
 
