@@ -24,10 +24,11 @@ _COMMON = {"optimizer": "adam+sr", "lr_schedule": "wsd", "anneal_steps": 400, "s
 SMALL = {ansatz: {"lr_schedule": "wsd", "anneal_steps": 400, "decay": 200, "steps": 750}
          for ansatz in ("transformer", "retnet")}
 LARGE = {"transformer": {**_COMMON, "sr_lr": 0.3, "decay": 50, "steps": 800},
-         # 1,000 steps fit in 300 s now that the exact local energy takes the prefix trie (2.1x faster on N2), SR
-         # from step 550 (Adam steps are cheaper). For seed 0 the state sits on a +3.5 mHa plateau until the shift,
-         # falling to 2e-4, lets one step throw it off; the 300-step decay then settles at +1.36 mHa. Seeds 1 and 2
-         # stay on +7.6 and +27 mHa plateaus (docs/benchmarks.md, "Time to accuracy", session 3): not robust.
+         # 1,000 steps take ~275 s on N2 (the trie local energy and the cached rotary / decay of e579a3f), SR
+         # from step 550 (Adam steps are cheaper). Seed 0 ends at +1.36 / +1.44 / +1.78 mHa as float32 rounding
+         # changes between code versions (below CCSD(T), not always below 1.6 mHa): the model drops ~6e-4 of
+         # FCI weight in the tail, which no gradient grows back; seeds 1 and 2 stayed on +7.6 and +27 mHa
+         # plateaus in session 3 (docs/benchmarks.md, "Time to accuracy", sessions 3 and 5): not robust.
          "retnet": {**_COMMON, "sr_from": 550, "sr_lr": 0.4, "sr_shift": 1e-3, "sr_shift_final": 2e-4,
                     "sr_shift_steps": 200, "decay": 300, "steps": 1000},
          # MADE: a wider network (2 x 256 instead of 2 x 64) and the plain Adam schedule: +8.9 mHa on N2 against
