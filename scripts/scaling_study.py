@@ -3,6 +3,7 @@
     python scripts/scaling_study.py e1 [--root runs/sweeps]   # annealing protocol and learning rate per size
     python scripts/scaling_study.py e2 [--root runs/sweeps]   # does D' collapse? (N2: B x T_post)
     python scripts/scaling_study.py e2b [--root runs/sweeps]  # the sample count N_s at fixed B and T (N2)
+    python scripts/scaling_study.py e3 [--root runs/sweeps]   # pooled-law grid: error per molecule, size, T_post
     python scripts/scaling_study.py e6 RUN_DIR...              # measured FLOPs per step vs the paper's uncached estimate
 
 Each prints Markdown tables (errors in mHa, geometric means over seeds with the seeds listed) and, for e2, the
@@ -38,12 +39,20 @@ def _cfg(rec):
     return resolve([(str(rec.path / "config.yaml"), load_yaml(rec.path / "config.yaml"))])
 
 
-def _geo(values) -> str:
+def _geo(values, digits: str = ".1f") -> str:
     vals = [v for v in values if v is not None and v > 0]
     if not vals:
         return "—"
     g = math.exp(np.mean(np.log(vals)))
-    return f"{g:.2f} ({' / '.join(f'{v:.1f}' for v in vals)})"
+    return f"{g:.2f} ({' / '.join(f'{v:{digits}}' for v in vals)})"
+
+
+def seed_scatter(cells: dict) -> float:
+    """Within-cell standard deviation of log L over the seeds (pooled, with one degree of freedom per cell
+    spent on its mean): the part of a law's log-residual no function of the cell's (N, D') can remove."""
+    groups = [np.log(v) for v in cells.values() if len(v) > 1]
+    dof = sum(len(g) - 1 for g in groups)
+    return math.sqrt(sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / dof) if dof else math.nan
 
 
 def e1(root: Path) -> None:
@@ -162,6 +171,32 @@ def e2b(root: Path, sweep: str = "e2_samples", n_boot: int = 2000, seed: int = 0
           f"{n_boot} resamples; 0: the sample count does not matter)")
 
 
+def e3(root: Path, sweeps: list[str]) -> None:
+    """|E − E_FCI| (mHa) per molecule, size and post-annealing length T_post = steps − sr_from (geometric mean
+    over the seeds, the seeds listed), with N (effective parameters) and the nominal S_F = min(B, |sector|)/|sector|."""
+    for sweep in sweeps:
+        path = _sweep(root, sweep)
+        if path is None:
+            continue
+        cells, info = collections.defaultdict(list), {}
+        for r in load_runs([path]):
+            c = _cfg(r)
+            t_post = c.optim.steps - (c.optim.sr_from or 0)
+            cells[(r.molecule, c.model.d_model, t_post)].append(r.abs_error_mha)
+            info[(r.molecule, c.model.d_model)] = (r.n_params_effective, abs(r.hf_error_mha),
+                                                   min(c.sampling.unique, r.sector_size) / r.sector_size)
+        lengths = sorted({k[2] for k in cells})
+        rows = [[mol, d, f"{n:,}", f"{sf:.3f}", f"{hf:.1f}"] + [_geo(cells.get((mol, d, t), []), ".2g")
+                                                                  for t in lengths]
+                for (mol, d), (n, hf, sf) in sorted(info.items(), key=lambda kv: (kv[1][2] * -1, kv[0][1]))]
+        print(f"\n{sweep} (|E − E_FCI| mHa, geometric mean over seeds; the seeds in brackets):")
+        print(markdown_table(["molecule", "d_model", "N", "nominal S_F", "HF mHa"] + [f"T_post = {t}" for t in lengths],
+                             rows))
+        molecules = sorted({k[0] for k in cells})
+        per = ", ".join(f"{m} {seed_scatter({k: v for k, v in cells.items() if k[0] == m}):.2f}" for m in molecules)
+        print(f"seed scatter (within-cell SD of log L): {seed_scatter(cells):.2f} over all cells; {per}")
+
+
 def e6(paths: list[str]) -> None:
     from nqs import flops as flop_model
     from nqs.hilbert import Sector
@@ -189,7 +224,7 @@ def e6(paths: list[str]) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", choices=("e1", "e2", "e2b", "e6"))
+    p.add_argument("experiment", choices=("e1", "e2", "e2b", "e3", "e6"))
     p.add_argument("paths", nargs="*", help="e6: run directories or folders of runs")
     p.add_argument("--root", default="runs/sweeps", type=Path,
                    help="folder of the sweeps' run folders, or of their run archives (data/scaling)")
@@ -201,6 +236,8 @@ def main(argv=None) -> int:
         e2(args.root, args.sweep or "e2_collapse")
     elif args.experiment == "e2b":
         e2b(args.root, args.sweep or "e2_samples")
+    elif args.experiment == "e3":
+        e3(args.root, [args.sweep] if args.sweep else ["e3_transformer", "e3_retnet", "e3_made"])
     else:
         e6(args.paths or [str(args.root)])
     return 0

@@ -145,3 +145,25 @@ def test_size_family_from_configs_takes_the_common_depth_and_median_ratios():
     assert fam.widths == (16, 32, 48, 64) and dict(fam.fixed) == {"made_layers": 2, "phase_layers": 3}
     assert fam.phase_ratio == 0.5 and fam.d_ff_ratio is None and fam.step == 1
     assert fam.options(40) == {"hidden": 40, "made_layers": 2, "phase_layers": 3, "phase_hidden": 20}
+
+
+def test_logged_sr_flops_are_rebased_on_the_current_formula(fitted):
+    """A run that logged a different (e.g. the older stacked) natural-gradient estimate is checked against
+    its total with that term replaced by today's formula, so the check measures the model, not the log."""
+    from dataclasses import replace
+
+    from nqs import flops as fl
+    from nqs.models.counts import cached_counts
+    from nqs.scaling.cost import _load, _logged_total
+
+    records, _ = fitted
+    run = _load(records[0])
+    cfg = run.cfg.updated(optimizer="adam+sr", sr_from=0, sr_rows=16)
+    steps = tuple(replace(s, flops_step={**s.flops_step, "natural_gradient": 1e12}) for s in run.steps)
+    logged = replace(run.record, flops_total=run.record.flops_total + 1e12 * len(steps))
+    sr_run = replace(run, record=logged, cfg=cfg, steps=steps)
+    n_params = cached_counts(cfg.model, run.sector)["total"]
+    expected = run.record.flops_total + sum(
+        fl.natural_gradient_flops(cfg.model, run.sector, min(16, s.n_unique), n_params) for s in steps)
+    assert _logged_total(sr_run) == pytest.approx(expected, rel=1e-9)  # 1e12 added and removed per step
+    assert _logged_total(run) == run.record.flops_total  # Adam runs: the logged total as it is

@@ -342,7 +342,7 @@ class CostCheck:
     cap: float
     unique_logged: float  # mean n_unique per step
     unique_predicted: float
-    flops_logged: float  # summary.flops_total
+    flops_logged: float  # summary.flops_total, its SR terms re-based on the current formula (`_logged_total`)
     flops_predicted: float
     flops_at_logged_unique: float  # predicted with the run's own mean n_unique: the count models' error alone
     seconds_logged: float | None  # summary.wall_s
@@ -377,6 +377,24 @@ def _predict(model: StepCost, run: _Run, steps: int, unique: float | None = None
     return flops, seconds
 
 
+def _logged_total(run: _Run) -> float:
+    """summary.flops_total with each SR step's logged natural-gradient term replaced by the current formula's.
+
+    The other phases' FLOPs are counted as executed; the SR term is analytic, and runs logged before
+    0191266 (SR in two blocks) carry the stacked form's larger estimate: re-based, every run is compared with
+    the model on the same footing."""
+    total = float(run.record.flops_total)
+    if not run.sr_rows:
+        return total
+    n_params = cached_counts(run.cfg.model, run.sector)["total"]
+    for s in run.steps:
+        logged = s.flops_step.get("natural_gradient", 0.0)
+        if logged:
+            total += fl.natural_gradient_flops(run.cfg.model, run.sector, min(run.sr_rows, s.n_unique),
+                                               n_params) - logged
+    return total
+
+
 def check_against_logs(records: Sequence[RunSummary], models: dict[tuple[str, str], StepCost]) -> list[CostCheck]:
     """Per run with a model and logged totals: its total FLOPs (and wall seconds) predicted from its own config,
     steps and cap, beside summary.flops_total (and wall_s). Runs that cannot be checked are skipped with a
@@ -393,7 +411,7 @@ def check_against_logs(records: Sequence[RunSummary], models: dict[tuple[str, st
         flops, seconds = _predict(model, run, rec.steps)
         u_logged = float(np.mean([s.n_unique for s in run.steps]))
         out.append(CostCheck(Path(rec.path), rec.ansatz, rec.molecule, rec.steps, run.cap, u_logged,
-                             model.unique(run.cap), float(rec.flops_total), flops,
+                             model.unique(run.cap), _logged_total(run), flops,
                              _predict(model, run, rec.steps, u_logged)[0], rec.wall_s, seconds))
     return out
 
