@@ -82,3 +82,16 @@ def test_check_without_finished_runs_exits_2(planned, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--check", str(tmp_path / "x" / "summary.json")])
     assert "not a plan written by nqs-fit --plan" in capsys.readouterr().err
+
+
+def test_a_budget_buys_plain_steps_then_sr_steps():
+    """With an SR phase from step T0 a run costs min(T, T0)·c + max(T − T0, 0)·c_SR: the steps a budget buys
+    invert that exactly, and D' counts each phase's S_F."""
+    from nqs.scaling.allocate import run_cost, run_d_prime, steps_for_budget
+
+    assert float(steps_for_budget(50.0, 1.0, 5.0, 100)) == 50.0  # before the switch: plain steps only
+    assert float(steps_for_budget(600.0, 1.0, 5.0, 100)) == 200.0  # 100 plain (100) + 100 SR (500)
+    assert float(steps_for_budget(600.0, 1.0, 5.0, None)) == 600.0  # no SR phase
+    for budget in (10.0, 100.0, 101.0, 3e4):
+        assert float(run_cost(steps_for_budget(budget, 2.0, 7.0, 40), 2.0, 7.0, 40)) == pytest.approx(budget)
+    assert float(run_d_prime(200.0, 0.5, 0.25, 100)) == 75.0

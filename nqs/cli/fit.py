@@ -259,7 +259,7 @@ def _cost_models(records):
 
 
 def _allocations(args, fit, costs, records, pts, molecules):
-    from nqs.scaling.allocate import allocate, format_allocations
+    from nqs.scaling.allocate import allocate, format_allocations, run_cost
 
     allocs = []
     for mol in molecules:
@@ -278,7 +278,8 @@ def _allocations(args, fit, costs, records, pts, molecules):
             flop_opt = allocate(fit, cost, kind="flops", budgets=args.budget, **common)
             allocs += flop_opt
             try:
-                seconds = [cost.seconds(a.n, a.cap, args.n_from) * a.steps for a in flop_opt]
+                seconds = [float(run_cost(a.steps, cost.seconds(a.n, a.cap, args.n_from),
+                                          cost.seconds(a.n, a.cap, args.n_from, True), cost.sr_from)) for a in flop_opt]
                 allocs += allocate(fit, cost, kind="seconds", budgets=seconds, **common)
             except UserError as exc:
                 warnings.warn(f"{mol}: no time-optimal allocation ({exc})")

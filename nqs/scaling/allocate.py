@@ -3,7 +3,9 @@
 For a molecule m and a budget C (FLOPs, or seconds of one CPU thread), a run of N parameters, T steps and
 unique-sample cap B costs T·c_m(N, B) (`nqs.scaling.cost.StepCost`: FLOPs or measured seconds per step) and
 reaches D' = T·s_m(B), with s_m(B) the S_F per step by `--d-from`: realised U(B)/|sector|, nominal
-min(B, |sector|)/|sector|, or U(B)/2^n. The optimum minimises the fitted L(N, D') over N (a log grid over
+min(B, |sector|)/|sector|, or U(B)/2^n. When the runs switch to stochastic reconfiguration at step T0 (the
+cost model's protocol), the steps from T0 on cost an SR step's c^SR_m(N, B) and see that phase's unique count:
+C = min(T, T0)·c + max(T − T0, 0)·c^SR, and D' likewise, so T at a budget is piecewise linear in C. The optimum minimises the fitted L(N, D') over N (a log grid over
 the family of model sizes) and B (the caps the runs used: the law cannot tell B from T beyond them).
 FLOP-optimal and time-optimal allocations differ because small CPU kernels are overhead-bound.
 """
@@ -43,12 +45,40 @@ class Allocation:
                 "ci": {k: list(v) for k, v in self.ci.items()}, "warnings": list(self.warnings)}
 
 
-def s_f_per_step(cost, cap: float, d_from: str) -> float:
-    """S_F of one step at cap B under the cost model's unique-count fit (see the module docstring)."""
+def s_f_per_step(cost, cap: float, d_from: str, sr: bool = False) -> float:
+    """S_F of one step at cap B under the cost model's unique-count fit (see the module docstring); `sr`: of
+    an SR step of the protocol."""
     if d_from == "nominal":
         return min(cap, cost.sector_size) / cost.sector_size
-    u = cost.unique(cap)
+    u = cost.unique(cap, sr=True) if sr else cost.unique(cap)
     return u / cost.sector_size if d_from == "realised" else u / 2.0 ** cost.n_qubits
+
+
+def _split(steps, sr_from: int | None):
+    """(plain steps, SR steps) of a run of `steps` steps whose SR phase starts at `sr_from` (None: never)."""
+    if sr_from is None:
+        return steps, 0.0 * steps
+    return np.minimum(steps, sr_from), np.maximum(steps - sr_from, 0.0)
+
+
+def run_cost(steps, plain, sr, sr_from: int | None):
+    """Cost of a run of `steps` steps: plain steps at `plain` each, SR steps (from `sr_from`) at `sr` each."""
+    head, tail = _split(steps, sr_from)
+    return head * plain + tail * sr
+
+
+def run_d_prime(steps, s_f, s_f_sr, sr_from: int | None):
+    """D' of a run of `steps` steps: S_F per plain step `s_f`, per SR step `s_f_sr`."""
+    head, tail = _split(steps, sr_from)
+    return head * s_f + tail * s_f_sr
+
+
+def steps_for_budget(budget, plain, sr, sr_from: int | None):
+    """The T whose `run_cost` equals the budget (the inverse of a piecewise-linear increasing function)."""
+    if sr_from is None:
+        return budget / plain
+    head = sr_from * plain
+    return np.where(budget <= head, budget / plain, sr_from + (budget - head) / sr)
 
 
 @dataclass(frozen=True)
@@ -57,8 +87,11 @@ class CostTable:
 
     log_n: np.ndarray
     caps: np.ndarray
-    per_step: np.ndarray  # (len(log_n), len(caps))
+    per_step: np.ndarray  # (len(log_n), len(caps)): a plain step
     s_f: np.ndarray  # (len(caps),)
+    per_step_sr: np.ndarray  # the same for an SR step of the protocol (= per_step without one)
+    s_f_sr: np.ndarray
+    sr_from: int | None
 
     @classmethod
     def build(cls, cost, kind: str, n_from: str, caps: Sequence[float], n_range: tuple[float, float],
@@ -68,17 +101,20 @@ class CostTable:
         log_n = np.linspace(math.log(n_range[0]), math.log(n_range[1]), N_GRID)
         caps = np.asarray(sorted(set(float(c) for c in caps)))
         fn = cost.flops if kind == "flops" else cost.seconds
-        table = np.array([[fn(math.exp(u), c, n_from) for c in caps] for u in log_n], dtype=float)
-        if not np.all(np.isfinite(table)) or np.any(table <= 0):
+        sr_from = getattr(cost, "sr_from", None)
+        kw = [{}, {"sr": True} if sr_from is not None else {}]  # a plain step, an SR step of the protocol
+        tables = [np.array([[fn(math.exp(u), c, n_from, **k) for c in caps] for u in log_n], dtype=float) for k in kw]
+        if any(not np.all(np.isfinite(t)) or np.any(t <= 0) for t in tables):
             raise UserError(f"the {kind} cost model gives a non-positive cost in N ∈ [{n_range[0]:.3g}, "
                             f"{n_range[1]:.3g}]; refit it on runs with logged {kind}")
-        return cls(log_n, caps, table, np.array([s_f_per_step(cost, c, d_from) for c in caps]))
+        s_f = [np.array([s_f_per_step(cost, c, d_from, sr) for c in caps]) for sr in (False, sr_from is not None)]
+        return cls(log_n, caps, tables[0], s_f[0], tables[1], s_f[1], sr_from)
 
 
 def _optimum(law: Law, table: CostTable, budget: float, molecule: str) -> tuple[float, float, float, float, float, int]:
     """(N, T, B, D', L̂, grid index of N) minimising L̂ on the table, refined by a parabola in log N."""
-    steps = budget / table.per_step  # (n, caps)
-    d = steps * table.s_f[None, :]
+    steps = steps_for_budget(budget, table.per_step, table.per_step_sr, table.sr_from)  # (n, caps)
+    d = run_d_prime(steps, table.s_f[None, :], table.s_f_sr[None, :], table.sr_from)
     n = np.exp(table.log_n)[:, None].repeat(table.caps.size, axis=1)
     loss = law.predict(n.ravel(), d.ravel(), molecule).reshape(n.shape)
     i, j = np.unravel_index(int(np.argmin(loss)), loss.shape)
@@ -88,9 +124,9 @@ def _optimum(law: Law, table: CostTable, budget: float, molecule: str) -> tuple[
         den = y0 - 2 * y1 + y2
         if den > 0:
             u = table.log_n[i] + 0.5 * (y0 - y2) / den * (table.log_n[1] - table.log_n[0])
-    c = float(np.exp(np.interp(u, table.log_n, np.log(table.per_step[:, j]))))
-    t = budget / c
-    dp = t * table.s_f[j]
+    c, c_sr = (float(np.exp(np.interp(u, table.log_n, np.log(t[:, j])))) for t in (table.per_step, table.per_step_sr))
+    t = float(steps_for_budget(budget, c, c_sr, table.sr_from))
+    dp = float(run_d_prime(t, table.s_f[j], table.s_f_sr[j], table.sr_from))
     return math.exp(u), t, float(table.caps[j]), dp, float(law.predict(math.exp(u), dp, molecule)[0]), int(i)
 
 

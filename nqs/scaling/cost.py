@@ -12,6 +12,10 @@ metrics.jsonl (every step's n_unique, n_evals and per-phase FLOPs) and config.ya
   cap, interpolated linearly in log B between caps and held constant beyond them (one cap: its ratio). U is
   below the cap once a run's distribution concentrates (long runs, some seeds), and this run-to-run spread at
   one cap is most of the error of a run's cost predicted from its cap; `CostCheck.count_error` is the rest.
+* The SR phase: runs that switch to stochastic reconfiguration (the most common protocol among the runs: SR
+  from step T0 with R rows, `sr_from` / `sr_rows`) concentrate their distribution, so U is fitted apart over
+  their SR steps (ρ_SR); an SR step costs the terms above at that U plus ng(φ, min(R, U)), and
+  `nqs.scaling.allocate` charges a run min(T, T0) plain steps and max(T − T0, 0) SR steps.
 * n_evals(U) = clip(a·U^b, U, |sector|): a least-squares line in log-log through the runs' mean (U, n_evals),
   weighted by steps (b = 1, the mean ratio, when all runs share one U). The clip is the data's saturation:
   every sample is evaluated, and no more configurations exist than the sector holds.
@@ -79,16 +83,21 @@ class StepCost:
     n_runs: int
     n_steps: int
     network_scale: float = 1.0  # executed / full-pass network FLOPs of the local energy (< 1 for the prefix trie)
+    sr_from: int | None = None  # the runs' protocol: SR steps from this step on (None: Adam only)
+    sr_rows: int | None = None  # Jacobian rows of an SR step
+    sr_unique_ratio: tuple[float, ...] | None = None  # ρ at each cap over the SR steps (the state is sharper)
 
     @property
     def sector(self) -> Sector:
         return Sector(self.n_qubits // 2, self.n_alpha, self.n_beta)
 
-    def unique(self, cap: float) -> float:
-        """Expected realised unique samples per step at cap B: ρ(B)·min(B, |sector|) <= min(B, |sector|)."""
+    def unique(self, cap: float, sr: bool = False) -> float:
+        """Expected realised unique samples per step at cap B: ρ(B)·min(B, |sector|) <= min(B, |sector|); with
+        `sr`, over the protocol's SR steps (their own ρ where the runs had SR steps)."""
         if not cap >= 1:
             raise UserError(f"the unique cap must be at least 1, got {cap}")
-        ratio = float(np.interp(math.log(cap), np.log(self.caps), self.unique_ratio))
+        ratios = self.sr_unique_ratio if sr and self.sr_unique_ratio else self.unique_ratio
+        ratio = float(np.interp(math.log(cap), np.log(self.caps), ratios))
         return min(ratio, 1.0) * min(float(cap), self.sector_size)
 
     def n_evals(self, unique: float) -> float:
@@ -103,7 +112,7 @@ class StepCost:
     def terms(self, size_options: dict, cap: float, sr_rows: int | None = None) -> dict[str, float]:
         """Per-step cost terms at cap B: FLOPs {"sampling", "local_energy", "gradient", "natural_gradient",
         "total"}, and the time model's regressors ("rows", "network_flops", "kernel_flops")."""
-        return self._terms(self.config(size_options), self.unique(cap), sr_rows)
+        return self._terms(self.config(size_options), self.unique(cap, sr=bool(sr_rows)), sr_rows)
 
     def _terms(self, cfg: ModelConfig, u: float, sr_rows: int | None, n_evals: float | None = None) -> dict:
         sector = self.sector
@@ -133,14 +142,15 @@ class StepCost:
         x = _regressors(t)
         return float(sum(np.dot(c, x[phase]) for phase, c in self.time))
 
-    def flops(self, n: float, cap: float, n_from: str = "total") -> float:
+    def flops(self, n: float, cap: float, n_from: str = "total", sr: bool = False) -> float:
         """FLOPs per step of the family member of size N = n (count `n_from`) at cap B: log-log interpolation
-        between the realisable members (exact at a member; beyond them the end segments extend)."""
-        return _interpolate(self, cap, n_from, "flops", n)
+        between the realisable members (exact at a member; beyond them the end segments extend). `sr`: an SR
+        step of the runs' protocol (`sr_rows` rows); a plain step otherwise."""
+        return _interpolate(self, cap, n_from, "flops", n, sr)
 
-    def seconds(self, n: float, cap: float, n_from: str = "total") -> float:
+    def seconds(self, n: float, cap: float, n_from: str = "total", sr: bool = False) -> float:
         """Wall seconds per step of the family member of size N = n at cap B, interpolated as `flops`."""
-        return _interpolate(self, cap, n_from, "seconds", n)
+        return _interpolate(self, cap, n_from, "seconds", n, sr)
 
     def to_json(self) -> dict:
         return {"ansatz": self.ansatz, "molecule": self.molecule, "sector_size": self.sector_size,
@@ -151,7 +161,9 @@ class StepCost:
                 "seconds": None if self.time is None else
                 {p: dict(zip(PHASES[p], c)) for p, c in self.time},
                 "flops_residual": self.flops_residual, "seconds_residual": self.seconds_residual,
-                "n_runs": self.n_runs, "n_steps": self.n_steps, "family": self.family.to_json()}
+                "n_runs": self.n_runs, "n_steps": self.n_steps, "family": self.family.to_json(),
+                "protocol": {"sr_from": self.sr_from, "sr_rows": self.sr_rows,
+                             "sr_unique_ratio": None if self.sr_unique_ratio is None else list(self.sr_unique_ratio)}}
 
 
 def _regressors(t: dict) -> dict[str, np.ndarray]:
@@ -161,22 +173,23 @@ def _regressors(t: dict) -> dict[str, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _curve(cost: StepCost, cap: float, n_from: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+def _curve(cost: StepCost, cap: float, n_from: str, what: str, sr: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(log N, log cost) over the family's members, ascending in N, one point per distinct N (the smallest
-    width where several members share one count)."""
+    width where several members share one count); `sr`: of an SR step of the protocol."""
     points: dict[int, float] = {}
+    rows = cost.sr_rows if sr else None
     for m in family_members(cost.family, cost.sector):
         n = m.counts[n_from]
         if n not in points:
             cost_of = cost.seconds_for_options if what == "seconds" else cost.flops_for_options
-            points[n] = cost_of(m.options, cap)
+            points[n] = cost_of(m.options, cap, rows)
     ns = sorted(points)
     return np.log(np.array(ns, dtype=float)), np.log(np.array([points[n] for n in ns]))
 
 
-def _interpolate(cost: StepCost, cap: float, n_from: str, what: str, n: float) -> float:
+def _interpolate(cost: StepCost, cap: float, n_from: str, what: str, n: float, sr: bool = False) -> float:
     check_n(n, n_from)
-    x, y = _curve(cost, float(cap), n_from, what)
+    x, y = _curve(cost, float(cap), n_from, what, bool(sr and cost.sr_rows))
     v = math.log(n)
     if len(x) == 1:
         return float(math.exp(y[0]))
@@ -202,9 +215,14 @@ class _Run:
     def sr_rows(self) -> int | None:
         return self.cfg.optim.sr_rows if self.cfg.optim.optimizer != "adam" else None
 
-    def sr_steps(self, steps: int) -> int:
+    @property
+    def sr_from_step(self) -> int | None:
+        """The first SR step of the run's protocol (None: Adam only)."""
         o = self.cfg.optim
-        return {"adam": 0, "sr": steps}.get(o.optimizer, max(steps - o.sr_from, 0))
+        return {"adam": None, "sr": 0}.get(o.optimizer, o.sr_from)
+
+    def sr_steps(self, steps: int) -> int:
+        return 0 if self.sr_from_step is None else max(steps - self.sr_from_step, 0)
 
 
 def _load(rec: RunSummary) -> _Run | None:
@@ -258,8 +276,23 @@ def _fit(runs: list[_Run], family: SizeFamily) -> StepCost:
     rec = runs[0].record
     size = float(sector.size)
     caps = sorted({r.cap for r in runs})
-    ratio = [sum(s.n_unique for r in runs if r.cap == c for s in r.steps)
-             / sum(len(r.steps) * min(c, size) for r in runs if r.cap == c) for c in caps]
+    def ratios(steps_of):
+        out = []
+        for c in caps:
+            chosen = [s for r in runs if r.cap == c for s in steps_of(r)]
+            out.append(sum(s.n_unique for s in chosen) / (len(chosen) * min(c, size)) if chosen else math.nan)
+        return out
+
+    ratio = ratios(lambda r: r.steps)
+    sr_ratio = ratios(lambda r: [s for s in r.steps if "natural_gradient" in s.flops_step])
+    sr_ratio = None if all(math.isnan(x) for x in sr_ratio) else tuple(  # a cap without SR steps: its plain ρ
+        min(b if math.isnan(x) else x, 1.0) for x, b in zip(sr_ratio, ratio))
+    protocols = Counter((r.sr_from_step, r.sr_rows) for r in runs)
+    (sr_from, sr_rows), _ = protocols.most_common(1)[0]
+    if len(protocols) > 1:
+        warnings.warn(f"{rec.ansatz} on {rec.molecule}: the runs mix SR protocols {sorted(protocols, key=str)}; the "
+                      f"cost model allocates with the most common (SR from step {sr_from}, {sr_rows} rows)",
+                      stacklevel=3)
     u = np.array([np.mean([s.n_unique for s in r.steps]) for r in runs])
     ev = np.array([np.mean([s.n_evals for s in r.steps]) for r in runs])
     w = np.array([len(r.steps) for r in runs], dtype=float)
@@ -287,7 +320,8 @@ def _fit(runs: list[_Run], family: SizeFamily) -> StepCost:
     draft = StepCost(rec.ansatz, rec.molecule, size, sector.n_qubits, sector.n_alpha, sector.n_beta, family,
                      tuple(caps), tuple(min(x, 1.0) for x in ratio), a, float(b),
                      samp_logged / samp_tree if samp_tree > 0 else 1.0, float(kernel_per_sample),
-                     None, 0.0, None, len(runs), sum(len(r.steps) for r in runs), float(net_scale))
+                     None, 0.0, None, len(runs), sum(len(r.steps) for r in runs), float(net_scale),
+                     sr_from, sr_rows, sr_ratio)
     time, t_resid = _fit_time(draft, runs)
     f_err = [_predict(draft, r, len(r.steps))[0] / sum(s.flops_step["total"] for s in r.steps) - 1 for r in runs]
     return replace(draft, time=time, seconds_residual=t_resid,
@@ -369,8 +403,9 @@ def _predict(model: StepCost, run: _Run, steps: int, unique: float | None = None
     """(FLOPs, wall seconds or None) of `steps` steps of this run's config at its cap (or at `unique` samples
     per step), its SR steps with the natural-gradient term."""
     u = model.unique(run.cap) if unique is None else unique
+    u_sr = model.unique(run.cap, sr=True) if unique is None else unique
     plain = model._terms(run.cfg.model, u, None)
-    sr = model._terms(run.cfg.model, u, run.sr_rows) if run.sr_rows else plain
+    sr = model._terms(run.cfg.model, u_sr, run.sr_rows) if run.sr_rows else plain
     n_sr = run.sr_steps(steps)
     flops = (steps - n_sr) * plain["total"] + n_sr * sr["total"]
     seconds = None if model.time is None else (steps - n_sr) * model._seconds(plain) + n_sr * model._seconds(sr)

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from nqs.errors import UserError
-from nqs.scaling.allocate import KINDS, Allocation, s_f_per_step
+from nqs.scaling.allocate import KINDS, Allocation, run_cost, run_d_prime, s_f_per_step, steps_for_budget
 from nqs.scaling.fit import FitResult
 from nqs.scaling.runs import RunRecord, run_n
 from nqs.tables import markdown_table
@@ -68,12 +68,14 @@ def plan_iso_cost(fit: FitResult, cost, optimum: Allocation, records: Sequence[R
     points = []
     for m in chosen:
         size, counts = m.options, m.counts
-        per_step = fn(size, cap)
-        steps = max(1, int(round(budget / per_step)))
+        sr_from = getattr(cost, "sr_from", None)
+        per_step, per_sr = fn(size, cap), fn(size, cap, cost.sr_rows if sr_from is not None else None)
+        steps = max(1, int(round(float(steps_for_budget(budget, per_step, per_sr, sr_from)))))
         n = counts["split" if n_from == "split" else n_from] if n_from in counts else counts["total"]
-        dp = steps * s_f_per_step(cost, cap, d_from)
+        dp = float(run_d_prime(steps, s_f_per_step(cost, cap, d_from), s_f_per_step(cost, cap, d_from, True), sr_from))
         points.append({"size": size, "n": float(n), "steps": steps, "cap": cap,
-                       "predicted_cost": steps * per_step, "predicted": float(fit.predict(n, dp, mol)[0]),
+                       "predicted_cost": float(run_cost(steps, per_step, per_sr, sr_from)),
+                       "predicted": float(fit.predict(n, dp, mol)[0]),
                        "d_prime": dp})
     if len(points) < 3:
         raise UserError(f"only {len(points)} distinct model sizes of the family lie in the planned range; "

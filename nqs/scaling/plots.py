@@ -69,7 +69,7 @@ def plot_fit(fit: FitResult, pts, path: str | os.PathLike, *, metric_label: str 
 
 
 def _iso_cost(ax, fit: FitResult, costs, n: np.ndarray, ylabel: str, n_from: str, d_from: str) -> None:
-    from nqs.scaling.allocate import s_f_per_step
+    from nqs.scaling.allocate import run_d_prime, s_f_per_step, steps_for_budget
 
     allocs = [a for a in fit.optimal if a.kind == "flops"]
     if not allocs or not costs:
@@ -80,8 +80,9 @@ def _iso_cost(ax, fit: FitResult, costs, n: np.ndarray, ylabel: str, n_from: str
     grid = np.logspace(math.log10(n.min()) - 0.5, math.log10(n.max()) + 1.0, 80)
     for a, c in zip(allocs, colours):
         cost = next(v for (ans, mol), v in costs.items() if mol == a.molecule)
-        steps = np.array([a.budget / cost.flops(float(v), a.cap, n_from) for v in grid])
-        d = steps * s_f_per_step(cost, a.cap, d_from)
+        steps = np.array([steps_for_budget(a.budget, cost.flops(float(v), a.cap, n_from),
+                                           cost.flops(float(v), a.cap, n_from, True), cost.sr_from) for v in grid])
+        d = run_d_prime(steps, s_f_per_step(cost, a.cap, d_from), s_f_per_step(cost, a.cap, d_from, True), cost.sr_from)
         ax.plot(grid, fit.predict(grid, d, a.molecule), color=c, label=f"{a.molecule} C = {a.budget:.2g}")
         ax.plot([a.n], [a.predicted], marker="*", markersize=12, color=c, markeredgecolor="k")
     ax.set_xscale("log")
