@@ -95,3 +95,15 @@ def test_a_budget_buys_plain_steps_then_sr_steps():
     for budget in (10.0, 100.0, 101.0, 3e4):
         assert float(run_cost(steps_for_budget(budget, 2.0, 7.0, 40), 2.0, 7.0, 40)) == pytest.approx(budget)
     assert float(run_d_prime(200.0, 0.5, 0.25, 100)) == 75.0
+
+
+def test_a_decay_in_steps_scales_with_the_planned_length():
+    """E3's protocol decays over 20% of the steps after the switch to SR: a planned run keeps that share."""
+    from nqs.scaling.plan import _decay_steps
+
+    base = {"lr_schedule": "wsd", "decay": 160, "optimizer": "adam+sr", "sr_from": 420}
+    assert _decay_steps(base, 1220, 1220) == 160
+    assert _decay_steps(base, 1220, 520) == 20
+    assert _decay_steps({**base, "optimizer": "adam"}, 1000, 500) == 80  # no SR: a share of the whole run
+    assert _decay_steps({**base, "decay": 0.2}, 1220, 520) is None  # a fraction already scales
+    assert _decay_steps({**base, "lr_schedule": "cosine"}, 1220, 520) is None

@@ -27,9 +27,10 @@ SIZE_OPTIONS = ("d_model", "d_ff", "layers", "heads", "hidden", "made_layers", "
 PLAN_SUFFIX = ".plan.json"
 
 
-def _template(records: Sequence[RunRecord], molecule: str, ansatz: str, n_star: float, n_from: str) -> dict:
+def _template(records: Sequence[RunRecord], molecule: str, ansatz: str, n_star: float,
+              n_from: str) -> tuple[dict, int]:
     """The flat configuration of the run of `molecule` and `ansatz` nearest to N* (log distance), without
-    its size, length, seed and output options: the protocol the planned runs repeat."""
+    its size, length, seed and output options: the protocol the planned runs repeat; and that run's steps."""
     from nqs.training.config import load_yaml, resolve
 
     cands = [r for r in records if r.molecule == molecule and r.ansatz == ansatz and r.path is not None
@@ -40,7 +41,19 @@ def _template(records: Sequence[RunRecord], molecule: str, ansatz: str, n_star: 
     path = Path(near.path) / "config.yaml"
     flat = resolve([(str(path), load_yaml(path))]).flat()
     drop = set(SIZE_OPTIONS) | {"steps", "seed", "out", "init_from", "max_time"}
-    return {k: v for k, v in flat.items() if k not in drop and v is not None}
+    return {k: v for k, v in flat.items() if k not in drop and v is not None}, int(flat["steps"])
+
+
+def _decay_steps(base: dict, near_steps: int, steps: int) -> int | None:
+    """A warmup-stable-decay length given in steps, scaled to a run of `steps` steps as the template run's
+    share of the steps after its switch to SR (of all its steps without one); None when nothing to scale."""
+    decay = base.get("decay")
+    if base.get("lr_schedule") != "wsd" or decay is None or decay < 1:
+        return None  # a fraction of the run (< 1) already scales with T
+    start = {"adam": 0, "sr": 0}.get(base.get("optimizer"), base.get("sr_from") or 0)
+    if near_steps <= start:
+        return None
+    return max(1, int(round(decay * (steps - start) / (near_steps - start))))
 
 
 def plan_iso_cost(fit: FitResult, cost, optimum: Allocation, records: Sequence[RunRecord], *, ansatz: str,
@@ -80,15 +93,17 @@ def plan_iso_cost(fit: FitResult, cost, optimum: Allocation, records: Sequence[R
     if len(points) < 3:
         raise UserError(f"only {len(points)} distinct model sizes of the family lie in the planned range; "
                         "widen --plan-spread")
-    base = _template(records, mol, ansatz, optimum.n, n_from)
+    base, near_steps = _template(records, mol, ansatz, optimum.n, n_from)
     base["unique"] = cap
+    decays = [_decay_steps(base, near_steps, p["steps"]) for p in points]
     label = f"{ansatz}_{mol}_{optimum.kind}{budget:.2g}".replace("+", "")
     out = out_dir or f"runs/plans/{label}"
     sweep = {"description": f"iso-{KINDS[optimum.kind]} plan: {ansatz} on {mol}, budget {budget:.3g} "
                             f"{KINDS[optimum.kind]} per run, {len(points)} sizes around the predicted N* = "
                             f"{optimum.n:.4g} (nqs-fit --plan; check with nqs-fit --check)",
              "out": out, "base": base,
-             "grid": [{"size": [p["size"]], "steps": [p["steps"]], "seed": list(seeds)} for p in points]}
+             "grid": [{"size": [p["size"]], "steps": [p["steps"]], **({} if d is None else {"decay": [d]}),
+                       "seed": list(seeds)} for p, d in zip(points, decays)]}
     plan = {"warnings": notes + list(optimum.warnings), "molecule": mol, "ansatz": ansatz, "kind": optimum.kind, "budget": budget, "metric": metric,
             "n_from": n_from, "d_from": d_from, "cap": cap, "optimum": optimum.to_json(), "points": points,
             "out": out, "law": fit.law.to_json()}
