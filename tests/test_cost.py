@@ -12,7 +12,8 @@ from nqs.errors import UserError
 from nqs.models import ModelConfig
 from nqs.models.counts import param_counts
 from nqs.record import read_metrics, read_summary
-from nqs.scaling.cost import SizeFamily, check_against_logs, fit_cost_models
+from nqs.scaling.cost import SizeFamily, fit_cost_models
+from nqs.scaling.cost_check import check_against_logs
 from nqs.scaling.runs import load_runs
 
 
@@ -154,7 +155,8 @@ def test_logged_sr_flops_are_rebased_on_the_current_formula(fitted):
 
     from nqs import flops as fl
     from nqs.models.counts import cached_counts
-    from nqs.scaling.cost import _load, _logged_total
+    from nqs.scaling.cost import _load
+    from nqs.scaling.cost_check import _logged_total
 
     records, _ = fitted
     run = _load(records[0])

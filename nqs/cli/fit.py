@@ -237,7 +237,8 @@ def format_fit(fit: FitResult) -> str:
 
 
 def _cost_models(records):
-    from nqs.scaling.cost import check_against_logs, fit_cost_models
+    from nqs.scaling.cost import fit_cost_models
+    from nqs.scaling.cost_check import check_against_logs
     from nqs.tables import markdown_table
 
     models = fit_cost_models(records)
