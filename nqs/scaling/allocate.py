@@ -5,7 +5,8 @@ unique-sample cap B costs T·c_m(N, B) (`nqs.scaling.cost.StepCost`: FLOPs or me
 reaches D' = T·s_m(B), with s_m(B) the S_F per step by `--d-from`: realised U(B)/|sector|, nominal
 min(B, |sector|)/|sector|, or U(B)/2^n. When the runs switch to stochastic reconfiguration at step T0 (the
 cost model's protocol), the steps from T0 on cost an SR step's c^SR_m(N, B) and see that phase's unique count:
-C = min(T, T0)·c + max(T − T0, 0)·c^SR, and D' likewise, so T at a budget is piecewise linear in C. The optimum minimises the fitted L(N, D') over N (a log grid over
+C = min(T, T0)·c + max(T − T0, 0)·c^SR, and D' likewise, so T at a budget is piecewise linear in C.
+The optimum minimises the fitted L(N, D') over N (a log grid over
 the family of model sizes) and B (the caps the runs used: the law cannot tell B from T beyond them).
 FLOP-optimal and time-optimal allocations differ because small CPU kernels are overhead-bound.
 """

@@ -11,7 +11,8 @@ metrics.jsonl (every step's n_unique, n_evals and per-phase FLOPs) and config.ya
 * U(B) = ρ(B)·min(B, |sector|): ρ is the step-weighted mean of n_unique / min(B, |sector|) at each observed
   cap, interpolated linearly in log B between caps and held constant beyond them (one cap: its ratio). U is
   below the cap once a run's distribution concentrates (long runs, some seeds), and this run-to-run spread at
-  one cap is most of the error of a run's cost predicted from its cap; `nqs.scaling.cost_check.CostCheck.count_error` is the rest.
+  one cap is most of the error of a run's cost predicted from its cap;
+  `nqs.scaling.cost_check.CostCheck.count_error` is the rest.
 * The SR phase: runs that switch to stochastic reconfiguration (the most common protocol among the runs: SR
   from step T0 with R rows, `sr_from` / `sr_rows`) concentrate their distribution, so U is fitted apart over
   their SR steps (ρ_SR); an SR step costs the terms above at that U plus ng(φ, min(R, U)), and
