@@ -99,11 +99,14 @@ def test_a_budget_buys_plain_steps_then_sr_steps():
 
 def test_a_decay_in_steps_scales_with_the_planned_length():
     """E3's protocol decays over 20% of the steps after the switch to SR: a planned run keeps that share."""
-    from nqs.scaling.plan import _decay_steps
+    from dataclasses import replace
 
-    base = {"lr_schedule": "wsd", "decay": 160, "optimizer": "adam+sr", "sr_from": 420}
-    assert _decay_steps(base, 1220, 1220) == 160
-    assert _decay_steps(base, 1220, 520) == 20
-    assert _decay_steps({**base, "optimizer": "adam"}, 1000, 500) == 80  # no SR: a share of the whole run
-    assert _decay_steps({**base, "decay": 0.2}, 1220, 520) is None  # a fraction already scales
-    assert _decay_steps({**base, "lr_schedule": "cosine"}, 1220, 520) is None
+    from nqs.scaling.plan import _decay_steps
+    from nqs.training.config import OptimConfig
+
+    near = OptimConfig(lr_schedule="wsd", decay=160, optimizer="adam+sr", sr_from=420, steps=1220)
+    assert _decay_steps(near, 1220) == 160
+    assert _decay_steps(near, 520) == 20
+    assert _decay_steps(replace(near, optimizer="adam", steps=1000), 500) == 80  # no SR: a share of the whole run
+    assert _decay_steps(replace(near, decay=0.2), 520) is None  # a fraction already scales
+    assert _decay_steps(replace(near, lr_schedule="cosine"), 520) is None

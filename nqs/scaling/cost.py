@@ -216,14 +216,9 @@ class _Run:
     def sr_rows(self) -> int | None:
         return self.cfg.optim.sr_rows if self.cfg.optim.optimizer != "adam" else None
 
-    @property
-    def sr_from_step(self) -> int | None:
-        """The first SR step of the run's protocol (None: Adam only)."""
-        o = self.cfg.optim
-        return {"adam": None, "sr": 0}.get(o.optimizer, o.sr_from)
-
     def sr_steps(self, steps: int) -> int:
-        return 0 if self.sr_from_step is None else max(steps - self.sr_from_step, 0)
+        start = self.cfg.optim.sr_start
+        return 0 if start is None else max(steps - start, 0)
 
 
 def _load(rec: RunSummary) -> _Run | None:
@@ -288,7 +283,7 @@ def _fit(runs: list[_Run], family: SizeFamily) -> StepCost:
     sr_ratio = ratios(lambda r: [s for s in r.steps if "natural_gradient" in s.flops_step])
     sr_ratio = None if all(math.isnan(x) for x in sr_ratio) else tuple(  # a cap without SR steps: its plain ρ
         min(b if math.isnan(x) else x, 1.0) for x, b in zip(sr_ratio, ratio))
-    protocols = Counter((r.sr_from_step, r.sr_rows) for r in runs)
+    protocols = Counter((r.cfg.optim.sr_start, r.sr_rows) for r in runs)
     (sr_from, sr_rows), _ = protocols.most_common(1)[0]
     if len(protocols) > 1:
         warnings.warn(f"{rec.ansatz} on {rec.molecule}: the runs mix SR protocols {sorted(protocols, key=str)}; the "

@@ -27,10 +27,10 @@ SIZE_OPTIONS = ("d_model", "d_ff", "layers", "heads", "hidden", "made_layers", "
 PLAN_SUFFIX = ".plan.json"
 
 
-def _template(records: Sequence[RunRecord], molecule: str, ansatz: str, n_star: float,
-              n_from: str) -> tuple[dict, int]:
+def _template(records: Sequence[RunRecord], molecule: str, ansatz: str, n_star: float, n_from: str):
     """The flat configuration of the run of `molecule` and `ansatz` nearest to N* (log distance), without
-    its size, length, seed and output options: the protocol the planned runs repeat; and that run's steps."""
+    its size, length, seed and output options: the protocol the planned runs repeat; and that run's
+    OptimConfig (its steps and SR start scale the planned runs' decay)."""
     from nqs.training.config import load_yaml, resolve
 
     cands = [r for r in records if r.molecule == molecule and r.ansatz == ansatz and r.path is not None
@@ -39,21 +39,21 @@ def _template(records: Sequence[RunRecord], molecule: str, ansatz: str, n_star: 
         raise UserError(f"no run of {ansatz} on {molecule} with a config.yaml to take the protocol from")
     near = min(cands, key=lambda r: abs(math.log(run_n(r, n_from)[0] / n_star)))
     path = Path(near.path) / "config.yaml"
-    flat = resolve([(str(path), load_yaml(path))]).flat()
     drop = set(SIZE_OPTIONS) | {"steps", "seed", "out", "init_from", "max_time"}
-    return {k: v for k, v in flat.items() if k not in drop and v is not None}, int(flat["steps"])
+    cfg = resolve([(str(path), load_yaml(path))])
+    return {k: v for k, v in cfg.flat().items() if k not in drop and v is not None}, cfg.optim
 
 
-def _decay_steps(base: dict, near_steps: int, steps: int) -> int | None:
-    """A warmup-stable-decay length given in steps, scaled to a run of `steps` steps as the template run's
-    share of the steps after its switch to SR (of all its steps without one); None when nothing to scale."""
-    decay = base.get("decay")
-    if base.get("lr_schedule") != "wsd" or decay is None or decay < 1:
+def _decay_steps(near, steps: int) -> int | None:
+    """The template run's (OptimConfig `near`) warmup-stable-decay length in steps, scaled to a run of `steps`
+    steps as its share of the steps after the switch to SR (of all steps without one); None when nothing
+    to scale."""
+    if near.lr_schedule != "wsd" or near.decay < 1:
         return None  # a fraction of the run (< 1) already scales with T
-    start = {"adam": 0, "sr": 0}.get(base.get("optimizer"), base.get("sr_from") or 0)
-    if near_steps <= start:
+    start = near.sr_start or 0
+    if near.steps <= start:
         return None
-    return max(1, int(round(decay * (steps - start) / (near_steps - start))))
+    return max(1, int(round(near.decay * (steps - start) / (near.steps - start))))
 
 
 def plan_iso_cost(fit: FitResult, cost, optimum: Allocation, records: Sequence[RunRecord], *, ansatz: str,
@@ -79,13 +79,14 @@ def plan_iso_cost(fit: FitResult, cost, optimum: Allocation, records: Sequence[R
     if len({count(m) for m in chosen}) < k:
         notes.append(f"only {len({count(m) for m in chosen})} distinct sizes of the family near the {k} targets")
     points = []
+    sr_from = cost.sr_from
+    s_f, s_f_sr = s_f_per_step(cost, cap, d_from), s_f_per_step(cost, cap, d_from, sr=True)
     for m in chosen:
         size, counts = m.options, m.counts
-        sr_from = getattr(cost, "sr_from", None)
         per_step, per_sr = fn(size, cap), fn(size, cap, cost.sr_rows if sr_from is not None else None)
         steps = max(1, int(round(float(steps_for_budget(budget, per_step, per_sr, sr_from)))))
         n = counts["split" if n_from == "split" else n_from] if n_from in counts else counts["total"]
-        dp = float(run_d_prime(steps, s_f_per_step(cost, cap, d_from), s_f_per_step(cost, cap, d_from, True), sr_from))
+        dp = float(run_d_prime(steps, s_f, s_f_sr, sr_from))
         points.append({"size": size, "n": float(n), "steps": steps, "cap": cap,
                        "predicted_cost": float(run_cost(steps, per_step, per_sr, sr_from)),
                        "predicted": float(fit.predict(n, dp, mol)[0]),
@@ -93,9 +94,9 @@ def plan_iso_cost(fit: FitResult, cost, optimum: Allocation, records: Sequence[R
     if len(points) < 3:
         raise UserError(f"only {len(points)} distinct model sizes of the family lie in the planned range; "
                         "widen --plan-spread")
-    base, near_steps = _template(records, mol, ansatz, optimum.n, n_from)
+    base, near = _template(records, mol, ansatz, optimum.n, n_from)
     base["unique"] = cap
-    decays = [_decay_steps(base, near_steps, p["steps"]) for p in points]
+    decays = [_decay_steps(near, p["steps"]) for p in points]
     label = f"{ansatz}_{mol}_{optimum.kind}{budget:.2g}".replace("+", "")
     out = out_dir or f"runs/plans/{label}"
     sweep = {"description": f"iso-{KINDS[optimum.kind]} plan: {ansatz} on {mol}, budget {budget:.3g} "

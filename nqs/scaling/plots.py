@@ -81,8 +81,9 @@ def _iso_cost(ax, fit: FitResult, costs, n: np.ndarray, ylabel: str, n_from: str
     for a, c in zip(allocs, colours):
         cost = next(v for (ans, mol), v in costs.items() if mol == a.molecule)
         steps = np.array([steps_for_budget(a.budget, cost.flops(float(v), a.cap, n_from),
-                                           cost.flops(float(v), a.cap, n_from, True), cost.sr_from) for v in grid])
-        d = run_d_prime(steps, s_f_per_step(cost, a.cap, d_from), s_f_per_step(cost, a.cap, d_from, True), cost.sr_from)
+                                           cost.flops(float(v), a.cap, n_from, sr=True), cost.sr_from) for v in grid])
+        d = run_d_prime(steps, s_f_per_step(cost, a.cap, d_from), s_f_per_step(cost, a.cap, d_from, sr=True),
+                        cost.sr_from)
         ax.plot(grid, fit.predict(grid, d, a.molecule), color=c, label=f"{a.molecule} C = {a.budget:.2g}")
         ax.plot([a.n], [a.predicted], marker="*", markersize=12, color=c, markeredgecolor="k")
     ax.set_xscale("log")

@@ -106,6 +106,11 @@ class OptimConfig:
                                    "exactly, the rest drawn")
     semi_draws: int = option(8, "semi-stochastic: connections drawn per sample from the rest, ∝ |H_xx'|")
 
+    @property
+    def sr_start(self) -> int | None:
+        """The first step that takes an SR direction: 0 for sr, sr_from for adam+sr, None for adam."""
+        return {"adam": None, "sr": 0}.get(self.optimizer, self.sr_from)
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -159,8 +159,8 @@ class VMCModule(L.LightningModule):
         """(index of the optimiser of `step`, whether it takes SR directions)."""
         o = self.cfg.optim
         if o.optimizer == "adam+sr":
-            return (1, True) if step >= o.sr_from else (0, False)
-        return 0, o.optimizer == "sr"
+            return (1, True) if step >= o.sr_start else (0, False)
+        return 0, o.sr_start is not None
 
     def on_train_start(self) -> None:
         """Set the learning rate of the coming step from this run's schedule: after a restore the optimiser
@@ -205,7 +205,7 @@ class VMCModule(L.LightningModule):
         opts, scheds = _as_list(self.optimizers()), _as_list(self.lr_schedulers())
         precondition = None
         if use_sr:
-            sr_step = step - (cfg.optim.sr_from if cfg.optim.optimizer == "adam+sr" else 0)
+            sr_step = step - cfg.optim.sr_start
 
             def precondition(lr: float) -> None:
                 weights = result.samples.counts / result.samples.counts.sum()
