@@ -228,7 +228,7 @@ class RunSummary:
         "help": "how E_loc found the connections as run: pauli (tables) | integrals (Slater-Condon); None in runs "
                 "before it was recorded (they used the Pauli tables)"})
     estimator: str | None = field(default=None, metadata={
-        "help": "what training's E_loc estimated: exact | sampled | semi-stochastic(threshold=..,draws=..); "
+        "help": "what training's E_loc estimated: exact | sampled | semi-stochastic(weighted_threshold=..,draws=..); "
                 "None in runs before it was recorded (they were exact); the final energy is always exact"})
     schedule: dict | None = None  # learning-rate and annealing schedule as run: kind, warmup, decay, decay_start
     stop_reason: str | None = None  # steps | converged | max_time

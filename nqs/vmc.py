@@ -118,9 +118,9 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
     The loss is that of the free energy F = E - T S (T = `temperature`, Hartree; the local term gains
     T log p(x)) with Re E_loc clipped to mean ± clip_width·MAD when `clip_width` is set; it is multiplied by
     `ranks.world` because DDP averages gradients. `mode` picks the local-energy estimator
-    (`nqs.local_energy_modes`); the sampled-space one takes log psi of the samples from the loss's forward pass
-    (timed with the loss), and, with several ranks, evaluates the whole sample set once more (counted in
-    n_evals). The semi-stochastic draws use `generator` after the sampler. Raises FloatingPointError on a
+    (`nqs.local_energy_modes`); the sampled-space and semi-stochastic ones take log psi of the samples from the
+    loss's forward pass (timed with the loss), and, with several ranks, evaluate the whole sample set once more
+    (counted in n_evals). The semi-stochastic draws use `generator` after the sampler. Raises FloatingPointError on a
     non-finite energy."""
     device = next(model.parameters()).device
     mode = mode.resolve(model)
@@ -132,7 +132,7 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
     bits = samples.bits[part]
     weights = (samples.counts / samples.counts.sum())[part].to(device)
     log_psi, t_forward, extra = None, 0.0, {}
-    if mode.name == "sampled":
+    if mode.name in ("sampled", "semi-stochastic"):  # both reuse log psi of the samples
         with torch.set_grad_enabled(with_loss and torch.is_grad_enabled()):
             log_psi = model.log_psi(bits)
         if ranks.world > 1:
@@ -141,7 +141,7 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
         _sync(device)
         t_forward = time.perf_counter() - t1
     t1b = time.perf_counter()
-    le = estimate(model, hamiltonian, bits, mode, generator, eval_chunk, log_psi_bits=log_psi, **extra)
+    le = estimate(model, hamiltonian, bits, mode, generator, eval_chunk, log_psi_bits=log_psi, weights=weights, **extra)
     n_evals = le.n_evals + (samples.n_unique if extra else 0) + (0 if with_loss or log_psi is None else bits.shape[0])
     sums = ranks.all_reduce(weighted_sums(le.values, weights))
     counts = ranks.all_reduce(torch.tensor([n_evals, le.n_connected, *le.rows_per_position], dtype=torch.float64,

@@ -4,8 +4,8 @@
     .venv/bin/python scripts/bench_local_energy_modes.py --parts train --molecules H2O N2 --merge speed.jsonl \\
         --train-steps 300 --runs-dir runs/bench_le_modes
 
-Modes: exact-dense (the path before issue 15), exact-trie, sampled, semi-stochastic (`--semi T K`: threshold
-Hartree, draws per sample; several operating points may be given, each a row `semi-stochastic`).
+Modes: exact-dense (the path before issue 15), exact-trie, sampled, semi-stochastic (`--semi T K`: threshold on
+w_x |H_xx'| in Hartree, draws per sample; several operating points may be given, each a row `semi-stochastic`).
 
 speed (one torch thread): per (molecule, ansatz) a fresh default model (seed 0, random initialisation) is
 trained from step 0 by each mode in turn with the step `nqs-train` runs (`vmc_step` + `optimisation_step`,
@@ -72,10 +72,11 @@ def exact_reference(model, h, samples) -> float:
 def mode_energies(model, h, samples, mode, gen, redraws: int) -> list[float]:
     """E of `mode` on fixed samples: one value, or `redraws` for the semi-stochastic estimator."""
     with torch.no_grad():
-        log_psi = model.log_psi(samples.bits) if mode.name == "sampled" else None
+        log_psi = model.log_psi(samples.bits) if mode.name in ("sampled", "semi-stochastic") else None
     n = redraws if mode.name == "semi-stochastic" else 1
-    return [weighted_energy(estimate(model, h, samples.bits, mode, gen, log_psi_bits=log_psi).values, samples.counts)
-            for _ in range(n)]
+    weights = samples.counts / samples.counts.sum()
+    return [weighted_energy(estimate(model, h, samples.bits, mode, gen, log_psi_bits=log_psi, weights=weights).values,
+                            samples.counts) for _ in range(n)]
 
 
 def spread(diffs: list[float]) -> tuple[float, float]:
@@ -146,7 +147,7 @@ def main() -> None:
     parser.add_argument("--molecules", nargs="+", default=["H2O", "N2", "CH4"])
     parser.add_argument("--ansatze", nargs="+", default=["transformer", "retnet"])
     parser.add_argument("--semi", nargs=2, action="append", type=float, metavar=("THRESHOLD", "DRAWS"),
-                        help="semi-stochastic operating point (repeatable; default 0.1 2 and 0.03 4)")
+                        help="semi-stochastic operating point (repeatable; default 1e-4 4 and 1e-3 2)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--samples", type=float, default=1e12)
@@ -158,7 +159,7 @@ def main() -> None:
     parser.add_argument("--merge", help="JSON lines of an earlier --parts speed run to merge the training into")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    semi = [(t, int(k)) for t, k in (args.semi or [(0.1, 2), (0.03, 4)])]
+    semi = [(t, int(k)) for t, k in (args.semi or [(1e-4, 4), (1e-3, 2)])]
     configure_process(args.threads)
     merged = {}
     if args.merge:

@@ -7,6 +7,8 @@ import torch
 from nqs.errors import UserError
 from nqs.exact import sector_matrix
 from nqs.flops import flop_counter, step_flops
+from nqs.keys import index_of, pack, unique
+from nqs.local_energy import connections
 from nqs.local_energy_modes import LocalEnergyMode, estimate, sampled_space
 from nqs.models import ModelConfig, build_model
 from nqs.vmc import vmc_step
@@ -68,32 +70,57 @@ def test_sampled_space_is_the_restricted_sum(problems):
     assert (got - (sub @ psi) / psi).abs().max().item() < 1e-10
 
 
-def test_semi_stochastic_with_zero_threshold_is_exact(problems):
+@pytest.mark.parametrize("known", [False, True])
+def test_semi_stochastic_with_zero_threshold_is_exact(problems, known):
+    """threshold 0: every pair exact; with log psi of the sample set given, only the x' outside it are evaluated."""
     p = problems("H2O")
     h, model = p.compiled(), make("transformer", p.sector)
     bits = p.sector.enumerate_bits()[::2]
     exact = estimate(model, h, bits, LocalEnergyMode("exact"))
+    with torch.no_grad():
+        log_psi = model.log_psi(bits) if known else None
     semi = estimate(model, h, bits, LocalEnergyMode("semi-stochastic", threshold=0.0, draws=1),
-                    torch.Generator().manual_seed(0))
+                    torch.Generator().manual_seed(0), log_psi_bits=log_psi)
     assert (semi.values - exact.values).abs().max().item() < 1e-12
+    conn = connections(h, bits)
+    outside = index_of(pack(bits), unique(conn.keys, h.n_qubits)[0], h.n_qubits) < 0
+    assert semi.n_evals == (int(outside.sum()) if known else exact.n_evals)
 
 
-@pytest.mark.parametrize("threshold,draws", [(0.05, 2), (10.0, 3)])
-def test_semi_stochastic_is_unbiased(problems, threshold, draws):
-    """Mean over 300 draws within 3 sigma of exact: the weighted energy, and every sample's E_loc."""
+@pytest.mark.parametrize("threshold,draws,known", [(2e-3, 2, True), (10.0, 3, True), (2e-3, 2, False)])
+def test_semi_stochastic_is_unbiased(problems, threshold, draws, known):
+    """Mean over 300 draws within 3 sigma of exact: the weighted energy, and every sample's E_loc; on a
+    subset of the sector, so that pairs inside and outside the sample set both occur."""
     p = problems("LiH")
     h, model = p.compiled(), make("retnet", p.sector)
     bits = p.sector.enumerate_bits()[::5]
-    weights = torch.rand(len(bits), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    weights = torch.rand(len(bits), generator=torch.Generator().manual_seed(2), dtype=torch.float64) ** 4
+    weights = weights / weights.sum()
+    with torch.no_grad():
+        log_psi = model.log_psi(bits) if known else None
     exact = estimate(model, h, bits, LocalEnergyMode("exact")).values
     mode, g = LocalEnergyMode("semi-stochastic", threshold=threshold, draws=draws), torch.Generator().manual_seed(3)
-    draws_ = torch.stack([estimate(model, h, bits, mode, g).values for _ in range(300)])  # (300, B)
+    draws_ = torch.stack([estimate(model, h, bits, mode, g, log_psi_bits=log_psi, weights=weights).values
+                          for _ in range(300)])  # (300, B)
     sigma = draws_.real.std(0) / 300 ** 0.5
     assert bool((sigma > 0).any())  # something was drawn
     assert bool(((draws_.real.mean(0) - exact.real).abs() <= 3 * sigma + 1e-12).float().mean() >= 0.99)
-    energies = (draws_ * weights).sum(1) / weights.sum()
-    e_exact = ((exact * weights).sum() / weights.sum()).real
+    energies = (draws_ * weights).sum(1)
+    e_exact = (exact * weights).sum().real
     assert abs(energies.real.mean() - e_exact) < 3 * energies.real.std() / 300 ** 0.5
+
+
+def test_semi_stochastic_draws_for_light_samples_only(problems):
+    """The threshold is on w_x |H_xx'|: a sample holding almost all the weight keeps every connection exact."""
+    p = problems("LiH")
+    h, model = p.compiled(), make("transformer", p.sector)
+    bits = p.sector.enumerate_bits()[::7]
+    weights = torch.full((len(bits),), 1e-9, dtype=torch.float64)
+    weights[0] = 1.0
+    exact = estimate(model, h, bits, LocalEnergyMode("exact")).values
+    mode = LocalEnergyMode("semi-stochastic", threshold=1e-11, draws=1)
+    got = estimate(model, h, bits, mode, torch.Generator().manual_seed(5), weights=weights / weights.sum()).values
+    assert abs(got[0] - exact[0]).item() < 1e-10 and (got[1:] - exact[1:]).abs().max().item() > 1e-8
 
 
 @pytest.mark.parametrize("mode", ["exact-dense", "exact-trie", "sampled", "semi-stochastic"])
@@ -127,6 +154,7 @@ def test_modes_are_validated():
         LocalEnergyMode("semi-stochastic", threshold=-1.0)
     with pytest.raises(UserError, match="semi_draws"):
         LocalEnergyMode("semi-stochastic", draws=0)
-    assert LocalEnergyMode("semi-stochastic", 0.01, 8).estimator == "semi-stochastic(threshold=0.01,draws=8)"
+    assert (LocalEnergyMode("semi-stochastic", 0.01, 8).estimator
+            == "semi-stochastic(weighted_threshold=0.01,draws=8)")
     assert LocalEnergyMode("exact-dense").estimator == LocalEnergyMode("exact-trie").estimator == "exact"
 
