@@ -36,7 +36,7 @@ import torch
 
 from nqs.errors import UserError
 from nqs.keys import index_of, pack, unique
-from nqs.local_energy import Connections, Hamiltonian, LocalEnergy, connections, evaluate_unique, from_connections
+from nqs.local_energy import Hamiltonian, LocalEnergy, connections, evaluate_unique, from_connections
 from nqs.models.base import AutoregressiveAnsatz
 from nqs.trie import TrieEvaluator
 
@@ -90,10 +90,6 @@ def _evaluator(model: AutoregressiveAnsatz, eval_chunk: int):
     return _evaluator_dense(model, eval_chunk)
 
 
-def _select(conn: Connections, keep: torch.Tensor) -> Connections:
-    return Connections(conn.diagonal, conn.sample[keep], conn.keys[keep], conn.element[keep], conn.n_pairs_naive)
-
-
 def sampled_space(h: Hamiltonian, bits: torch.Tensor, log_psi_bits: torch.Tensor,
                   space_bits: torch.Tensor | None = None, space_log_psi: torch.Tensor | None = None) -> LocalEnergy:
     """E_loc over x' in the sample set only: bits (B, n) with log psi (B,) complex; the set S is `space_bits`
@@ -112,38 +108,6 @@ def sampled_space(h: Hamiltonian, bits: torch.Tensor, log_psi_bits: torch.Tensor
     return LocalEnergy(le.values, 0, le.n_connected, le.n_pairs_naive)
 
 
-class _KnownFirst:
-    """`evaluate` that takes log psi of keys in a known table (the sample set) and evaluates only the others;
-    `n_evaluated` counts those, `rows_per_position` passes the trie's node counts through."""
-
-    def __init__(self, evaluate, known_keys: torch.Tensor, known_log_psi: torch.Tensor, n_qubits: int):
-        self.evaluate, self.keys, self.values, self.n = evaluate, known_keys, known_log_psi, n_qubits
-        self.n_evaluated = 0
-
-    @property
-    def rows_per_position(self) -> tuple[int, ...]:
-        return tuple(getattr(self.evaluate, "rows_per_position", ()))
-
-    def __call__(self, distinct: torch.Tensor) -> torch.Tensor:
-        row = index_of(self.keys, distinct, self.n)
-        out = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=distinct.device)
-        hit = row >= 0
-        out[hit] = self.values.index_select(0, row[hit])
-        miss = (~hit).nonzero().squeeze(1)
-        if miss.numel():
-            out[miss] = self.evaluate(distinct.index_select(0, miss)).to(torch.complex128)
-        self.n_evaluated += int(miss.numel())
-        return out
-
-
-def _known_set(h: Hamiltonian, bits: torch.Tensor, log_psi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distinct keys (S, W) of a sample set (S', n) and their log psi (S,) complex128."""
-    keys, inverse = unique(pack(bits.to(h.device)), h.n_qubits)
-    values = torch.zeros(keys.shape[0], dtype=torch.complex128, device=keys.device)
-    values[inverse] = log_psi.detach().to(torch.complex128)
-    return keys, values
-
-
 def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: float, draws: int,
                     generator: torch.Generator, weights: torch.Tensor | None = None,
                     log_psi_bits: torch.Tensor | None = None, space_bits: torch.Tensor | None = None,
@@ -152,22 +116,34 @@ def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: flo
     w_x |H_xx'| >= threshold exactly, `draws` per x from the rest ∝ |H_xx'|. `weights` (B,): the samples'
     count weights normalised over the whole sample set (default 1/B each); `log_psi_bits` (B,) (and
     `space_bits`, `space_log_psi` when `bits` is one rank's share of the set): log psi of the sample set, which
-    is then not evaluated (without it the set is evaluated and counted). `evaluate` maps distinct keys (U, W)
+    is then not evaluated (without it the batch is evaluated and counted). `evaluate` maps distinct keys (U, W)
     to log psi; n_evals counts what was evaluated."""
-    batch = bits.shape[0]
+    n, batch = h.n_qubits, bits.shape[0]
     if weights is None:
         weights = torch.full((batch,), 1.0 / max(batch, 1), dtype=torch.float64)
     conn = connections(h, bits)
-    known = None
-    if log_psi_bits is not None:
-        known = _known_set(h, bits if space_bits is None else space_bits,
-                           log_psi_bits if space_log_psi is None else space_log_psi)
-        space = known[0]
+    distinct, inverse = unique(torch.cat([pack(bits.to(h.device)), conn.keys]), n)  # (U, W): the batch and its x'
+    inverse_x, inverse_c = inverse[:batch], inverse[batch:]
+    log_values = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=distinct.device)
+    known = torch.zeros(distinct.shape[0], dtype=torch.bool, device=distinct.device)
+    if space_bits is None:  # the set is this batch
+        in_set = known.clone()
+        in_set[inverse_x] = True
+        if log_psi_bits is not None:
+            known[inverse_x] = True
+            log_values[inverse_x] = log_psi_bits.detach().to(torch.complex128)
     else:
-        space = unique(pack(bits.to(h.device)), h.n_qubits)[0]
-    inside = index_of(space, conn.keys, h.n_qubits) >= 0
+        space, space_inverse = unique(pack(space_bits.to(h.device)), n)
+        row = index_of(space, distinct, n)
+        in_set = row >= 0
+        if space_log_psi is not None:
+            space_values = torch.zeros(space.shape[0], dtype=torch.complex128, device=space.device)
+            space_values[space_inverse] = space_log_psi.detach().to(torch.complex128)
+            known = in_set
+            log_values[in_set] = space_values.index_select(0, row[in_set])
     magnitude = conn.element.abs().to(torch.float64)
-    big = inside | (weights.to(magnitude.device, torch.float64).index_select(0, conn.sample) * magnitude >= threshold)
+    big = in_set.index_select(0, inverse_c) | (
+        weights.to(magnitude.device, torch.float64).index_select(0, conn.sample) * magnitude >= threshold)
     small = (~big).nonzero().squeeze(1)
     s_sample = conn.sample.index_select(0, small)
     order = torch.sort(s_sample, stable=True).indices
@@ -177,32 +153,34 @@ def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: flo
     weight = torch.zeros(batch, dtype=torch.float64, device=s_abs.device).index_add_(0, s_sample, s_abs)
     exact_rest = small[count.index_select(0, s_sample) <= draws]  # R_x small enough: summed exactly
     drawn_rows = (count > draws).nonzero().squeeze(1)  # (D,)
-    parts_sample, parts_keys, parts_element = [conn.sample[big]], [conn.keys[big]], [conn.element[big]]
-    parts_sample.append(conn.sample.index_select(0, exact_rest))
-    parts_keys.append(conn.keys.index_select(0, exact_rest))
-    parts_element.append(conn.element.index_select(0, exact_rest))
+    pairs = [big.nonzero().squeeze(1), exact_rest]  # indices into conn, and their weights (1 when exact)
+    scales = [torch.ones(pairs[0].shape[0] + exact_rest.shape[0], dtype=torch.float64, device=s_abs.device)]
     if drawn_rows.numel():
         cum = torch.cumsum(s_abs, 0)  # (R,) over the small pairs grouped by sample
         start = torch.cumsum(count, 0) - count  # (B,) first small pair of each sample
-        first, n = start.index_select(0, drawn_rows), count.index_select(0, drawn_rows)
+        first, m = start.index_select(0, drawn_rows), count.index_select(0, drawn_rows)
         base = cum.index_select(0, first) - s_abs.index_select(0, first)
         u = torch.rand(drawn_rows.shape[0], draws, dtype=torch.float64, device=s_abs.device, generator=generator)
         target = base[:, None] + u * weight.index_select(0, drawn_rows)[:, None]
         pick = torch.searchsorted(cum, target.reshape(-1), right=True).view_as(target)
-        pick = torch.minimum(torch.maximum(pick, first[:, None]), (first + n - 1)[:, None]).reshape(-1)
-        pairs = small.index_select(0, pick)
-        element = conn.element.index_select(0, pairs)
-        scale = weight.index_select(0, drawn_rows).repeat_interleave(draws) / (draws * s_abs.index_select(0, pick))
-        parts_sample.append(conn.sample.index_select(0, pairs))
-        parts_keys.append(conn.keys.index_select(0, pairs))
-        parts_element.append(element * scale.to(element.dtype))
-    kept = Connections(conn.diagonal, torch.cat(parts_sample), torch.cat(parts_keys), torch.cat(parts_element),
-                       conn.n_pairs_naive)
-    if known is None:
-        return from_connections(h, bits, kept, evaluate)
-    known_first = _KnownFirst(evaluate, *known, h.n_qubits)
-    le = from_connections(h, bits, kept, known_first)
-    return LocalEnergy(le.values, known_first.n_evaluated, le.n_connected, le.n_pairs_naive, le.rows_per_position)
+        pick = torch.minimum(torch.maximum(pick, first[:, None]), (first + m - 1)[:, None]).reshape(-1)
+        pairs.append(small.index_select(0, pick))
+        scales.append(weight.index_select(0, drawn_rows).repeat_interleave(draws)
+                      / (draws * s_abs.index_select(0, pick)))
+    pair, scale = torch.cat(pairs), torch.cat(scales)
+    used = torch.zeros_like(known)
+    used[inverse_x] = True
+    used[inverse_c.index_select(0, pair)] = True
+    need = (used & ~known).nonzero().squeeze(1)
+    if need.numel():
+        log_values[need] = evaluate(distinct.index_select(0, need)).to(torch.complex128)
+    log_x = log_values.index_select(0, inverse_x)
+    sample = conn.sample.index_select(0, pair)
+    ratio = torch.exp(log_values.index_select(0, inverse_c.index_select(0, pair)) - log_x.index_select(0, sample))
+    element = conn.element.index_select(0, pair).to(torch.complex128) * scale.to(torch.complex128)
+    e_loc = conn.diagonal.to(torch.complex128).clone().index_add_(0, sample, element * ratio)
+    rows = tuple(getattr(evaluate, "rows_per_position", ()))
+    return LocalEnergy(e_loc, int(need.numel()), int(pair.numel()), conn.n_pairs_naive, rows)
 
 
 def estimate(model: AutoregressiveAnsatz, h: Hamiltonian, bits: torch.Tensor, mode: LocalEnergyMode,
