@@ -21,8 +21,8 @@
                    |sum_R H_k r_k|^2), zero when R_x has at most K members (then summed exactly); it enters the
                    energy as w_x^2 times that, so the threshold keeps the heavy samples' connections exact and
                    draws for the light ones. threshold = 0: exact. Only the x' outside S are evaluated, as
-                   `exact` would (trie, or dense for MADE). On a trained N2 state (756 unique samples) it
-                   evaluates ~1,200 configurations where exact evaluates ~10,200 (docs/benchmarks.md).
+                   `exact` would (trie, or dense for MADE). In the SR phase of the N2 runs it evaluates
+                   ~2,100-2,300 configurations a step where exact evaluates ~10,700-11,300 (docs/benchmarks.md).
 
 `estimate` returns `nqs.local_energy.LocalEnergy`; its `n_evals` counts the network evaluations this call made
 (with `rows_per_position` when they went through the trie), so the FLOP model counts what was executed.
@@ -54,7 +54,7 @@ class LocalEnergyMode:
     """Which estimator, with the semi-stochastic threshold on w_x |H_xx'| (Hartree) and draws per sample."""
 
     name: str = "exact"
-    threshold: float = 1e-4
+    threshold: float = 1e-5
     draws: int = 4
 
     def __post_init__(self):

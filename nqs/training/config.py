@@ -102,7 +102,7 @@ class OptimConfig:
     connections: str = option("auto", "how E_loc finds each sample's connected x': auto (the Pauli tables up to 62 "
                               "qubits unless the integral path is cheaper there, else the integrals) | pauli | "
                               "integrals (Slater-Condon rules from h1 and (pq|rs); same elements)", affects_result=False)
-    semi_threshold: float = option(1e-4, "semi-stochastic: connections outside the sample set with w_x |H_xx'| >= "
+    semi_threshold: float = option(1e-5, "semi-stochastic: connections outside the sample set with w_x |H_xx'| >= "
                                    "this (Hartree; w_x the sample's weight) are summed exactly, the rest drawn")
     semi_draws: int = option(4, "semi-stochastic: connections drawn per sample from the rest, ∝ |H_xx'|")
 
