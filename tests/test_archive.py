@@ -76,3 +76,19 @@ def test_the_pilot_archive_refits_to_the_documented_exponents(tmp_path):
     fit = json.loads(out.read_text())["transformer"]["fit"]["params"]
     assert fit["alpha1"] == pytest.approx(1.88, abs=0.005)
     assert fit["alpha2"] == pytest.approx(0.52, abs=0.005)
+
+
+@pytest.mark.slow
+def test_the_e3_transformer_archive_refits_to_the_documented_exponents(tmp_path):
+    """docs/scaling.md §4, E3: the Transformer's pooled additive law with a floor per molecule on all 192 runs,
+    α1 = 1.11 and α2 = 1.08 (point estimates, as `nqs-fit … --metric abs_error --floors molecule` prints)."""
+    import json
+
+    out = tmp_path / "fit.json"
+    archive = REPO / "data" / "scaling" / "e3_transformer.runs.jsonl.xz"
+    assert fit_main([str(archive), "--metric", "abs_error", "--floors", "molecule", "--bootstrap", "0",
+                     "--holdout-bootstrap", "0", "--json", str(out)]) == 0
+    fit = json.loads(out.read_text())["transformer"]["fit"]["params"]
+    assert fit["alpha1"] == pytest.approx(1.106, abs=0.005)
+    assert fit["alpha2"] == pytest.approx(1.080, abs=0.005)
+    assert fit["A0[N2]"] == pytest.approx(34.08, abs=0.05)
