@@ -108,6 +108,31 @@ def sampled_space(h: Hamiltonian, bits: torch.Tensor, log_psi_bits: torch.Tensor
     return LocalEnergy(le.values, 0, le.n_connected, le.n_pairs_naive)
 
 
+def _sample_set(h: Hamiltonian, distinct: torch.Tensor, inverse_x: torch.Tensor, log_psi_bits, space_bits,
+                space_log_psi) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Of the distinct keys (U, W) (the batch at rows `inverse_x` (B,), and its x'): which are in the sample set
+    (U,) bool (the batch, or `space_bits` under DDP), which have a known log psi (U,) bool, and those values
+    (U,) complex128 (zero elsewhere)."""
+    log_values = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=distinct.device)
+    known = torch.zeros(distinct.shape[0], dtype=torch.bool, device=distinct.device)
+    if space_bits is None:  # the set is this batch
+        in_set = known.clone()
+        in_set[inverse_x] = True
+        if log_psi_bits is not None:
+            known[inverse_x] = True
+            log_values[inverse_x] = log_psi_bits.detach().to(torch.complex128)
+        return in_set, known, log_values
+    space, space_inverse = unique(pack(space_bits.to(h.device)), h.n_qubits)
+    row = index_of(space, distinct, h.n_qubits)
+    in_set = row >= 0
+    if space_log_psi is not None:
+        space_values = torch.zeros(space.shape[0], dtype=torch.complex128, device=space.device)
+        space_values[space_inverse] = space_log_psi.detach().to(torch.complex128)
+        known = in_set
+        log_values[in_set] = space_values.index_select(0, row[in_set])
+    return in_set, known, log_values
+
+
 def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: float, draws: int,
                     generator: torch.Generator, weights: torch.Tensor | None = None,
                     log_psi_bits: torch.Tensor | None = None, space_bits: torch.Tensor | None = None,
@@ -124,23 +149,7 @@ def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: flo
     conn = connections(h, bits)
     distinct, inverse = unique(torch.cat([pack(bits.to(h.device)), conn.keys]), n)  # (U, W): the batch and its x'
     inverse_x, inverse_c = inverse[:batch], inverse[batch:]
-    log_values = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=distinct.device)
-    known = torch.zeros(distinct.shape[0], dtype=torch.bool, device=distinct.device)
-    if space_bits is None:  # the set is this batch
-        in_set = known.clone()
-        in_set[inverse_x] = True
-        if log_psi_bits is not None:
-            known[inverse_x] = True
-            log_values[inverse_x] = log_psi_bits.detach().to(torch.complex128)
-    else:
-        space, space_inverse = unique(pack(space_bits.to(h.device)), n)
-        row = index_of(space, distinct, n)
-        in_set = row >= 0
-        if space_log_psi is not None:
-            space_values = torch.zeros(space.shape[0], dtype=torch.complex128, device=space.device)
-            space_values[space_inverse] = space_log_psi.detach().to(torch.complex128)
-            known = in_set
-            log_values[in_set] = space_values.index_select(0, row[in_set])
+    in_set, known, log_values = _sample_set(h, distinct, inverse_x, log_psi_bits, space_bits, space_log_psi)
     magnitude = conn.element.abs().to(torch.float64)
     big = in_set.index_select(0, inverse_c) | (
         weights.to(magnitude.device, torch.float64).index_select(0, conn.sample) * magnitude >= threshold)
