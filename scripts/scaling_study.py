@@ -90,7 +90,7 @@ def e1(root: Path) -> None:
         print(markdown_table(["d_model", "N"] + [f"lr {lr:g}" for lr in lrs] + ["best lr"], rows))
 
 
-def e2(root: Path, sweep: str = "e2_collapse", n_boot: int = 2000, seed: int = 0) -> None:
+def e2(root: Path, sweep: str = "e2_collapse", n_boot: int = 2000, seed: int = 0, plot: Path | None = None) -> None:
     recs = [r for r in load_runs([_sweep(root, sweep) or root / sweep]) if r.abs_error_mha]
     rows = []
     for r in recs:
@@ -135,6 +135,37 @@ def e2(root: Path, sweep: str = "e2_collapse", n_boot: int = 2000, seed: int = 0
           f"a − b = {best[1] - best[2]:.3f} [{dlo:.3f}, {dhi:.3f}]   residual RMS {np.sqrt(np.mean(resid ** 2)):.3f}")
     print("  D' = T·B/|sector| collapses the data when a = b: "
           + ("consistent (the interval of a − b contains 0)" if dlo <= 0 <= dhi else "rejected (a − b excludes 0)"))
+    if plot:
+        plot_collapse(rows, caps, lens, plot, sweep)
+
+
+def plot_collapse(rows, caps, lens, path: Path, sweep: str) -> None:
+    """E2: |E − E_FCI| against the nominal D' = T·B/|sector|, colour = cap B, marker = T_post; a collapse puts
+    every colour and marker on one curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(caps)))
+    markers = "osD^v<>"
+    for x in rows:
+        ax.scatter(x[5], x[3], color=colours[caps.index(x[0])], marker=markers[lens.index(x[1]) % len(markers)], s=22)
+    for b, c in zip(caps, colours):
+        ax.scatter([], [], color=c, label=f"B = {b}")
+    for t, m in zip(lens, markers):
+        ax.scatter([], [], color="grey", marker=m, label=f"T_post = {t}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("nominal D' = T·B / |sector|")
+    ax.set_ylabel("|E − E_FCI| (mHa)")
+    ax.set_title(f"{sweep}: does D' collapse the runs?", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def e2b(root: Path, sweep: str = "e2_samples", n_boot: int = 2000, seed: int = 0) -> None:
@@ -229,11 +260,12 @@ def main(argv=None) -> int:
     p.add_argument("--root", default="runs/sweeps", type=Path,
                    help="folder of the sweeps' run folders, or of their run archives (data/scaling)")
     p.add_argument("--sweep", default=None, help="e2/e2b: the sweep folder under --root (default e2_collapse / e2_samples)")
+    p.add_argument("--plot", type=Path, help="e2: write the collapse plot (error against D') to this PNG")
     args = p.parse_args(argv)
     if args.experiment == "e1":
         e1(args.root)
     elif args.experiment == "e2":
-        e2(args.root, args.sweep or "e2_collapse")
+        e2(args.root, args.sweep or "e2_collapse", plot=args.plot)
     elif args.experiment == "e2b":
         e2b(args.root, args.sweep or "e2_samples")
     elif args.experiment == "e3":

@@ -68,6 +68,11 @@ def test_check_reports_both_approaches(planned, tmp_path):
     assert check["approach2_n_star"] == pytest.approx(best, rel=1e-6)  # a parabola in log N, exactly
     assert all(r["spent_over_budget"] == pytest.approx(1.01) and r["n_runs"] == 2 for r in check["rows"])
     assert isinstance(check["law_within_one_neighbour"], bool)
+    from nqs.cli.fit import main
+
+    png = tmp_path / "check.png"
+    assert main([str(tmp_path), "--check", str(plan_out.with_suffix(".plan.json")), "--plot", str(png)]) == 0
+    assert png.stat().st_size > 1000
 
 
 def test_check_without_finished_runs_exits_2(planned, tmp_path, capsys):

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest / smallest planned size (default 10)")
     p.add_argument("--plan-out", default="configs/sweeps/plan.yaml", metavar="FILE.yaml",
                    help="the sweep file to write (a .plan.json is written beside it)")
-    p.add_argument("--check", metavar="PLAN.json", help="compare the finished runs of a plan with its prediction")
+    p.add_argument("--check", metavar="PLAN.json", help="compare the finished runs of a plan with its prediction "
+                   "(with --plot: observed and predicted against N)")
     p.add_argument("--json", metavar="FILE", help="write the fits (and validation, cost model, allocations) as JSON")
     p.add_argument("--export", metavar="FILE.runs.jsonl.xz",
                    help="write the finished runs among RUN_DIR (configs, summaries, every step's metrics; no "
@@ -138,8 +139,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.check:
         from nqs.scaling.plan import check_plan, format_check, read_plan
 
-        check = check_plan(read_plan(args.check), records)
-        print(format_check(check, METRIC_LABELS[read_plan(args.check)["metric"]]))
+        plan = read_plan(args.check)
+        check = check_plan(plan, records)
+        print(format_check(check, METRIC_LABELS[plan["metric"]]))
+        if args.plot:
+            from nqs.scaling.plots import plot_check
+
+            title = f"{plan['ansatz']}, {plan['molecule']}, {check['budget']:.3g} {plan['kind']}"
+            print(f"wrote {plot_check(check, args.plot, METRIC_LABELS[plan['metric']], title)}")
         _write_json(args.json, {"check": check})
         return 0
     ansatze = sorted({r.ansatz for r in records})

@@ -129,3 +129,35 @@ def plot_compare(rows, path: str | os.PathLike) -> Path:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_check(check: dict, path: str | os.PathLike, metric_label: str = "L", title: str = "") -> Path:
+    """One iso-cost check (`nqs.scaling.plan.check_plan`): observed L per planned size N (geometric mean over
+    seeds, bars ×/÷ exp(log sd)), the law's prediction at the same points, its optimum N* and the observed best."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in check["rows"] if r["observed"] is not None]
+    n = np.array([r["n"] for r in rows])
+    obs = np.array([r["observed"] for r in rows])
+    sd = np.array([r["log_sd"] or 0.0 for r in rows])
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    ax.errorbar(n, obs, yerr=[obs - obs / np.exp(sd), obs * np.exp(sd) - obs], fmt="o", capsize=3,
+                label="observed (geo. mean of seeds, ×/÷ e^sd)")
+    ax.plot([r["n"] for r in check["rows"]], [r["predicted"] for r in check["rows"]], "-", color="tab:red",
+            label="law's prediction")
+    ax.axvline(check["law_n_star"], color="tab:red", ls="--", lw=0.8, label="law's N*")
+    ax.axvline(check["observed_best_n"], color="tab:blue", ls=":", lw=0.8, label="observed best")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("N (parameters)")
+    ax.set_ylabel(metric_label)
+    ax.set_title(title or f"iso-cost {check['budget']:.3g} ({check['kind']})", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
