@@ -209,19 +209,21 @@ def e3(root: Path, sweeps: list[str]) -> None:
         path = _sweep(root, sweep)
         if path is None:
             continue
-        cells, info = collections.defaultdict(list), {}
+        cells, info, size_name = collections.defaultdict(list), {}, "d_model"
         for r in load_runs([path]):
             c = _cfg(r)
             t_post = c.optim.steps - (c.optim.sr_from or 0)
-            cells[(r.molecule, c.model.d_model, t_post)].append(r.abs_error_mha)
-            info[(r.molecule, c.model.d_model)] = (r.n_params_effective, abs(r.hf_error_mha),
-                                                   min(c.sampling.unique, r.sector_size) / r.sector_size)
+            size_name = "hidden" if c.model.ansatz == "made" else "d_model"  # MADE's width; the others' d_model
+            size = getattr(c.model, size_name)
+            cells[(r.molecule, size, t_post)].append(r.abs_error_mha)
+            info[(r.molecule, size)] = (r.n_params_effective, abs(r.hf_error_mha),
+                                        min(c.sampling.unique, r.sector_size) / r.sector_size)
         lengths = sorted({k[2] for k in cells})
         rows = [[mol, d, f"{n:,}", f"{sf:.3f}", f"{hf:.1f}"] + [_geo(cells.get((mol, d, t), []), ".2g")
                                                                   for t in lengths]
                 for (mol, d), (n, hf, sf) in sorted(info.items(), key=lambda kv: (kv[1][2] * -1, kv[0][1]))]
         print(f"\n{sweep} (|E − E_FCI| mHa, geometric mean over seeds; the seeds in brackets):")
-        print(markdown_table(["molecule", "d_model", "N", "nominal S_F", "HF mHa"] + [f"T_post = {t}" for t in lengths],
+        print(markdown_table(["molecule", size_name, "N", "nominal S_F", "HF mHa"] + [f"T_post = {t}" for t in lengths],
                              rows))
         molecules = sorted({k[0] for k in cells})
         per = ", ".join(f"{m} {seed_scatter({k: v for k, v in cells.items() if k[0] == m}):.2f}" for m in molecules)
