@@ -62,6 +62,12 @@ def test_result_neutral_options_are_declared_on_the_fields():
     assert not {"lr", "steps", "seed", "unique", "samples", "d_model", "ansatz", "mol"} & RESULT_NEUTRAL
     a, b = TrainConfig(), TrainConfig().updated(threads=2, out="x")
     assert a.result_fields() == b.result_fields() and a != b
+    # the semi-stochastic estimator's settings change a result only when it is used (runs made before its
+    # defaults changed stay the same configuration for sweeps that resume them)
+    c = TrainConfig().updated(semi_threshold=0.01, semi_draws=8)
+    assert c.result_fields() == a.result_fields()
+    semi = TrainConfig().updated(local_energy="semi-stochastic")
+    assert semi.result_fields() != semi.updated(semi_threshold=0.01).result_fields()
 
 
 def test_help_shows_each_options_text_with_units():

@@ -198,8 +198,10 @@ class TrainConfig:
         return yaml.safe_dump(data, sort_keys=False)
 
     def result_fields(self) -> dict:
-        """The options that change a run's result (the others: RESULT_NEUTRAL)."""
-        return {k: v for k, v in self.flat().items() if k not in RESULT_NEUTRAL}
+        """The options that change a run's result (the others: RESULT_NEUTRAL; the semi-stochastic estimator's
+        threshold and draws only when it is the one used)."""
+        unused = () if self.optim.local_energy == "semi-stochastic" else ("semi_threshold", "semi_draws")
+        return {k: v for k, v in self.flat().items() if k not in RESULT_NEUTRAL and k not in unused}
 
     # --- derived -----------------------------------------------------------------------------------------
     @property
