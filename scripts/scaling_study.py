@@ -264,6 +264,8 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", default=None, help="e2/e2b: the sweep folder under --root (default e2_collapse / e2_samples)")
     p.add_argument("--plot", type=Path, help="e2: write the collapse plot (error against D') to this PNG")
     args = p.parse_args(argv)
+    if args.plot is not None and not args.plot.parent.is_dir():
+        p.error(f"--plot {args.plot}: the folder {args.plot.parent} does not exist; create it or choose another path")
     if args.experiment == "e1":
         e1(args.root)
     elif args.experiment == "e2":
