@@ -74,6 +74,11 @@ class LocalEnergyMode:
         return LocalEnergyMode("exact-trie" if trie else "exact-dense", self.threshold, self.draws)
 
     @property
+    def reuses_sample_log_psi(self) -> bool:
+        """Whether the estimator takes log psi of the sample set from the loss's forward pass."""
+        return self.name in ("sampled", "semi-stochastic")
+
+    @property
     def estimator(self) -> str:
         """What the values estimate, for run records and fits: exact, sampled, or semi-stochastic(eps, K)."""
         if self.name.startswith("exact"):
@@ -90,15 +95,22 @@ def _evaluator(model: AutoregressiveAnsatz, eval_chunk: int):
     return _evaluator_dense(model, eval_chunk)
 
 
+def _keyed(h: Hamiltonian, bits: torch.Tensor, log_psi: torch.Tensor | None):
+    """A sample set (S', n) as distinct keys (S, W) and, when given, their log psi (S,) complex128 (else None)."""
+    keys, inverse = unique(pack(bits.to(h.device)), h.n_qubits)
+    if log_psi is None:
+        return keys, None
+    values = torch.zeros(keys.shape[0], dtype=torch.complex128, device=keys.device)
+    values[inverse] = log_psi.detach().to(torch.complex128)
+    return keys, values
+
+
 def sampled_space(h: Hamiltonian, bits: torch.Tensor, log_psi_bits: torch.Tensor,
                   space_bits: torch.Tensor | None = None, space_log_psi: torch.Tensor | None = None) -> LocalEnergy:
     """E_loc over x' in the sample set only: bits (B, n) with log psi (B,) complex; the set S is `space_bits`
     (S, n) with `space_log_psi` (S,) (default: the batch itself). No network evaluation (n_evals = 0)."""
-    space_bits = bits if space_bits is None else space_bits
-    space_log_psi = log_psi_bits if space_log_psi is None else space_log_psi
-    space, inverse = unique(pack(space_bits.to(h.device)), h.n_qubits)  # (S, W) distinct
-    values = torch.zeros(space.shape[0], dtype=torch.complex128, device=space.device)
-    values[inverse] = space_log_psi.detach().to(torch.complex128)
+    space, values = _keyed(h, bits if space_bits is None else space_bits,
+                           log_psi_bits if space_log_psi is None else space_log_psi)
     conn = connections(h, bits, keep=lambda keys: index_of(space, keys, h.n_qubits) >= 0)
 
     def lookup(distinct: torch.Tensor) -> torch.Tensor:  # every key is in the sample set (or the batch)
@@ -122,12 +134,10 @@ def _sample_set(h: Hamiltonian, distinct: torch.Tensor, inverse_x: torch.Tensor,
             known[inverse_x] = True
             log_values[inverse_x] = log_psi_bits.detach().to(torch.complex128)
         return in_set, known, log_values
-    space, space_inverse = unique(pack(space_bits.to(h.device)), h.n_qubits)
+    space, space_values = _keyed(h, space_bits, space_log_psi)
     row = index_of(space, distinct, h.n_qubits)
     in_set = row >= 0
-    if space_log_psi is not None:
-        space_values = torch.zeros(space.shape[0], dtype=torch.complex128, device=space.device)
-        space_values[space_inverse] = space_log_psi.detach().to(torch.complex128)
+    if space_values is not None:
         known = in_set
         log_values[in_set] = space_values.index_select(0, row[in_set])
     return in_set, known, log_values

@@ -132,7 +132,7 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
     bits = samples.bits[part]
     weights = (samples.counts / samples.counts.sum())[part].to(device)
     log_psi, t_forward, extra = None, 0.0, {}
-    if mode.name in ("sampled", "semi-stochastic"):  # both reuse log psi of the samples
+    if mode.reuses_sample_log_psi:
         with torch.set_grad_enabled(with_loss and torch.is_grad_enabled()):
             log_psi = model.log_psi(bits)
         if ranks.world > 1:

@@ -72,7 +72,7 @@ def exact_reference(model, h, samples) -> float:
 def mode_energies(model, h, samples, mode, gen, redraws: int) -> list[float]:
     """E of `mode` on fixed samples: one value, or `redraws` for the semi-stochastic estimator."""
     with torch.no_grad():
-        log_psi = model.log_psi(samples.bits) if mode.name in ("sampled", "semi-stochastic") else None
+        log_psi = model.log_psi(samples.bits) if mode.reuses_sample_log_psi else None
     n = redraws if mode.name == "semi-stochastic" else 1
     weights = samples.counts / samples.counts.sum()
     return [weighted_energy(estimate(model, h, samples.bits, mode, gen, log_psi_bits=log_psi, weights=weights).values,

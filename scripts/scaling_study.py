@@ -142,11 +142,9 @@ def e2(root: Path, sweep: str = "e2_collapse", n_boot: int = 2000, seed: int = 0
 def plot_collapse(rows, caps, lens, path: Path, sweep: str) -> None:
     """E2: |E − E_FCI| against the nominal D' = T·B/|sector|, colour = cap B, marker = T_post; a collapse puts
     every colour and marker on one curve."""
-    import matplotlib
+    from nqs.scaling.plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(caps)))
     markers = "osD^v<>"
@@ -162,10 +160,7 @@ def plot_collapse(rows, caps, lens, path: Path, sweep: str) -> None:
     ax.set_ylabel("|E − E_FCI| (mHa)")
     ax.set_title(f"{sweep}: does D' collapse the runs?", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}")
+    print(f"wrote {save(fig, path)}")
 
 
 def e2b(root: Path, sweep: str = "e2_samples", n_boot: int = 2000, seed: int = 0) -> None:

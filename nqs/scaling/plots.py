@@ -11,16 +11,34 @@ from nqs.scaling.fit import FitResult
 MARKERS = "os^vDP*Xh<>"
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: str | os.PathLike) -> Path:
+    """Write `fig` to `path` (tight layout, 120 dpi) and release it, also when writing fails."""
+    out = Path(path)
+    try:
+        fig.tight_layout()
+        fig.savefig(out, dpi=120)
+    finally:
+        pyplot().close(fig)
+    return out
+
+
 def plot_fit(fit: FitResult, pts, path: str | os.PathLike, *, metric_label: str = "L", costs=None,
              n_from: str = "effective", d_from: str = "realised", title: str | None = None) -> Path:
     """Four panels saved to `path`: L vs N and L vs D' (points coloured by the other axis, one marker per
     molecule, with the law's prediction at each point as a cross), the residual map log L̂ − log L over
     (N, D'), and the iso-cost curves L̂(N) of the FLOP allocations in `fit.optimal` (★ the optimum).
     `pts` are the fitted `ScalingPoints`; `costs` the cost models by (ansatz, molecule)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.colors import LogNorm, TwoSlopeNorm
 
     n, d, loss = pts.n_first, pts.d, pts.loss
@@ -59,13 +77,7 @@ def plot_fit(fit: FitResult, pts, path: str | os.PathLike, *, metric_label: str 
     fig.suptitle(title or (f"{metric_label}: " + ", ".join(f"{k} = {v:.3g}" for k, v in fit.params.items())
                            + f"   ({fit.status.value}{'; ' + '; '.join(fit.flags) if fit.flags else ''})"),
                  fontsize=9)
-    fig.tight_layout()
-    out = Path(path)
-    try:
-        fig.savefig(out, dpi=120)
-    finally:
-        plt.close(fig)
-    return out
+    return save(fig, path)
 
 
 def _iso_cost(ax, fit: FitResult, costs, n: np.ndarray, ylabel: str, n_from: str, d_from: str) -> None:
@@ -97,10 +109,7 @@ def _iso_cost(ax, fit: FitResult, costs, n: np.ndarray, ylabel: str, n_from: str
 def plot_compare(rows, path: str | os.PathLike) -> Path:
     """Bars per molecule × ansatz: |E − E_FCI| (mHa, with HF / CCSD / CCSD(T) marks and the
     chemical-accuracy line) and the V-score, each with ±std error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = list(rows)
     labels = [f"{r.molecule}\n{r.ansatz}" for r in rows]
@@ -124,20 +133,13 @@ def plot_compare(rows, path: str | os.PathLike) -> Path:
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_yscale("log")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, path)
 
 
 def plot_check(check: dict, path: str | os.PathLike, metric_label: str = "L", title: str = "") -> Path:
     """One iso-cost check (`nqs.scaling.plan.check_plan`): observed L per planned size N (geometric mean over
     seeds, bars ×/÷ exp(log sd)), the law's prediction at the same points, its optimum N* and the observed best."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [r for r in check["rows"] if r["observed"] is not None]
     n = np.array([r["n"] for r in rows])
@@ -156,8 +158,4 @@ def plot_check(check: dict, path: str | os.PathLike, metric_label: str = "L", ti
     ax.set_ylabel(metric_label)
     ax.set_title(title or f"iso-cost {check['budget']:.3g} ({check['kind']})", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, path)

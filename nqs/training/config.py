@@ -103,8 +103,10 @@ class OptimConfig:
                               "qubits unless the integral path is cheaper there, else the integrals) | pauli | "
                               "integrals (Slater-Condon rules from h1 and (pq|rs); same elements)", affects_result=False)
     semi_threshold: float = option(1e-5, "semi-stochastic: connections outside the sample set with w_x |H_xx'| >= "
-                                   "this (Hartree; w_x the sample's weight) are summed exactly, the rest drawn")
-    semi_draws: int = option(4, "semi-stochastic: connections drawn per sample from the rest, ∝ |H_xx'|")
+                                   "this (Hartree; w_x the sample's weight) are summed exactly, the rest drawn",
+                                   used_when=("local_energy", "semi-stochastic"))
+    semi_draws: int = option(4, "semi-stochastic: connections drawn per sample from the rest, ∝ |H_xx'|",
+                             used_when=("local_energy", "semi-stochastic"))
 
     @property
     def sr_start(self) -> int | None:
@@ -163,6 +165,7 @@ def _index() -> dict[str, tuple[str, dataclasses.Field]]:
 FIELDS = _index()  # flat option name -> (group, dataclass field)
 HINTS = {name: typing.get_type_hints(GROUPS[group])[name] for name, (group, _) in FIELDS.items()}
 RESULT_NEUTRAL = frozenset(n for n, (_, f) in FIELDS.items() if not f.metadata.get("affects_result", True))
+USED_WHEN = {n: f.metadata["used_when"] for n, (_, f) in FIELDS.items() if f.metadata.get("used_when")}
 
 
 @dataclass(frozen=True)
@@ -198,10 +201,11 @@ class TrainConfig:
         return yaml.safe_dump(data, sort_keys=False)
 
     def result_fields(self) -> dict:
-        """The options that change a run's result (the others: RESULT_NEUTRAL; the semi-stochastic estimator's
-        threshold and draws only when it is the one used)."""
-        unused = () if self.optim.local_energy == "semi-stochastic" else ("semi_threshold", "semi_draws")
-        return {k: v for k, v in self.flat().items() if k not in RESULT_NEUTRAL and k not in unused}
+        """The options that change a run's result: not RESULT_NEUTRAL, and those with `used_when` only when the
+        option they depend on has its value (e.g. the semi-stochastic threshold only with that estimator)."""
+        flat = self.flat()
+        return {k: v for k, v in flat.items() if k not in RESULT_NEUTRAL
+                and (USED_WHEN.get(k) is None or flat[USED_WHEN[k][0]] == USED_WHEN[k][1])}
 
     # --- derived -----------------------------------------------------------------------------------------
     @property
