@@ -103,8 +103,33 @@ class IntegralHamiltonian:
 
 
 def _between(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """[lo < q < hi] over (C, 1, O) x (C, V, 1) -> (C, V, O) bool."""
+    """[lo < q < hi], broadcasting (e.g. (C, 1, O) x (C, V, 1) -> (C, V, O) bool)."""
     return (lo < q) & (q < hi)
+
+
+def single_sign_odd(c_i: torch.Tensor, c_a: torch.Tensor, i: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Whether <x'|a+_a a_i|x> = -1 (broadcasting): c_i + c_a + [i < a] odd, c_q the electrons of x below q."""
+    return ((c_i + c_a) & 1).bool() ^ (i < a)
+
+
+def double_value(h: "IntegralHamiltonian", same_spin, i, j, a, b) -> torch.Tensor:
+    """<ab|ij> - [same spin] <ab|ji> = (AI|BJ) - [same spin] (AJ|BI) (Hartree; broadcasting over int64 qubits, a
+    paired with i and b with j; `same_spin` a bool or a bool tensor), the flat index of (AI|BJ) as
+    (A n^3 + B n) + (I n^2 + J)."""
+    n = h.n_orb
+    si, sj, left = i >> 1, j >> 1, (a >> 1) * n ** 3 + (b >> 1) * n
+    value = h.eri_flat[left + (si * n ** 2 + sj)]
+    if isinstance(same_spin, torch.Tensor):
+        return value - torch.where(same_spin, h.eri_flat[left + (sj * n ** 2 + si)], 0.0)
+    return value - h.eri_flat[left + (sj * n ** 2 + si)] if same_spin else value
+
+
+def double_sign_odd(i, j, a, b, c_ij, c_ab) -> torch.Tensor:
+    """Whether <x'|a+_a a+_b a_j a_i|x> = -1 (broadcasting; c_ij = c_i + c_j, c_ab = c_a + c_b, electrons of x
+    below each): (c_i + c_j + [i < j]) + (c_a + c_b + [b < a]) + [i between a, b] + [j between a, b] odd."""
+    odd = ((c_ij + (i < j).long()) + (c_ab + (b < a).long())) & 1
+    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+    return odd.bool() ^ _between(i, lo, hi) ^ _between(j, lo, hi)
 
 
 def _block(h: IntegralHamiltonian, kind: str, occ: torch.Tensor, vir: torch.Tensor, counts: torch.Tensor,
@@ -113,24 +138,19 @@ def _block(h: IntegralHamiltonian, kind: str, occ: torch.Tensor, vir: torch.Tens
     survivors' sample (P,), rows (P,) into the flattened (C V) and (C O), and element (P,): H_x'x of moving o to v."""
     C, O, m = occ.shape
     V, n = vir.shape[1], h.n_orb
-    so, sv = occ >> 1, vir >> 1  # spatial orbitals
     co, cv = counts.gather(1, occ.reshape(C, -1)).view(C, O, m), counts.gather(1, vir.reshape(C, -1)).view(C, V, m)
-    if m == 1:  # single o -> v: F_s[A, I], parity c_i + c_a + [i < a]
-        index = (sv[..., 0] * n).unsqueeze(2) + so[..., 0].unsqueeze(1)  # (C, V, O)
+    if m == 1:  # single o -> v: F_s[A, I]
+        index = ((vir[..., 0] >> 1) * n).unsqueeze(2) + (occ[..., 0] >> 1).unsqueeze(1)  # (C, V, O)
         element = fock.gather(1, index.view(C, -1)).view(C, V, O)
-        odd = (cv[..., 0].unsqueeze(2) + co[..., 0].unsqueeze(1)) & 1
-        odd = odd.bool() ^ (occ[..., 0].unsqueeze(1) < vir[..., 0].unsqueeze(2))
-    else:  # double (i, j) -> (a, b): (AI|BJ) - [same spin] (AJ|BI), flat index (A n^3 + B n) + (I n^2 + J)
-        i, j, a, b = occ[..., 0], occ[..., 1], vir[..., 0], vir[..., 1]
-        left = (sv[..., 0] * n ** 3 + sv[..., 1] * n).unsqueeze(2)
-        element = h.eri_flat[left + (so[..., 0] * n ** 2 + so[..., 1]).unsqueeze(1)]
-        if kind == "double-same":
-            element -= h.eri_flat[left + (so[..., 1] * n ** 2 + so[..., 0]).unsqueeze(1)]
-        # parity: (c_i + c_j + [i < j]) + (c_a + c_b + [b < a]) + [i between a, b] + [j between a, b]
-        odd = ((co.sum(2) + (i < j).long()).unsqueeze(1) + (cv.sum(2) + (b < a).long()).unsqueeze(2)) & 1
-        lo, hi = torch.minimum(a, b).unsqueeze(2), torch.maximum(a, b).unsqueeze(2)
-        odd = odd.bool() ^ _between(i.unsqueeze(1), lo, hi) ^ _between(j.unsqueeze(1), lo, hi)
-    element = torch.where(odd, -element, element)
+        odd = single_sign_odd(co[..., 0].unsqueeze(1), cv[..., 0].unsqueeze(2), occ[..., 0].unsqueeze(1),
+                              vir[..., 0].unsqueeze(2))
+        element = torch.where(odd, -element, element)
+    else:  # double (i, j) -> (a, b)
+        i, j = occ[..., 0].unsqueeze(1), occ[..., 1].unsqueeze(1)
+        a, b = vir[..., 0].unsqueeze(2), vir[..., 1].unsqueeze(2)
+        element = double_value(h, kind == "double-same", i, j, a, b)
+        element = torch.where(double_sign_odd(i, j, a, b, co.sum(2).unsqueeze(1), cv.sum(2).unsqueeze(2)),
+                              -element, element)
     mask = element.abs() > tol
     c, v, o = mask.nonzero().unbind(1)  # row-major, as element[mask]
     return c, c * V + v, c * O + o, element[mask]
@@ -143,14 +163,17 @@ def _flips(qubits: torch.Tensor, W: int) -> torch.Tensor:
 
 
 def connections(h: IntegralHamiltonian, bits: torch.Tensor, tol: float = 1e-12, memory_bytes: int = 256 * 2**20,
-                keep=None):
+                keep=None, singles_only: bool = False):
     """Diagonal (B,) and the pairs (sample (P,), keys (P, W), element (P,)) of a batch of in-sector bits (B, n),
     C samples x T excitations at a time (module docstring: the memory bound). `keep`, when given, maps a block's
-    keys (p, W) to a bool mask (p,) of the pairs to keep (e.g. those inside a sample set), applied per block."""
+    keys (p, W) to a bool mask (p,) of the pairs to keep (e.g. those inside a sample set), applied per block.
+    `singles_only`: the single excitations alone (`nqs.heat_bath` finds the doubles from sorted tables)."""
     bits = bits.to(h.device)
     B = bits.shape[0]
     keys_x = pack(bits)
-    rows = max(1, memory_bytes // (BYTES_PER_CANDIDATE * max(h.n_candidates, 1)))
+    classes = [c for c in h.classes if c[0].startswith("single")] if singles_only else h.classes
+    per_sample = h.n_alpha * (h.n_orb - h.n_alpha) + h.n_beta * (h.n_orb - h.n_beta) if singles_only else h.n_candidates
+    rows = max(1, memory_bytes // (BYTES_PER_CANDIDATE * max(per_sample, 1)))
     span = max(1, memory_bytes // BYTES_PER_CANDIDATE)  # excitations per block when one sample exceeds the bound
     diag, samples, keys, elements = [], [], [], []
     for start in range(0, B, rows):
@@ -167,7 +190,7 @@ def connections(h: IntegralHamiltonian, bits: torch.Tensor, tol: float = 1e-12, 
         n_tot = n_a + n_b
         focks = {"single-a": h.h1.reshape(1, -1) + n_tot @ h.fock_j - n_a @ h.fock_k,
                  "single-b": h.h1.reshape(1, -1) + n_tot @ h.fock_j - n_b @ h.fock_k}  # (C, n_orb^2)
-        for kind, o_slots, v_slots in h.classes:
+        for kind, o_slots, v_slots in classes:
             o_q = occ[:, o_slots]  # (C, O, m)
             o_flip = _flips(o_q, keys_x.shape[1])
             step = max(1, span // (C * o_slots.shape[0]))

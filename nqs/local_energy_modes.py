@@ -23,6 +23,10 @@
                    draws for the light ones. threshold = 0: exact. Only the x' outside S are evaluated, as
                    `exact` would (trie, or dense for MADE). In the SR phase of the N2 runs it evaluates
                    ~2,100-2,300 configurations a step where exact evaluates ~10,700-11,300 (docs/benchmarks.md).
+* heat-bath        the semi-stochastic split (same threshold and draws) without enumerating the doubles: kept
+                   doubles from integral tables sorted by |H|, draws by heat-bath sampling (`nqs.heat_bath`);
+                   needs the integral-driven connections. Unbiased, exact at threshold 0; a different
+                   estimator from semi-stochastic (its draws are over whole pair tails, not per connection).
 
 `estimate` returns `nqs.local_energy.LocalEnergy`; its `n_evals` counts the network evaluations this call made
 (with `rows_per_position` when they went through the trie), so the FLOP model counts what was executed.
@@ -35,12 +39,14 @@ from dataclasses import dataclass
 import torch
 
 from nqs.errors import UserError
+from nqs.excitations import IntegralHamiltonian
+from nqs.heat_bath import select as heat_bath_select
 from nqs.keys import index_of, pack, unique
 from nqs.local_energy import Hamiltonian, LocalEnergy, connections, evaluate_unique, from_connections
 from nqs.models.base import AutoregressiveAnsatz
 from nqs.trie import TrieEvaluator
 
-MODES = ("exact", "exact-dense", "exact-trie", "sampled", "semi-stochastic")
+MODES = ("exact", "exact-dense", "exact-trie", "sampled", "semi-stochastic", "heat-bath")
 # `exact` takes the trie from here on: on LiH (12 qubits) and H2O (14) its local energy is 1.2-1.45x slower than
 # full passes (the connected sets are most of a small sector and share few prefixes), on N2 (20) and CH4 (18)
 # 1.9-2.3x faster (docs/benchmarks.md, "Local-energy modes"). MADE's full pass is a small MLP: on N2 its trie
@@ -76,15 +82,15 @@ class LocalEnergyMode:
     @property
     def reuses_sample_log_psi(self) -> bool:
         """Whether the estimator takes log psi of the sample set from the loss's forward pass."""
-        return self.name in ("sampled", "semi-stochastic")
+        return self.name in ("sampled", "semi-stochastic", "heat-bath")
 
     @property
     def estimator(self) -> str:
         """What the values estimate, for run records and fits: exact, sampled, or semi-stochastic(eps, K)."""
         if self.name.startswith("exact"):
             return "exact"
-        if self.name == "semi-stochastic":  # `weighted_`: the threshold is on w_x |H_xx'| (before: on |H_xx'|)
-            return f"semi-stochastic(weighted_threshold={self.threshold:g},draws={self.draws})"
+        if self.name in ("semi-stochastic", "heat-bath"):  # `weighted_`: on w_x |H_xx'| (before: on |H_xx'|)
+            return f"{self.name}(weighted_threshold={self.threshold:g},draws={self.draws})"
         return self.name
 
 
@@ -158,8 +164,8 @@ def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: flo
         weights = torch.full((batch,), 1.0 / max(batch, 1), dtype=torch.float64)
     conn = connections(h, bits)
     distinct, inverse = unique(torch.cat([pack(bits.to(h.device)), conn.keys]), n)  # (U, W): the batch and its x'
-    inverse_x, inverse_c = inverse[:batch], inverse[batch:]
-    in_set, known, log_values = _sample_set(h, distinct, inverse_x, log_psi_bits, space_bits, space_log_psi)
+    in_set = _sample_set(h, distinct, inverse[:batch], None, space_bits, None)[0]
+    inverse_c = inverse[batch:]
     magnitude = conn.element.abs().to(torch.float64)
     big = in_set.index_select(0, inverse_c) | (
         weights.to(magnitude.device, torch.float64).index_select(0, conn.sample) * magnitude >= threshold)
@@ -187,19 +193,44 @@ def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: flo
         scales.append(weight.index_select(0, drawn_rows).repeat_interleave(draws)
                       / (draws * s_abs.index_select(0, pick)))
     pair, scale = torch.cat(pairs), torch.cat(scales)
-    used = torch.zeros_like(known)
-    used[inverse_x] = True
-    used[inverse_c.index_select(0, pair)] = True
-    need = (used & ~known).nonzero().squeeze(1)
+    return _sum_selected(h, bits, conn.diagonal, conn.sample.index_select(0, pair), conn.keys.index_select(0, pair),
+                         conn.element.index_select(0, pair), scale, evaluate, log_psi_bits, space_bits,
+                         space_log_psi, conn.n_pairs_naive)
+
+
+def heat_bath(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: float, draws: int,
+              generator: torch.Generator, weights: torch.Tensor | None = None,
+              log_psi_bits: torch.Tensor | None = None, space_bits: torch.Tensor | None = None,
+              space_log_psi: torch.Tensor | None = None) -> LocalEnergy:
+    """E_loc (B,) of bits (B, n) with the pairs of `nqs.heat_bath.select` (the doubles from sorted integrals,
+    never enumerated); arguments as `semi_stochastic`'s. Needs an `IntegralHamiltonian`."""
+    if not isinstance(h, IntegralHamiltonian):
+        raise UserError("--local-energy heat-bath reads the integrals: use --connections integrals (or auto)")
+    if weights is None:
+        weights = torch.full((bits.shape[0],), 1.0 / max(bits.shape[0], 1), dtype=torch.float64)
+    diagonal, sample, keys, element, weight = heat_bath_select(
+        h, bits, weights, threshold, draws, generator, bits if space_bits is None else space_bits)
+    return _sum_selected(h, bits, diagonal, sample, keys, element, weight, evaluate, log_psi_bits, space_bits,
+                         space_log_psi, bits.shape[0] * h.n_candidates)
+
+
+def _sum_selected(h: Hamiltonian, bits: torch.Tensor, diagonal, sample, keys, element, weight, evaluate,
+                  log_psi_bits, space_bits, space_log_psi, n_pairs_naive: int) -> LocalEnergy:
+    """E_loc(x) = H_xx + sum over the selected pairs (sample (P,), keys (P, W), element (P,), weight (P,)) of
+    weight H_xx' psi(x') / psi(x); log psi of the sample set taken as known when given, the rest evaluated."""
+    batch = bits.shape[0]
+    distinct, inverse = unique(torch.cat([pack(bits.to(h.device)), keys]), h.n_qubits)  # the batch and its x'
+    inverse_x, inverse_c = inverse[:batch], inverse[batch:]
+    _, known, log_values = _sample_set(h, distinct, inverse_x, log_psi_bits, space_bits, space_log_psi)
+    need = (~known).nonzero().squeeze(1)
     if need.numel():
         log_values[need] = evaluate(distinct.index_select(0, need)).to(torch.complex128)
     log_x = log_values.index_select(0, inverse_x)
-    sample = conn.sample.index_select(0, pair)
-    ratio = torch.exp(log_values.index_select(0, inverse_c.index_select(0, pair)) - log_x.index_select(0, sample))
-    element = conn.element.index_select(0, pair).to(torch.complex128) * scale.to(torch.complex128)
-    e_loc = conn.diagonal.to(torch.complex128).clone().index_add_(0, sample, element * ratio)
+    ratio = torch.exp(log_values.index_select(0, inverse_c) - log_x.index_select(0, sample))
+    term = element.to(torch.complex128) * weight.to(torch.complex128) * ratio
+    e_loc = diagonal.to(torch.complex128).clone().index_add_(0, sample, term)
     rows = tuple(getattr(evaluate, "rows_per_position", ()))
-    return LocalEnergy(e_loc, int(need.numel()), int(pair.numel()), conn.n_pairs_naive, rows)
+    return LocalEnergy(e_loc, int(need.numel()), int(sample.numel()), n_pairs_naive, rows)
 
 
 def estimate(model: AutoregressiveAnsatz, h: Hamiltonian, bits: torch.Tensor, mode: LocalEnergyMode,
@@ -208,7 +239,7 @@ def estimate(model: AutoregressiveAnsatz, h: Hamiltonian, bits: torch.Tensor, mo
              space_log_psi: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> LocalEnergy:
     """E_loc (B,) of bits (B, n) under `mode` (resolved here). `sampled` needs `log_psi_bits` (B,) (and the
     whole sample set `space_bits`, `space_log_psi` when `bits` is one rank's share); `semi-stochastic` needs
-    `generator` (on the model's device) and takes the samples' count `weights` (B,) (default 1/B) and, when
+    `generator` (on the model's device), as does `heat-bath`, and takes the samples' count `weights` (B,) (default 1/B) and, when
     given, the same log psi of the sample set."""
     mode = mode.resolve(model)
     with torch.no_grad():
@@ -222,7 +253,8 @@ def estimate(model: AutoregressiveAnsatz, h: Hamiltonian, bits: torch.Tensor, mo
             return sampled_space(h, bits, log_psi_bits, space_bits, space_log_psi)
         if generator is None:
             raise ValueError("the semi-stochastic local energy needs a generator")
-        return semi_stochastic(h, bits, _evaluator(model, eval_chunk), mode.threshold, mode.draws, generator,
+        form = heat_bath if mode.name == "heat-bath" else semi_stochastic
+        return form(h, bits, _evaluator(model, eval_chunk), mode.threshold, mode.draws, generator,
                                weights, log_psi_bits, space_bits, space_log_psi)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 
 
-def option(default, help: str, affects_result: bool = True, used_when: tuple[str, object] | None = None):
+def option(default, help: str, affects_result: bool = True, used_when: tuple[str, tuple] | None = None):
     """A frozen-dataclass field with `default` (tuples and scalars only) and its help text (with units).
-    `used_when` = (other option, value): the field changes a result only when that option has that value."""
+    `used_when` = (other option, values): the field changes a result only when that option has one of them."""
     return dataclasses.field(default=default, metadata={"help": help, "affects_result": affects_result,
                                                         "used_when": used_when})

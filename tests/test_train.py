@@ -55,6 +55,16 @@ def test_three_step_run_writes_the_run_directory(tmp_path, ansatz, mode, as_run,
     assert (mode == "sampled") == ("final energy uses the exact one" in captured.err)
 
 
+def test_a_heat_bath_run_reads_the_integrals_and_can_keep_its_estimator_for_the_final_energy(tmp_path, capsys):
+    out = tmp_path / "run"
+    main([*FAST, "--steps", "3", "--out", str(out), "--local-energy", "heat-bath", "--semi-threshold", "1e-3",
+          "--final-local-energy", "as-trained"])
+    summary = read_summary(out)
+    assert summary.estimator == "heat-bath(weighted_threshold=0.001,draws=4)" and summary.connections == "integrals"
+    assert "the final energy uses it too" in capsys.readouterr().err
+    assert summary.energy >= summary.e_fci - 5 * summary.energy_err - 1e-6
+
+
 def test_resume_continues_to_the_same_result(tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     args = [*FAST, "--steps", "8", "--checkpoint-every", "100"]

@@ -60,6 +60,9 @@ class SamplingConfig:
     unique_window: tuple[int, int] = option((1000, 2000), "adaptive schedule: keep the unique count in [LO, HI]")
     final_samples: float = option(1e12, "N_s of the fresh sample behind the final energy")
     final_unique: int = option(20000, "unique cap of the final energy's sample")
+    final_local_energy: str = option("exact", "the final energy's local energy: exact, or as-trained (the "
+                                     "training estimator, semi-stochastic or heat-bath: unbiased, with its draws' "
+                                     "noise in the error bar; for sizes where the exact one is too slow, e.g. H32)")
 
 
 @dataclass(frozen=True)
@@ -98,15 +101,17 @@ class OptimConfig:
     # docs/benchmarks.md); the cost model fits the trie's executed share (nqs.scaling.cost, network_scale)
     local_energy: str = option("exact", "local-energy estimator: exact-dense | exact (exact-trie for "
                                "transformer/retnet, exact-dense for made) | exact-trie | sampled (connections "
-                               "within the step's samples only; biased) | semi-stochastic")
+                               "within the step's samples only; biased) | semi-stochastic | heat-bath (the "
+                               "semi-stochastic split with the doubles from sorted integrals, never enumerated: "
+                               "past ~40 qubits; reads the integrals)")
     connections: str = option("auto", "how E_loc finds each sample's connected x': auto (the Pauli tables up to 62 "
                               "qubits unless the integral path is cheaper there, else the integrals) | pauli | "
                               "integrals (Slater-Condon rules from h1 and (pq|rs); same elements)", affects_result=False)
-    semi_threshold: float = option(1e-5, "semi-stochastic: connections outside the sample set with w_x |H_xx'| >= "
-                                   "this (Hartree; w_x the sample's weight) are summed exactly, the rest drawn",
-                                   used_when=("local_energy", "semi-stochastic"))
-    semi_draws: int = option(4, "semi-stochastic: connections drawn per sample from the rest, ∝ |H_xx'|",
-                             used_when=("local_energy", "semi-stochastic"))
+    semi_threshold: float = option(1e-5, "semi-stochastic, heat-bath: connections outside the sample set with "
+                                   "w_x |H_xx'| >= this (Hartree; w_x the sample's weight) are summed exactly, the "
+                                   "rest drawn", used_when=("local_energy", ("semi-stochastic", "heat-bath")))
+    semi_draws: int = option(4, "semi-stochastic, heat-bath: connections drawn per sample from the rest, ∝ |H_xx'|",
+                             used_when=("local_energy", ("semi-stochastic", "heat-bath")))
 
     @property
     def sr_start(self) -> int | None:
@@ -205,7 +210,7 @@ class TrainConfig:
         option they depend on has its value (e.g. the semi-stochastic threshold only with that estimator)."""
         flat = self.flat()
         return {k: v for k, v in flat.items() if k not in RESULT_NEUTRAL
-                and (USED_WHEN.get(k) is None or flat[USED_WHEN[k][0]] == USED_WHEN[k][1])}
+                and (USED_WHEN.get(k) is None or flat[USED_WHEN[k][0]] in USED_WHEN[k][1])}
 
     # --- derived -----------------------------------------------------------------------------------------
     @property
@@ -217,6 +222,16 @@ class TrainConfig:
     def temperature(self, step: int) -> float:
         """Annealing temperature (Hartree) at `step`."""
         return schedules.temperature(self.optim, step)
+
+    @property
+    def connections_used(self) -> str:
+        """The connections asked of the problem: `integrals` for the heat-bath estimator, else as configured."""
+        return "integrals" if self.optim.local_energy == "heat-bath" else self.optim.connections
+
+    def final_local_energy_mode(self) -> LocalEnergyMode:
+        """The final energy's estimator: the exact one unless final_local_energy is as-trained."""
+        as_trained = self.sampling.final_local_energy == "as-trained"
+        return self.local_energy_mode() if as_trained else LocalEnergyMode()
 
     def local_energy_mode(self) -> LocalEnergyMode:
         o = self.optim
@@ -273,6 +288,13 @@ class TrainConfig:
         self.local_energy_mode()  # validates the mode's name, threshold and draws
         if o.connections not in CONNECTIONS:
             raise UserError(f"unknown connections {o.connections!r}: choose one of {', '.join(CONNECTIONS)}")
+        if s.final_local_energy not in ("exact", "as-trained"):
+            raise UserError(f"final_local_energy must be exact or as-trained, got {s.final_local_energy!r}")
+        if s.final_local_energy == "as-trained" and o.local_energy not in ("semi-stochastic", "heat-bath"):
+            raise UserError("--final-local-energy as-trained needs an unbiased estimator other than the exact one: "
+                            "--local-energy semi-stochastic or heat-bath")
+        if o.local_energy == "heat-bath" and o.connections == "pauli":
+            raise UserError("--local-energy heat-bath reads the integrals: use --connections integrals or auto")
         self.schedule()
         return self
 

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from nqs import flops as flop_model
 from nqs.errors import UserError
+from nqs.local_energy_modes import LocalEnergyMode
 from nqs.models.base import AutoregressiveAnsatz
 from nqs.problem import MolecularProblem
 from nqs.record import StepRecord
@@ -49,14 +50,14 @@ def ddp_ranks() -> Ranks:
 
 
 def evaluate_energy(model: AutoregressiveAnsatz, hamiltonian, n_samples: float, max_unique: int, seed: int,
-                    eval_chunk: int = 65536) -> StepResult:
+                    eval_chunk: int = 65536, mode: LocalEnergyMode = LocalEnergyMode()) -> StepResult:
     """The final energy: `vmc_step` without a loss on a fresh sample (every rank computes its share), with the
-    exact local energy whatever estimator trained the model."""
+    exact local energy whatever estimator trained the model unless `mode` says otherwise."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(step_seed(seed, FINAL_STEP))
     with torch.no_grad():
         return vmc_step(model, hamiltonian, n_samples, max_unique, gen, eval_chunk=eval_chunk, with_loss=False,
-                        ranks=ddp_ranks())
+                        ranks=ddp_ranks(), mode=mode)
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class VMCModule(L.LightningModule):
     # --- Lightning plumbing -----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if self.hamiltonian is None:
-            self.hamiltonian = self.problem.compiled(self.device, self.cfg.optim.connections)
+            self.hamiltonian = self.problem.compiled(self.device, self.cfg.connections_used)
 
     def configure_optimizers(self):
         pairs = make_optimizers(self.model, self.cfg, lambda: self.stopping.state.decay_start)

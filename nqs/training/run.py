@@ -165,7 +165,7 @@ def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[Mo
     """The problem (unless given, e.g. with orbitals matched to another geometry's by nqs.curve) and the model."""
     if problem is None:
         problem = build_cfg_problem(cfg)
-    problem.connections(cfg.optim.connections)  # `pauli` past 62 qubits fails here, before any training
+    problem.connections(cfg.connections_used)  # `pauli` past 62 qubits fails here, before any training
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model, problem.sector)
     if cfg.optim.dtype == "float64":
@@ -268,7 +268,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         raise KeyboardInterrupt
     model.eval()
     final = evaluate_energy(model, module.hamiltonian, cfg.sampling.final_samples, cfg.sampling.final_unique,
-                            cfg.run.seed, cfg.optim.eval_chunk)
+                            cfg.run.seed, cfg.optim.eval_chunk, cfg.final_local_energy_mode())
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # DDP is over: without this, gloo's threads outlive the interpreter and abort the exit about half the time
         torch.distributed.destroy_process_group()
@@ -283,7 +283,9 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
                      f"does not cover; raise --final-unique")
     estimator = cfg.local_energy_mode().estimator
     if estimator != "exact":
-        notes.append(f"trained with the {estimator} local energy; the final energy uses the exact one")
+        final_with = ("it too (--final-local-energy as-trained; unbiased, its draws' noise is in the error bar)"
+                      if cfg.final_local_energy_mode().estimator == estimator else "the exact one")
+        notes.append(f"trained with the {estimator} local energy; the final energy uses {final_with}")
     for note in notes[told:]:
         print(f"note: {note}", file=sys.stderr)
     summary = run_summary(cfg, problem, model, module, final, trainer.global_step, time.perf_counter() - start,
@@ -332,7 +334,7 @@ def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCM
         t_framework_s=t.framework_s, command_wall_s=command_wall_s, seed=cfg.run.seed, device=str(module.device),
         torch_threads=torch.get_num_threads(), optimizer=o.optimizer, schedule=schedule,
         local_energy=module.local_energy_mode.resolve(model).name, estimator=module.local_energy_mode.estimator,
-        connections=problem.connections(cfg.optim.connections),
+        connections=problem.connections(cfg.connections_used),
         stop_reason=stop["stop_reason"], criteria_met=stop["criteria_met"],
         branch=None if branch is None else {"trunk": str(branch["trunk"]), "step": branch["step"]},
         scan=scan, notes=notes)
