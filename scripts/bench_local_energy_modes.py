@@ -5,7 +5,10 @@
         --train-steps 300 --runs-dir runs/bench_le_modes
 
 Modes: exact-dense (the path before issue 15), exact-trie, sampled, semi-stochastic (`--semi T K`: threshold on
-w_x |H_xx'| in Hartree, draws per sample; several operating points may be given, each a row `semi-stochastic`).
+w_x |H_xx'| in Hartree, draws per sample; several operating points may be given, each a row `semi-stochastic`),
+heat-bath (`--heat-bath T K`, the same split without enumerating the doubles, on the integral connections);
+`--modes` keeps only the named ones; `--redraws 0` skips the exact reference (bias and spread null: for sizes
+where the exact local energy is too slow to run each step).
 
 speed (one torch thread): per (molecule, ansatz) a fresh default model (seed 0, random initialisation) is
 trained from step 0 by each mode in turn with the step `nqs-train` runs (`vmc_step` + `optimisation_step`,
@@ -51,12 +54,15 @@ from nqs.vmc import vmc_step  # noqa: E402
 EXACT = LocalEnergyMode("exact-trie")
 
 
-def modes(ansatz: str, semi: list[tuple[float, int]]) -> list[LocalEnergyMode]:
+def modes(ansatz: str, semi: list[tuple[float, int]], heat_bath: list[tuple[float, int]],
+          keep: list[str] | None) -> list[LocalEnergyMode]:
     out = [LocalEnergyMode("exact-dense")]
     if ansatz != "made":
         out.append(EXACT)
     out.append(LocalEnergyMode("sampled"))
-    return out + [LocalEnergyMode("semi-stochastic", t, k) for t, k in semi]
+    out += [LocalEnergyMode("semi-stochastic", t, k) for t, k in semi]
+    out += [LocalEnergyMode("heat-bath", t, k) for t, k in heat_bath]
+    return [m for m in out if keep is None or m.name in keep]
 
 
 def weighted_energy(values: torch.Tensor, counts: torch.Tensor) -> float:
@@ -73,7 +79,7 @@ def mode_energies(model, h, samples, mode, gen, redraws: int) -> list[float]:
     """E of `mode` on fixed samples: one value, or `redraws` for the semi-stochastic estimator."""
     with torch.no_grad():
         log_psi = model.log_psi(samples.bits) if mode.reuses_sample_log_psi else None
-    n = redraws if mode.name == "semi-stochastic" else 1
+    n = redraws if mode.name in ("semi-stochastic", "heat-bath") else 1
     weights = samples.counts / samples.counts.sum()
     return [weighted_energy(estimate(model, h, samples.bits, mode, gen, log_psi_bits=log_psi, weights=weights).values,
                             samples.counts) for _ in range(n)]
@@ -84,7 +90,7 @@ def spread(diffs: list[float]) -> tuple[float, float]:
 
 
 def speed(cfg: TrainConfig, problem, model0, mode: LocalEnergyMode, args) -> dict:
-    h = problem.compiled("cpu")
+    h = problem.compiled("cpu", connections="integrals" if mode.name == "heat-bath" else "auto")
     model = copy.deepcopy(model0)
     opt, sched = make_optimizer(model, cfg)
     times, le_times, net, le, step, evals, diffs = [], [], [], [], [], [], []
@@ -104,11 +110,12 @@ def speed(cfg: TrainConfig, problem, model0, mode: LocalEnergyMode, args) -> dic
         step.append(flop_model.step_flops(cfg.model, problem.sector, r.samples.rows_per_position, r.n_evals,
                                           r.samples.n_unique, h.gemm_columns, r.le_rows)["total"])
         evals.append(r.n_evals)
-        with torch.no_grad():  # untimed: the exact estimator on the same samples (the model after this step)
-            e_exact = exact_reference(model, h, r.samples)
-            extra = mode_energies(model, h, r.samples, mode, gen, args.redraws)
-        diffs += [e - e_exact for e in extra]
-    bias, std = spread(diffs)
+        if args.redraws:
+            with torch.no_grad():  # untimed: the exact estimator on the same samples (the model after this step)
+                e_exact = exact_reference(model, h, r.samples)
+                extra = mode_energies(model, h, r.samples, mode, gen, args.redraws)
+            diffs += [e - e_exact for e in extra]
+    bias, std = spread(diffs) if diffs else (None, None)
     return {"s_per_step": statistics.median(times), "s_local_energy": statistics.median(le_times),
             "network_flops": statistics.fmean(net), "le_flops": statistics.fmean(le),
             "step_flops": statistics.fmean(step), "psi_evals": statistics.fmean(evals), "bias_mha": bias,
@@ -116,7 +123,8 @@ def speed(cfg: TrainConfig, problem, model0, mode: LocalEnergyMode, args) -> dic
 
 
 def train(cfg: TrainConfig, mode: LocalEnergyMode, args, molecule: str) -> dict:
-    tag = mode.name if mode.name != "semi-stochastic" else f"semi-{mode.threshold:g}-{mode.draws}"
+    tag = {"semi-stochastic": f"semi-{mode.threshold:g}-{mode.draws}",
+           "heat-bath": f"hb-{mode.threshold:g}-{mode.draws}"}.get(mode.name, mode.name)
     out = Path(args.runs_dir) / f"{molecule}-{cfg.model.ansatz}-{tag}"
     run_cfg = cfg.updated(steps=args.train_steps, local_energy=mode.name, semi_threshold=mode.threshold,
                           semi_draws=mode.draws, progress=False, out=str(out), checkpoint_every=10**6)
@@ -148,6 +156,9 @@ def main() -> None:
     parser.add_argument("--ansatze", nargs="+", default=["transformer", "retnet"])
     parser.add_argument("--semi", nargs=2, action="append", type=float, metavar=("THRESHOLD", "DRAWS"),
                         help="semi-stochastic operating point (repeatable; default 1e-4 4 and 1e-3 2)")
+    parser.add_argument("--heat-bath", nargs=2, action="append", type=float, metavar=("THRESHOLD", "DRAWS"),
+                        help="heat-bath operating point (repeatable; default none)")
+    parser.add_argument("--modes", nargs="+", help="keep only these modes (e.g. semi-stochastic heat-bath)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--samples", type=float, default=1e12)
@@ -160,6 +171,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     semi = [(t, int(k)) for t, k in (args.semi or [(1e-4, 4), (1e-3, 2)])]
+    heat_bath = [(t, int(k)) for t, k in (args.heat_bath or [])]
     configure_process(args.threads)
     merged = {}
     if args.merge:
@@ -173,9 +185,9 @@ def main() -> None:
             cfg = TrainConfig().updated(mol=molecule, ansatz=ansatz, samples=args.samples, unique=args.unique,
                                         threads=args.threads, fci_max_dets=1e6)
             problem, model0 = build(cfg) if "speed" in args.parts else (None, None)
-            for mode in modes(ansatz, semi):
+            for mode in modes(ansatz, semi, heat_bath, args.modes):
                 row = {"molecule": molecule, "ansatz": ansatz, "mode": mode.name}
-                if mode.name == "semi-stochastic":
+                if mode.name in ("semi-stochastic", "heat-bath"):
                     row.update(threshold=mode.threshold, draws=mode.draws)
                 row = {**merged.get(key(row), {}), **row}
                 if "speed" in args.parts:
@@ -200,8 +212,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         b = base.get((r["molecule"], r["ansatz"]), {})
         speedup = b["s_per_step"] / r["s_per_step"] if "s_per_step" in b and "s_per_step" in r else None
-        cut = b["network_flops"] / r["network_flops"] if r.get("network_flops") else None
-        mode = r["mode"] + (f" ({r['threshold']:g}, {r['draws']})" if r["mode"] == "semi-stochastic" else "")
+        cut = b["network_flops"] / r["network_flops"] if r.get("network_flops") and "network_flops" in b else None
+        mode = r["mode"] + (f" ({r['threshold']:g}, {r['draws']})" if "threshold" in r else "")
         out.append([r["molecule"], r["ansatz"], mode, f(r, "s_per_step", ".4f"), f({"x": speedup}, "x", ".2f"),
                     f(r, "network_flops", ".3g"), f({"x": cut}, "x", ".2f"), f(r, "psi_evals", ",.0f"),
                     f(r, "bias_mha", "+.3f"), f(r, "std_mha", ".3f"), f(r, "final_error_mha", "+.3f"),
