@@ -239,8 +239,8 @@ def estimate(model: AutoregressiveAnsatz, h: Hamiltonian, bits: torch.Tensor, mo
              space_log_psi: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> LocalEnergy:
     """E_loc (B,) of bits (B, n) under `mode` (resolved here). `sampled` needs `log_psi_bits` (B,) (and the
     whole sample set `space_bits`, `space_log_psi` when `bits` is one rank's share); `semi-stochastic` needs
-    `generator` (on the model's device), as does `heat-bath`, and takes the samples' count `weights` (B,) (default 1/B) and, when
-    given, the same log psi of the sample set."""
+    `generator` (on the model's device), as does `heat-bath`, and takes the samples' count `weights` (B,)
+    (default 1/B) and, when given, the same log psi of the sample set."""
     mode = mode.resolve(model)
     with torch.no_grad():
         if mode.name == "exact-dense":

@@ -4,6 +4,7 @@
     python scripts/scaling_study.py e2 [--root runs/sweeps]   # does D' collapse? (N2: B x T_post)
     python scripts/scaling_study.py e2b [--root runs/sweeps]  # the sample count N_s at fixed B and T (N2)
     python scripts/scaling_study.py e3 [--root runs/sweeps]   # pooled-law grid: error per molecule, size, T_post
+    python scripts/scaling_study.py e5 [--root runs/sweeps]   # modulus x phase sizes (NH3): error per cell
     python scripts/scaling_study.py e6 RUN_DIR...              # measured FLOPs per step vs the paper's uncached estimate
 
 Each prints Markdown tables (errors in mHa, geometric means over seeds with the seeds listed) and, for e2, the
@@ -225,6 +226,28 @@ def e3(root: Path, sweeps: list[str]) -> None:
         print(f"seed scatter (within-cell SD of log L): {seed_scatter(cells):.2f} over all cells; {per}")
 
 
+def e5(root: Path, sweep: str = "e5_modulus_phase") -> None:
+    """|E − E_FCI| (mHa) per modulus size (d_model, with its parameter count) and phase width, at each
+    post-annealing length T_post (geometric mean over the seeds, the seeds listed)."""
+    path = _sweep(root, sweep)
+    if path is None:
+        print(f"no sweep {sweep} under {root}")
+        return
+    cells, n_mod, n_phase = collections.defaultdict(list), {}, {}
+    for r in load_runs([path]):
+        c = _cfg(r)
+        key = (c.model.d_model, c.model.phase_hidden, c.optim.steps - (c.optim.sr_from or 0))
+        cells[key].append(r.abs_error_mha)
+        n_mod[key[0]], n_phase[key[1]] = r.n_params_modulus, r.n_params_phase
+    lengths, widths = sorted({k[2] for k in cells}), sorted(n_phase)
+    rows = [[d, f"{n_mod[d]:,}"] + [_geo(cells.get((d, w, t), []), ".2g") for t in lengths for w in widths]
+            for d in sorted(n_mod)]
+    print(f"\n{sweep} (|E − E_FCI| mHa, geometric mean over seeds; the seeds in brackets; phase MLP widths "
+          f"{', '.join(f'{w} ({n_phase[w]:,} parameters)' for w in widths)}):")
+    print(markdown_table(["d_model", "N modulus"] + [f"T_post {t}, phase {w}" for t in lengths for w in widths], rows))
+    print(f"seed scatter (within-cell SD of log L): {seed_scatter(cells):.2f}")
+
+
 def e6(paths: list[str]) -> None:
     from nqs import flops as flop_model
     from nqs.hilbert import Sector
@@ -252,11 +275,12 @@ def e6(paths: list[str]) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", choices=("e1", "e2", "e2b", "e3", "e6"))
+    p.add_argument("experiment", choices=("e1", "e2", "e2b", "e3", "e5", "e6"))
     p.add_argument("paths", nargs="*", help="e6: run directories or folders of runs")
     p.add_argument("--root", default="runs/sweeps", type=Path,
                    help="folder of the sweeps' run folders, or of their run archives (data/scaling)")
-    p.add_argument("--sweep", default=None, help="e2/e2b: the sweep folder under --root (default e2_collapse / e2_samples)")
+    p.add_argument("--sweep", default=None, help="e2/e2b/e3/e5: the sweep folder under --root (default e2_collapse / "
+                   "e2_samples / the three E3 sweeps / e5_modulus_phase)")
     p.add_argument("--plot", type=Path, help="e2: write the collapse plot (error against D') to this PNG")
     args = p.parse_args(argv)
     if args.plot is not None and not args.plot.parent.is_dir():
@@ -269,6 +293,8 @@ def main(argv=None) -> int:
         e2b(args.root, args.sweep or "e2_samples")
     elif args.experiment == "e3":
         e3(args.root, [args.sweep] if args.sweep else ["e3_transformer", "e3_retnet", "e3_made"])
+    elif args.experiment == "e5":
+        e5(args.root, args.sweep or "e5_modulus_phase")
     else:
         e6(args.paths or [str(args.root)])
     return 0
