@@ -20,9 +20,10 @@ parts:
            or lies in S is dropped. Unbiased: the expectation is the sum over R_x of H_k psi(x'_k) / psi(x).
 
 threshold = 0 keeps every connection (exact). Work per sample: the singles, N (N - 1) / 2 pair lookups, the kept
-prefix and K draws; never the E doubles (H32: ~95,000 candidates per sample). Memory: the tables hold
-2 C(n,2) C(n-2,2) + n^2 (n-1)^2 targets at most (n spatial orbitals), 28 bytes each (H32: 1.9e6, 53 MB;
-H50: 8.8e6, 250 MB); a call holds its kept and drawn pairs and blocks of at most `span` prefix targets.
+prefix and K draws; never the E doubles (H32: ~95,000 candidates per sample). Memory: the tables hold at most
+2 C(n,2) C(n-2,2) + n^2 (n-1)^2 targets (n spatial orbitals), 40 bytes each; after the screening (|value| > 1e-12)
+H32 holds 709,024 (27 MB, built in 0.5 s) and H50 4.39e6 (167 MB, 4.6 s). A call holds its kept and drawn pairs,
+the singles of its samples, and blocks of at most `span` prefix targets.
 """
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ class HeatBathTables:
         x = g.transpose(1, 3, 0, 2)  # x[P, Q, A, B] = (AP|BQ)
         p_same, q_same = np.triu_indices(n, 1)
         same = x[p_same, q_same] - x[q_same, p_same]  # (C(n,2), n, n): <AB|PQ> - <AB|QP>
-        hit = lambda rows, cols: (rows[:, None, None] == cols[None]) # noqa: E731 - (R, n, n) bool of A or B
+        def hit(rows, grid):  # (R, n, n) bool: the target orbital (A or B, as `grid`) is the row's P or Q
+            return rows[:, None, None] == grid[None]
+
         ab = np.arange(n)
         a_grid, b_grid = np.broadcast_to(ab[:, None], (n, n)), np.broadcast_to(ab[None, :], (n, n))
         same[hit(p_same, a_grid) | hit(q_same, a_grid) | hit(p_same, b_grid) | hit(q_same, b_grid)] = 0.0
