@@ -47,6 +47,7 @@ from nqs.models.base import AutoregressiveAnsatz
 from nqs.trie import TrieEvaluator
 
 MODES = ("exact", "exact-dense", "exact-trie", "sampled", "semi-stochastic", "heat-bath")
+SEMI_STOCHASTIC = ("semi-stochastic", "heat-bath")  # unbiased, with a threshold and draws
 # `exact` takes the trie from here on: on LiH (12 qubits) and H2O (14) its local energy is 1.2-1.45x slower than
 # full passes (the connected sets are most of a small sector and share few prefixes), on N2 (20) and CH4 (18)
 # 1.9-2.3x faster (docs/benchmarks.md, "Local-energy modes"). MADE's full pass is a small MLP: on N2 its trie
@@ -82,14 +83,14 @@ class LocalEnergyMode:
     @property
     def reuses_sample_log_psi(self) -> bool:
         """Whether the estimator takes log psi of the sample set from the loss's forward pass."""
-        return self.name in ("sampled", "semi-stochastic", "heat-bath")
+        return self.name == "sampled" or self.name in SEMI_STOCHASTIC
 
     @property
     def estimator(self) -> str:
         """What the values estimate, for run records and fits: exact, sampled, or semi-stochastic(eps, K)."""
         if self.name.startswith("exact"):
             return "exact"
-        if self.name in ("semi-stochastic", "heat-bath"):  # `weighted_`: on w_x |H_xx'| (before: on |H_xx'|)
+        if self.name in SEMI_STOCHASTIC:  # `weighted_`: the threshold is on w_x |H_xx'| (before: on |H_xx'|)
             return f"{self.name}(weighted_threshold={self.threshold:g},draws={self.draws})"
         return self.name
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nqs import flops as flop_model  # noqa: E402
 from nqs.cli.common import configure_process  # noqa: E402
-from nqs.local_energy_modes import LocalEnergyMode, estimate  # noqa: E402
+from nqs.local_energy_modes import SEMI_STOCHASTIC, LocalEnergyMode, estimate  # noqa: E402
 from nqs.record import read_summary  # noqa: E402
 from nqs.sampler import sample  # noqa: E402
 from nqs.tables import markdown_table  # noqa: E402
@@ -79,7 +79,7 @@ def mode_energies(model, h, samples, mode, gen, redraws: int) -> list[float]:
     """E of `mode` on fixed samples: one value, or `redraws` for the semi-stochastic estimator."""
     with torch.no_grad():
         log_psi = model.log_psi(samples.bits) if mode.reuses_sample_log_psi else None
-    n = redraws if mode.name in ("semi-stochastic", "heat-bath") else 1
+    n = redraws if mode.name in SEMI_STOCHASTIC else 1
     weights = samples.counts / samples.counts.sum()
     return [weighted_energy(estimate(model, h, samples.bits, mode, gen, log_psi_bits=log_psi, weights=weights).values,
                             samples.counts) for _ in range(n)]
@@ -187,7 +187,7 @@ def main() -> None:
             problem, model0 = build(cfg) if "speed" in args.parts else (None, None)
             for mode in modes(ansatz, semi, heat_bath, args.modes):
                 row = {"molecule": molecule, "ansatz": ansatz, "mode": mode.name}
-                if mode.name in ("semi-stochastic", "heat-bath"):
+                if mode.name in SEMI_STOCHASTIC:
                     row.update(threshold=mode.threshold, draws=mode.draws)
                 row = {**merged.get(key(row), {}), **row}
                 if "speed" in args.parts:

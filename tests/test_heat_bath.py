@@ -1,6 +1,6 @@
 """The heat-bath local energy (nqs.heat_bath, `--local-energy heat-bath`): its pairs against the enumerated
 integral connections (threshold 0: the same set and elements, 1e-12 Ha), exact at threshold 0, unbiased above it,
-only true connections drawn, past 62 qubits on random integrals, and one rank's share under DDP (float64)."""
+only true connections drawn, past 62 qubits on random integrals, and one rank's share under DDP (in tests/test_local_energy_modes.py) (float64)."""
 from __future__ import annotations
 
 import numpy as np
@@ -90,19 +90,6 @@ def test_heat_bath_with_zero_threshold_is_exact(problems, known):
     assert (hb.values - exact.values).abs().max().item() < 1e-10
     assert hb.n_connected == exact.n_connected
     assert hb.n_evals == exact.n_evals - (bits.shape[0] if known else 0)
-
-
-def test_heat_bath_on_one_ranks_share_uses_the_whole_sample_set(problems):
-    p = problems("LiH")
-    h, model = p.compiled(connections="integrals"), make(p.sector)
-    space = random_bits(p.sector, 80, seed=3)
-    share = space[1::2]
-    with torch.no_grad():
-        space_log_psi = model.log_psi(space)
-    exact = estimate(model, h, share, LocalEnergyMode("exact-dense"))
-    hb = estimate(model, h, share, LocalEnergyMode("heat-bath", threshold=0.0), torch.Generator(),
-                  log_psi_bits=space_log_psi[1::2], space_bits=space, space_log_psi=space_log_psi)
-    assert (hb.values - exact.values).abs().max().item() < 1e-10
 
 
 def test_heat_bath_is_unbiased(problems):

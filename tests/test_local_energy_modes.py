@@ -87,17 +87,19 @@ def test_semi_stochastic_with_zero_threshold_is_exact(problems, known):
     assert semi.n_evals == (int(outside.sum()) if known else exact.n_evals)
 
 
-def test_semi_stochastic_on_one_ranks_share_uses_the_whole_sample_set(problems):
+@pytest.mark.parametrize("name,path", [("semi-stochastic", "auto"), ("heat-bath", "integrals")])
+def test_semi_stochastic_on_one_ranks_share_uses_the_whole_sample_set(problems, name, path):
     """Under DDP a rank holds every other sample; the set whose log psi is known (and whose x' are summed
-    exactly) is the whole sample set: threshold 0 gives exact values, and only x' outside the set are evaluated."""
+    exactly) is the whole sample set: threshold 0 gives exact values, and only x' outside the set are evaluated
+    (both unbiased estimators: the enumerating one and heat-bath)."""
     p = problems("H2O")
-    h, model = p.compiled(), make("retnet", p.sector)
+    h, model = p.compiled(connections=path), make("retnet", p.sector)
     space = p.sector.enumerate_bits()[::3]
     share = space[1::2]
     with torch.no_grad():
         log_space = model.log_psi(space)
     exact = estimate(model, h, share, LocalEnergyMode("exact"))
-    semi = estimate(model, h, share, LocalEnergyMode("semi-stochastic", threshold=0.0), torch.Generator(),
+    semi = estimate(model, h, share, LocalEnergyMode(name, threshold=0.0), torch.Generator(),
                     log_psi_bits=log_space[1::2], space_bits=space, space_log_psi=log_space)
     assert (semi.values - exact.values).abs().max().item() < 1e-12
     distinct = unique(connections(h, share).keys, h.n_qubits)[0]

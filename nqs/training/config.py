@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from nqs.errors import UserError
-from nqs.local_energy_modes import LocalEnergyMode
+from nqs.local_energy_modes import SEMI_STOCHASTIC, LocalEnergyMode
 from nqs.models import ModelConfig
 from nqs.options import option
 from nqs.problem import CONNECTIONS
@@ -109,9 +109,9 @@ class OptimConfig:
                               "integrals (Slater-Condon rules from h1 and (pq|rs); same elements)", affects_result=False)
     semi_threshold: float = option(1e-5, "semi-stochastic, heat-bath: connections outside the sample set with "
                                    "w_x |H_xx'| >= this (Hartree; w_x the sample's weight) are summed exactly, the "
-                                   "rest drawn", used_when=("local_energy", ("semi-stochastic", "heat-bath")))
+                                   "rest drawn", used_when=("local_energy", SEMI_STOCHASTIC))
     semi_draws: int = option(4, "semi-stochastic, heat-bath: connections drawn per sample from the rest, ∝ |H_xx'|",
-                             used_when=("local_energy", ("semi-stochastic", "heat-bath")))
+                             used_when=("local_energy", SEMI_STOCHASTIC))
 
     @property
     def sr_start(self) -> int | None:
@@ -290,7 +290,7 @@ class TrainConfig:
             raise UserError(f"unknown connections {o.connections!r}: choose one of {', '.join(CONNECTIONS)}")
         if s.final_local_energy not in ("exact", "as-trained"):
             raise UserError(f"final_local_energy must be exact or as-trained, got {s.final_local_energy!r}")
-        if s.final_local_energy == "as-trained" and o.local_energy not in ("semi-stochastic", "heat-bath"):
+        if s.final_local_energy == "as-trained" and o.local_energy not in SEMI_STOCHASTIC:
             raise UserError("--final-local-energy as-trained needs an unbiased estimator other than the exact one: "
                             "--local-energy semi-stochastic or heat-bath")
         if o.local_energy == "heat-bath" and o.connections == "pauli":
