@@ -153,11 +153,36 @@ def _solve(grad: torch.Tensor, blocks: list, shift: float) -> torch.Tensor:
 
 def _woodbury(grad: torch.Tensor, j: torch.Tensor, shift: float) -> torch.Tensor:
     """(JᵀJ + λ I)⁻¹ g/2 = (g/2 − Jᵀ (J Jᵀ + λ I)⁻¹ J g/2) / λ for J (R, P), g (P,)."""
-    f = grad.to(j.dtype) / 2
+    return _shifted_solve(grad.to(j.dtype) / 2, j, shift)
+
+
+def _shifted_solve(f: torch.Tensor, j: torch.Tensor, shift: float) -> torch.Tensor:
+    """(JᵀJ + λ I)⁻¹ f for J (R, P), f (P,), through the (R × R) system."""
     small = (j @ j.T).to(torch.float64)
     small.diagonal().add_(shift)
     inner = torch.linalg.solve(small, (j @ f).to(torch.float64)).to(j.dtype)
     return (f - j.T @ inner) / shift
+
+
+def _solve_with_tail(grad: torch.Tensor, jac: Jacobian, weights: torch.Tensor, tail_jac: Jacobian, tail,
+                     lr: float, shift: float) -> torch.Tensor:
+    """argmin_d |J d − ε|² + Σ_t w_t |(O_t − Ō) d + target_t / lr|² + λ|d|² per block (modulus: Re targets,
+    phase: Im), with Jᵀε = g/2 and the step −lr·d: (JᵀJ + J_tᵀJ_t + λ) d = g/2 − J_tᵀ b, b_t = √w_t target_t / lr,
+    one stacked Woodbury solve."""
+    w = (weights / weights.sum())
+    d = torch.zeros_like(grad)
+    parts = ((jac.modulus, tail_jac.modulus, jac.index_modulus, tail.target.real),
+             (jac.phase, tail_jac.phase, jac.index_phase, tail.target.imag))
+    for rows, tail_rows, idx, target in parts:
+        if not idx.numel():
+            continue
+        mean = w.to(rows.dtype) @ rows
+        j = (rows - mean) * w.sqrt().to(rows.dtype)[:, None]
+        root = tail.weights.sqrt().to(rows.dtype)
+        j_tail = (tail_rows - mean) * root[:, None]
+        f = grad[idx].to(rows.dtype) / 2 - j_tail.T @ (root * target.to(rows.dtype) / lr)  # the step is −lr·d
+        d[idx] = _shifted_solve(f, torch.cat([j, j_tail]), shift).to(grad.dtype)
+    return d
 
 
 def metric_norm(direction: torch.Tensor, jac: Jacobian, weights: torch.Tensor) -> float:
@@ -171,19 +196,28 @@ def _norm(direction: torch.Tensor, blocks: list) -> float:
 
 
 def sr_direction(model: torch.nn.Module, bits: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor,
-                 settings: SRSettings, step: int, lr: float) -> tuple[torch.Tensor, dict]:
+                 settings: SRSettings, step: int, lr: float, tail=None) -> tuple[torch.Tensor, dict]:
     """The SR update direction (P,) for `grad` (P,), scaled into the trust region for learning rate `lr`, and
-    what was done: {"shift", "rows", "metric_step", "scaled"}. The centred Jacobian is built once for both."""
+    what was done: {"shift", "rows", "tail_rows", "metric_step", "scaled"}. The centred Jacobian is built once
+    for both. `tail` (`nqs.sr_tail.TailRows`): rows for configurations outside the sample, each asking
+    lr·(O(x') − Ō)·d = its target with its weight; the trust region stays in the sample's metric."""
     k = min(settings.max_rows, bits.shape[0])
     top = torch.topk(weights, k).indices if k < bits.shape[0] else torch.arange(bits.shape[0], device=bits.device)
-    blocks = _centred_blocks(log_psi_jacobian(model, bits[top], settings.chunk), weights[top])
+    jac = log_psi_jacobian(model, bits[top], settings.chunk)
+    blocks = _centred_blocks(jac, weights[top])
     shift = settings.shift_at(step)
-    d = _solve(grad, blocks, shift)
+    if tail is None or not tail.bits.shape[0]:
+        d = _solve(grad, blocks, shift)
+    else:
+        d = _solve_with_tail(grad, jac, weights[top], log_psi_jacobian(model, tail.bits, settings.chunk), tail, lr,
+                             shift)
     norm = lr * _norm(d, blocks)
     scale = 1.0
     if settings.trust is not None and norm > settings.trust:
         scale = settings.trust / norm
-    info = {"shift": shift, "rows": k, "metric_step": norm * scale, "scaled": scale < 1.0}
+    info = {"shift": shift, "rows": k, "tail_rows": 0 if tail is None else int(tail.bits.shape[0]),
+            "tail_evaluations": 0 if tail is None else tail.evaluations, "metric_step": norm * scale,
+            "scaled": scale < 1.0}
     return (d * scale).to(grad.dtype), info
 
 

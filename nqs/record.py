@@ -135,6 +135,8 @@ class StepRecord:
     flops_total: float = 0.0
     sr_shift: float | None = field(default=None, metadata={"help": "sr: the diagonal shift λ of this step"})
     sr_metric_step: float | None = field(default=None, metadata={"help": "sr: lr·√(dᵀSd) of the step taken"})
+    sr_tail_rows: int | None = field(default=None, metadata={"help": "sr: rows for configurations outside the "
+                                                              "sample (--sr-tail)"})
 
     @property
     def error_mha(self) -> float | None:

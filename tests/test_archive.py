@@ -92,3 +92,29 @@ def test_the_e3_transformer_archive_refits_to_the_documented_exponents(tmp_path)
     assert fit["alpha1"] == pytest.approx(1.106, abs=0.005)
     assert fit["alpha2"] == pytest.approx(1.080, abs=0.005)
     assert fit["A0[N2]"] == pytest.approx(34.08, abs=0.05)
+
+
+def test_one_molecule_of_the_e3_made_archive_refits_to_the_documented_law(tmp_path, capsys):
+    """docs/scaling.md §4, E4 for MADE: the pooled MADE law has no size term, so its plans come from the H2O runs
+    alone (`--molecules H2O`): α1 = 1.86 and the size term present (point estimates)."""
+    import json
+
+    out = tmp_path / "fit.json"
+    archive = REPO / "data" / "scaling" / "e3_made.runs.jsonl.xz"
+    assert fit_main([str(archive), "--metric", "abs_error", "--molecules", "H2O", "--bootstrap", "0",
+                     "--holdout-bootstrap", "0", "--json", str(out)]) == 0
+    fit = json.loads(out.read_text())["made"]
+    assert fit["fit"]["params"]["alpha1"] == pytest.approx(1.864, abs=0.005)
+    assert fit["fit"]["params"]["A1"] > 0.1
+    with pytest.raises(SystemExit) as stop:
+        fit_main([str(archive), "--molecules", "H2O", "CH4"])
+    assert stop.value.code == 2 and "no run on --molecules CH4" in capsys.readouterr().err
+
+
+def test_the_made_iso_flop_plans_find_their_optimum_within_one_neighbour(capsys):
+    """docs/scaling.md §4, E4 for MADE: both budgets' observed best is the law's optimum or its neighbour."""
+    archive = REPO / "data" / "scaling" / "e4_made.runs.jsonl.xz"
+    for budget in ("1e11", "2e11"):
+        plan = REPO / "configs" / "sweeps" / f"e4_made_H2O_{budget}.plan.json"
+        assert fit_main(["--check", str(plan), str(archive)]) == 0
+        assert "within one neighbour: yes" in capsys.readouterr().out

@@ -133,10 +133,14 @@ def test_size_defaults_touch_only_what_no_layer_set():
     chosen, notes = size_defaults(n2, {"mol", "ansatz", "steps"})  # 1,200 steps, longer than the recipe's
     assert chosen.optim.optimizer == "adam+sr" and chosen.optim.anneal_steps == LARGE["retnet"]["anneal_steps"]
     assert chosen.optim.decay == LARGE["retnet"]["decay"]  # step counts kept: the stable phase is longer
+    assert chosen.optim.sr_tail == 32
+    from nqs.training.recipes import TAIL_MAX_QUBITS, recipe
+
+    assert "sr_tail" not in recipe(TAIL_MAX_QUBITS + 2, "retnet")  # no tail search past the measured sizes
     assert chosen.optim.steps == n2.optim.steps  # given: kept
     short, _ = size_defaults(n2.updated(steps=100), {"mol", "ansatz", "steps"})  # shorter: shrunk in proportion
-    assert (short.optim.steps, short.optim.anneal_steps, short.optim.sr_from, short.optim.decay) == (100, 40, 55, 30)
-    assert short.optim.warmup == 2  # 20 x 100 / 1,000: warm-up and decay fit the run
+    assert (short.optim.steps, short.optim.anneal_steps, short.optim.sr_from, short.optim.decay) == (100, 40, 56, 31)
+    assert short.optim.warmup == 2  # 20 x 100 / 800: warm-up and decay fit the run
     chosen_text = notes[0].split("): ")[1].split(";")[0]
     assert len(notes) == 1 and "20 qubits" in notes[0]
     assert not any(item.startswith("steps ") for item in chosen_text.split(", "))

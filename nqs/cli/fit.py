@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--law", choices=("additive", "interaction"), default="additive",
                    help="additive (default), or with an N × D' interaction term A12·(N/N_c)^-α1·(D'/D'_c)^-α2")
     p.add_argument("--ansatz", help="fit only this ansatz (default: one fit per ansatz in the runs)")
+    p.add_argument("--molecules", nargs="+", metavar="MOL",
+                   help="fit only the runs on these molecules (default: pool every molecule in the runs)")
     p.add_argument("--keep-above-hf", action="store_true",
                    help="keep runs whose final error is at or above Hartree–Fock's (default: left out, as a "
                         "plateau the law does not describe; the report counts them)")
@@ -149,6 +151,12 @@ def _run(args: argparse.Namespace) -> int:
             print(f"wrote {plot_check(check, args.plot, METRIC_LABELS[plan['metric']], title)}")
         _write_json(args.json, {"check": check})
         return 0
+    if args.molecules:
+        present = sorted({r.molecule for r in records})
+        missing = [m for m in args.molecules if m not in present]
+        if missing:
+            raise UserError(f"no run on --molecules {' '.join(missing)} among the runs ({', '.join(present)})")
+        records = [r for r in records if r.molecule in args.molecules]
     ansatze = sorted({r.ansatz for r in records})
     if args.ansatz:
         if args.ansatz not in ansatze:

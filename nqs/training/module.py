@@ -25,6 +25,7 @@ from nqs.problem import MolecularProblem
 from nqs.record import StepRecord
 from nqs.references import best_reference
 from nqs.natural_gradient import SRSettings, flat_grad, set_flat_grad, sr_direction
+from nqs.sr_tail import tail_rows
 from nqs.training.config import TrainConfig
 from nqs.training.schedules import StopMonitor, StopState, lr_factor
 from nqs.vmc import Ranks, StepResult, _sync, vmc_step
@@ -210,8 +211,10 @@ class VMCModule(L.LightningModule):
 
             def precondition(lr: float) -> None:
                 weights = result.samples.counts / result.samples.counts.sum()
+                tail = None if not cfg.optim.sr_tail else tail_rows(
+                    self.model, self.hamiltonian, result.samples.bits, result.stats.mean, lr, cfg.optim.sr_tail)
                 d, self.sr_info = sr_direction(self.model, result.samples.bits, weights.to(device),
-                                               flat_grad(self.model), self.sr, sr_step, lr)
+                                               flat_grad(self.model), self.sr, sr_step, lr, tail)
                 set_flat_grad(self.model, d)
         self.t_backward, self.t_optimizer, self.lr_used = optimisation_step(
             result.loss, opts[index], scheds[index], cfg.optim.grad_clip, device,
@@ -235,8 +238,10 @@ class VMCModule(L.LightningModule):
         fl = flop_model.step_flops(cfg.model, p.sector, samples.rows_per_position, r.n_evals, samples.n_unique,
                                    self.hamiltonian.gemm_columns, r.le_rows)
         if self.sr_info:
-            fl["natural_gradient"] = flop_model.natural_gradient_flops(cfg.model, p.sector, self.sr_info["rows"],
-                                                                       self.model.n_params)
+            info = self.sr_info  # tail rows: stacked onto the Jacobian, plus the search's forward passes
+            fl["natural_gradient"] = (flop_model.natural_gradient_flops(cfg.model, p.sector, info["rows"]
+                                                                        + info["tail_rows"], self.model.n_params)
+                                      + flop_model.forward_flops(cfg.model, p.sector, info["tail_evaluations"]))
             fl["total"] += fl["natural_gradient"]
         t_vmc = r.t_sampling + r.t_local_energy + r.t_loss + self.t_backward + self.t_optimizer
         t = self.totals
@@ -263,7 +268,8 @@ class VMCModule(L.LightningModule):
                           t_framework=max(t_step - t_vmc, 0.0), n_evals=r.n_evals, n_connected=r.n_connected,
                           local_energy=r.local_energy_mode,
                           flops_step=fl, flops_total=tot.flops_total, sr_shift=self.sr_info.get("shift"),
-                          sr_metric_step=self.sr_info.get("metric_step"))
+                          sr_metric_step=self.sr_info.get("metric_step"),
+                          sr_tail_rows=self.sr_info.get("tail_rows") if cfg.optim.sr_tail else None)
 
 
 def _as_list(x) -> list:

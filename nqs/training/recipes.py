@@ -8,29 +8,32 @@ for seed 1, Transformer +0.95 / +0.28 / +0.84; LiH +0.19 (Transformer) and +0.17
 +0.14; and 750 steps instead of 1,200 (the main job and H2O within their time targets). MADE on H2O fell onto
 a +4.1 mHa plateau with it and keeps the plain defaults. From `LARGE_QUBITS` qubits on (N2:
 20 qubits) they do not within the run (+4 to +41 mHa after 1,200 steps), and the recipe below is used: Adam
-through a fixed annealing of `anneal_steps`, then stochastic reconfiguration (`adam+sr`), which takes the
-state from ~15 mHa to below 1.6 mHa in a few hundred steps, with a warmup-stable-decay learning rate. Its step
-counts per ansatz keep the whole command within about 300 s on one CPU thread for N2 (measured there only;
-16–18-qubit molecules use it untested). MADE gets a wider network and keeps the plain Adam schedule (no setting
-found reaches 1.6 mHa on N2). Only options that no layer (preset, --config, flags, the run's own config.yaml)
-set are changed, and what was chosen is printed and saved in config.yaml and the run's notes.
+through a fixed annealing of `anneal_steps`, then stochastic reconfiguration (`adam+sr`) with 32 tail rows
+(`nqs.sr_tail`: imaginary-time targets for the connected configurations the sample misses, without which the
+model loses FCI weight it never regains; up to `TAIL_MAX_QUBITS` qubits), with a warmup-stable-decay learning
+rate. Its step counts per
+ansatz keep the whole command within about 300 s on one CPU thread for N2 (measured there only; 16–18-qubit
+molecules use it untested). MADE gets a wider network and keeps the plain Adam schedule. Only options that no
+layer (preset, --config, flags, the run's own config.yaml) set are changed, and what was chosen is printed
+and saved in config.yaml and the run's notes.
 """
 from __future__ import annotations
 
 LARGE_QUBITS = 16
+TAIL_MAX_QUBITS = 30  # the tail search enumerates every sample's connections: measured on N2 (20 qubits) only
 
 _COMMON = {"optimizer": "adam+sr", "lr_schedule": "wsd", "anneal_steps": 400, "sr_from": 420, "sr_trust": 0.05,
-           "sr_rows": 256, "sr_shift_final": 1e-3}  # a constant shift: falling to 1e-4, steps blew up (+80 mHa)
+           "sr_rows": 256, "sr_shift_final": 1e-3,  # a constant shift: falling to 1e-4, steps blew up (+80 mHa)
+           "sr_tail": 32}  # SR rows for the configurations the sample misses (nqs.sr_tail): N2 +1.78 -> +0.05 mHa
 SMALL = {ansatz: {"lr_schedule": "wsd", "anneal_steps": 400, "decay": 200, "steps": 750}
          for ansatz in ("transformer", "retnet")}
 LARGE = {"transformer": {**_COMMON, "sr_lr": 0.3, "decay": 50, "steps": 800},
-         # 1,000 steps take ~275 s on N2 (the trie local energy and the cached rotary / decay of e579a3f), SR
-         # from step 550 (Adam steps are cheaper). Seed 0 ends at +1.36 / +1.44 / +1.78 mHa as float32 rounding
-         # changes between code versions (below CCSD(T), not always below 1.6 mHa): the model drops ~6e-4 of
-         # FCI weight in the tail, which no gradient grows back; seeds 1 and 2 stayed on +7.6 and +27 mHa
-         # plateaus in session 3 (docs/benchmarks.md, "Time to accuracy", sessions 3 and 5): not robust.
-         "retnet": {**_COMMON, "sr_from": 550, "sr_lr": 0.4, "sr_shift": 1e-3, "sr_shift_final": 2e-4,
-                    "sr_shift_steps": 200, "decay": 300, "steps": 1000},
+         # without tail rows the model dropped ~6e-4 of FCI weight into configurations of p < 1e-16, which no
+         # gradient grows back (+1.36 / +1.44 / +1.78 mHa for seed 0 as float32 rounding changed between code
+         # versions; seeds 1 and 2 on +7.6 and +27 mHa plateaus); with 32 tail rows, 800 steps end at +0.05 /
+         # +0.15 / +0.04 mHa for seeds 0 / 1 / 2 (docs/benchmarks.md, "Time to accuracy", session 8)
+         "retnet": {**_COMMON, "anneal_steps": 320, "sr_from": 450, "sr_lr": 0.4, "sr_shift": 1e-3,
+                    "sr_shift_final": 2e-4, "sr_shift_steps": 160, "decay": 250, "steps": 800, "warmup": 16},
          # MADE: a wider network (2 x 256 instead of 2 x 64) and the plain Adam schedule: +8.9 mHa on N2 against
          # +41.5 with 2 x 64; SR on it costs ~10x more per step and ended on plateaus (+25 mHa): no recipe reaches
          # 1.6 mHa on N2 within 300 s here
@@ -48,6 +51,8 @@ def recipe(n_qubits: int, ansatz: str, steps: int | None = None, warmup: int = 0
     `steps`: the run's length when the run sets it (then the recipe's own `steps` is left out); a shorter run
     also gets its `warmup` shrunk, so that warm-up and decay fit."""
     chosen = dict((LARGE if n_qubits >= LARGE_QUBITS else SMALL).get(ansatz, {}))
+    if n_qubits > TAIL_MAX_QUBITS:
+        chosen.pop("sr_tail", None)
     if steps is None or "steps" not in chosen:
         return chosen
     scale = min(1.0, steps / chosen.pop("steps"))

@@ -1,0 +1,69 @@
+"""Tail rows for stochastic reconfiguration: imaginary-time targets where the sample has no configuration.
+
+SR moves log ψ along -τ(E_loc - E) on the sampled configurations only. A configuration whose probability the
+model has driven below the sampling floor (N_s = 1e12: p < ~1e-12) is never sampled, and the energy gradient
+along its amplitude is proportional to the amplitude itself, so no step brings it back: an N2 run ends with
+~170 determinants of 5.5e-4 FCI weight at p < 1e-16 (docs/benchmarks.md, session 8). One imaginary-time step
+ψ̃ = ψ − τ(H − E)ψ does not share that blind spot: at such an x',
+ψ̃(x') = (1 − τ(H_{x'x'} − E)) ψ(x') − τ Σ_{x∈S} H_{x'x} ψ(x), and the sum, which the sampled configurations
+determine, dominates. This module finds the connected x' outside the sample that the step would
+grow most and gives each a row of the SR least-squares problem with the nonlinear log-space target
+log(ψ̃(x')/ψ(x')) (the linearised one, −τ(E_loc − E), is meaningless when ψ(x') ≈ 0) and the weight |ψ̃(x')|²
+that a fidelity between ψ_θ+dθ and ψ̃ gives it.
+
+Approximations, stated: the off-diagonal part of (Hψ)(x') is summed over the sample set S (configurations
+outside S carry < 1e-9 of the probability at the N2 floor), and the modulus part of a target is capped at
+`cap` (amplitude at most e^cap larger per step).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from nqs.keys import index_of, pack, unique, unpack
+from nqs.local_energy import connections
+
+
+@dataclass(frozen=True)
+class TailRows:
+    """bits (K, n) of connected configurations outside the sample; weights (K,) |ψ̃(x')|² on the scale where
+    the sample's weights sum to 1; target (K,) complex: the wanted change of log ψ in one step; evaluations:
+    the network calls (log ψ of one configuration) spent finding them."""
+
+    bits: torch.Tensor
+    weights: torch.Tensor
+    target: torch.Tensor
+    evaluations: int
+
+
+@torch.no_grad()
+def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float, k: int, cap: float = 2.0,
+              pool: int = 4) -> TailRows:
+    """The `k` configurations x' ∉ `bits` (U, n) of largest |ψ̃(x')|² among those the imaginary-time step
+    ψ̃ = ψ − τ(H − E)ψ (τ in 1/Hartree, `energy` E in Hartree) grows at least e^½-fold (none: K = 0).
+    Candidates: the `pool`·k connections of largest |(Hψ)_S(x')|, whose log ψ is then evaluated."""
+    n = bits.shape[1]
+    psi = torch.exp(model.log_psi(bits).to(torch.complex128))
+    conn = connections(hamiltonian, bits)
+    distinct, inverse = unique(conn.keys, n)
+    h_psi = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=bits.device).index_add_(
+        0, inverse, conn.element.to(torch.complex128).conj() * psi.index_select(0, conn.sample))
+    outside = index_of(pack(bits), distinct, n) < 0
+    candidates, h_psi = distinct[outside], h_psi[outside]
+    top = torch.topk(h_psi.abs(), min(pool * k, candidates.shape[0])).indices
+    cand_bits, h_psi = unpack(candidates[top], n).to(bits.dtype), h_psi[top]
+    if not cand_bits.shape[0]:  # the sample holds every connection (a small sector)
+        return TailRows(cand_bits, h_psi.real, h_psi, bits.shape[0])
+    psi_c = torch.exp(model.log_psi(cand_bits).to(torch.complex128))
+    none = lambda keys: torch.zeros(keys.shape[0], dtype=torch.bool, device=keys.device)  # noqa: E731
+    diagonal = connections(hamiltonian, cand_bits, keep=none).diagonal.to(torch.complex128)  # H_x'x' only
+    stepped = psi_c - tau * (h_psi + (diagonal - energy) * psi_c)
+    grows = stepped.abs() > psi_c.abs() * math.exp(0.5)
+    score = torch.where(grows, stepped.abs() ** 2, torch.zeros_like(stepped.real))
+    keep = torch.topk(score, min(k, int(grows.sum()))).indices
+    new, old = stepped[keep], psi_c[keep]
+    target = torch.complex(torch.log(new.abs() / old.abs().clamp_min(1e-300)).clamp(max=cap),
+                           torch.angle(new * old.conj()))
+    return TailRows(cand_bits[keep], (new.abs() ** 2).to(torch.float64), target, bits.shape[0] + cand_bits.shape[0])
