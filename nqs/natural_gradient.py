@@ -15,7 +15,8 @@ passes, with the same result. J is built from the `max_rows` unique samples of l
 smaller): g keeps every sample, the curvature comes from the configurations that carry the probability. When
 all samples are used this is exactly MinSR's Jᵀ(JJᵀ + λI)⁻¹ ε̄. The step is limited to a trust region in the
 metric S: lr·√(dᵀ S d) ≤ `trust` (a bound on the Fubini–Study distance moved), and the diagonal shift falls
-geometrically from `shift` to `shift_final` over `shift_steps` steps.
+geometrically from `shift` to `shift_final` over `shift_steps` steps. Tail rows (`nqs.sr_tail`): rows for
+configurations outside the sample, with log-space targets, stacked into the same solve (`_solve_with_tail`).
 """
 from __future__ import annotations
 
