@@ -178,7 +178,7 @@ def _solve_with_tail(grad: torch.Tensor, jac: Jacobian, weights: torch.Tensor, t
         if not idx.numel():
             continue
         mean = w.to(rows.dtype) @ rows
-        j = (rows - mean) * w.sqrt().to(rows.dtype)[:, None]
+        j = centred_rows(rows, w)
         root = tail.weights.sqrt().to(rows.dtype)
         j_tail = (tail_rows - mean) * root[:, None]
         f = grad[idx].to(rows.dtype) / 2 - j_tail.T @ (root * target.to(rows.dtype) / lr)  # the step is −lr·d

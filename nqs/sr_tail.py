@@ -10,7 +10,7 @@ sampled configurations determine, is all that is left. This module finds the con
 that the step would grow most and gives each a row of the SR least-squares problem with the nonlinear
 log-space target log(ψ̃(x')/ψ(x')) (the linearised one, −τ(E_loc − E), is meaningless when ψ(x') ≈ 0) and the
 weight |ψ̃(x')|² that a fidelity between ψ_θ+dθ and ψ̃ gives it. On N2 (RetNet, 32 rows) the missing FCI
-weight falls from 6e-4 to 5e-8 and the final error from +1.78 to +0.05 mHa.
+weight falls from 6e-4 to 4e-8 and the final error from +1.78 to +0.047 mHa.
 
 Approximations, stated: the off-diagonal part of (Hψ)(x') is summed over the sample set S (configurations
 outside S carry < 1e-9 of the probability at the N2 floor), and the modulus part of a target is capped at
@@ -41,12 +41,14 @@ class TailRows:
 
 @torch.no_grad()
 def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float, k: int, cap: float = 2.0,
-              pool: int = 4) -> TailRows:
+              pool: int = 4, log_psi_bits: torch.Tensor | None = None) -> TailRows:
     """The `k` configurations x' ∉ `bits` (U, n) of largest |ψ̃(x')|² among those the imaginary-time step
     ψ̃ = ψ − τ(H − E)ψ (τ in 1/Hartree, `energy` E in Hartree) grows at least e^½-fold (none: K = 0).
-    Candidates: the `pool`·k connections of largest |(Hψ)_S(x')|, whose log ψ is then evaluated."""
+    Candidates: the `pool`·k connections of largest |(Hψ)_S(x')|, whose log ψ is then evaluated.
+    `log_psi_bits` (U,): the samples' log ψ when the step already has it (else evaluated here)."""
     n = bits.shape[1]
-    psi = torch.exp(model.log_psi(bits).to(torch.complex128))
+    evaluations = 0 if log_psi_bits is not None else bits.shape[0]
+    psi = torch.exp((model.log_psi(bits) if log_psi_bits is None else log_psi_bits).to(torch.complex128))
     conn = connections(hamiltonian, bits)
     distinct, inverse = unique(conn.keys, n)
     h_psi = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=bits.device).index_add_(
@@ -56,7 +58,7 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
     top = torch.topk(h_psi.abs(), min(pool * k, candidates.shape[0])).indices
     cand_bits, h_psi = unpack(candidates[top], n).to(bits.dtype), h_psi[top]
     if not cand_bits.shape[0]:  # the sample holds every connection (a small sector)
-        return TailRows(cand_bits, h_psi.real, h_psi, bits.shape[0])
+        return TailRows(cand_bits, h_psi.real, h_psi, evaluations)
     psi_c = torch.exp(model.log_psi(cand_bits).to(torch.complex128))
     none = lambda keys: torch.zeros(keys.shape[0], dtype=torch.bool, device=keys.device)  # noqa: E731
     diagonal = connections(hamiltonian, cand_bits, keep=none).diagonal.to(torch.complex128)  # H_x'x' only
@@ -67,4 +69,4 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
     new, old = stepped[keep], psi_c[keep]
     target = torch.complex(torch.log(new.abs() / old.abs().clamp_min(1e-300)).clamp(max=cap),
                            torch.angle(new * old.conj()))
-    return TailRows(cand_bits[keep], (new.abs() ** 2).to(torch.float64), target, bits.shape[0] + cand_bits.shape[0])
+    return TailRows(cand_bits[keep], (new.abs() ** 2).to(torch.float64), target, evaluations + cand_bits.shape[0])

@@ -1,6 +1,7 @@
 """The heat-bath local energy (nqs.heat_bath, `--local-energy heat-bath`): its pairs against the enumerated
 integral connections (threshold 0: the same set and elements, 1e-12 Ha), exact at threshold 0, unbiased above it,
-only true connections drawn, past 62 qubits on random integrals, and one rank's share under DDP (in tests/test_local_energy_modes.py) (float64)."""
+only true connections drawn, past 62 qubits on random integrals, and one rank's share under DDP (in
+tests/test_local_energy_modes.py) (float64)."""
 from __future__ import annotations
 
 import numpy as np

@@ -37,6 +37,11 @@ def test_tail_rows_are_the_imaginary_time_step_outside_the_sample(problems):
     model, h, matrix, bits, psi, sample = _setup(problems)
     energy, tau, k = _energy(matrix, psi), 0.5, 12
     rows = tail_rows(model, h, bits[sample], energy, tau, k, cap=2.0, pool=10**6)  # pool: every candidate
+    with torch.no_grad():
+        given = tail_rows(model, h, bits[sample], energy, tau, k, cap=2.0, pool=10**6,
+                          log_psi_bits=model.log_psi(bits[sample]))  # the step's own log ψ, reused
+    assert torch.equal(given.bits, rows.bits) and torch.equal(given.target, rows.target)
+    assert rows.evaluations - given.evaluations == len(sample)
     # reference: (H ψ_S)(x') with ψ_S = ψ on the sample, 0 elsewhere, from the sector's sparse matrix
     psi_s = torch.zeros_like(psi)
     psi_s[sample] = psi[sample]

@@ -212,7 +212,8 @@ class VMCModule(L.LightningModule):
             def precondition(lr: float) -> None:
                 weights = result.samples.counts / result.samples.counts.sum()
                 tail = None if not cfg.optim.sr_tail else tail_rows(
-                    self.model, self.hamiltonian, result.samples.bits, result.stats.mean, lr, cfg.optim.sr_tail)
+                    self.model, self.hamiltonian, result.samples.bits, result.stats.mean, lr, cfg.optim.sr_tail,
+                    log_psi_bits=result.log_psi)
                 d, self.sr_info = sr_direction(self.model, result.samples.bits, weights.to(device),
                                                flat_grad(self.model), self.sr, sr_step, lr, tail)
                 set_flat_grad(self.model, d)

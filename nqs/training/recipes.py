@@ -24,14 +24,14 @@ TAIL_MAX_QUBITS = 30  # the tail search enumerates every sample's connections: m
 
 _COMMON = {"optimizer": "adam+sr", "lr_schedule": "wsd", "anneal_steps": 400, "sr_from": 420, "sr_trust": 0.05,
            "sr_rows": 256, "sr_shift_final": 1e-3,  # a constant shift: falling to 1e-4, steps blew up (+80 mHa)
-           "sr_tail": 32}  # SR rows for the configurations the sample misses (nqs.sr_tail): N2 +1.78 -> +0.05 mHa
+           "sr_tail": 32}  # SR rows for the configurations the sample misses (nqs.sr_tail): N2 +1.78 -> +0.047 mHa
 SMALL = {ansatz: {"lr_schedule": "wsd", "anneal_steps": 400, "decay": 200, "steps": 750}
          for ansatz in ("transformer", "retnet")}
 LARGE = {"transformer": {**_COMMON, "sr_lr": 0.3, "decay": 50, "steps": 800},
          # without tail rows the model dropped ~6e-4 of FCI weight into configurations of p < 1e-16, which no
          # gradient grows back (+1.36 / +1.44 / +1.78 mHa for seed 0 as float32 rounding changed between code
-         # versions; seeds 1 and 2 on +7.6 and +27 mHa plateaus); with 32 tail rows, 800 steps end at +0.05 /
-         # +0.15 / +0.04 mHa for seeds 0 / 1 / 2 (docs/benchmarks.md, "Time to accuracy", session 8)
+         # versions; seeds 1 and 2 on +7.6 and +27 mHa plateaus); with 32 tail rows, 800 steps end at +0.047 /
+         # +0.136 / +0.087 mHa for seeds 0 / 1 / 2 (docs/benchmarks.md, "Time to accuracy", session 8)
          "retnet": {**_COMMON, "anneal_steps": 320, "sr_from": 450, "sr_lr": 0.4, "sr_shift": 1e-3,
                     "sr_shift_final": 2e-4, "sr_shift_steps": 160, "decay": 250, "steps": 800, "warmup": 16},
          # MADE: a wider network (2 x 256 instead of 2 x 64) and the plain Adam schedule: +8.9 mHa on N2 against
