@@ -137,6 +137,10 @@ class StepRecord:
     sr_metric_step: float | None = field(default=None, metadata={"help": "sr: lr·√(dᵀSd) of the step taken"})
     sr_tail_rows: int | None = field(default=None, metadata={"help": "sr: rows for configurations outside the "
                                                               "sample (--sr-tail)"})
+    sr_leak: float | None = field(default=None, metadata={
+        "help": "sr: probability the step moved out of the sample and tail rows (--sr-max-leak, nqs.sr_leak)"})
+    sr_leak_halvings: int | None = field(default=None, metadata={
+        "help": "sr: times the step was halved to keep its leak within --sr-max-leak"})
 
     @property
     def error_mha(self) -> float | None:

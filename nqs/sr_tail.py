@@ -41,11 +41,14 @@ class TailRows:
 
 @torch.no_grad()
 def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float, k: int, cap: float = 2.0,
-              pool: int = 4, log_psi_bits: torch.Tensor | None = None) -> TailRows:
+              pool: int = 4, log_psi_bits: torch.Tensor | None = None, missing: float = 0.0) -> TailRows:
     """The `k` configurations x' ∉ `bits` (U, n) of largest |ψ̃(x')|² among those the imaginary-time step
-    ψ̃ = ψ − τ(H − E)ψ (τ in 1/Hartree, `energy` E in Hartree) grows at least e^½-fold (none: K = 0).
+    step ψ̃ = (ψ − τ H_off ψ) / (1 + τ(H_x'x' − E)) (τ in 1/Hartree, `energy` E in Hartree) grows at least
+    e^½-fold (none: K = 0).
     Candidates: the `pool`·k connections of largest |(Hψ)_S(x')|, whose log ψ is then evaluated.
-    `log_psi_bits` (U,): the samples' log ψ when the step already has it (else evaluated here)."""
+    `log_psi_bits` (U,): the samples' log ψ when the step already has it (else evaluated here). `missing`: the
+    probability outside the sample, 1 − Σ_S |ψ|²; a candidate is kept only where its sum over the sample exceeds
+    twice the most the rest could add, √missing·‖H_x'·‖ (Cauchy–Schwarz), so that the step is the sample's."""
     n = bits.shape[1]
     evaluations = 0 if log_psi_bits is not None else bits.shape[0]
     psi = torch.exp((model.log_psi(bits) if log_psi_bits is None else log_psi_bits).to(torch.complex128))
@@ -60,10 +63,13 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
     if not cand_bits.shape[0]:  # the sample holds every connection (a small sector)
         return TailRows(cand_bits, h_psi.real, h_psi, evaluations)
     psi_c = torch.exp(model.log_psi(cand_bits).to(torch.complex128))
-    none = lambda keys: torch.zeros(keys.shape[0], dtype=torch.bool, device=keys.device)  # noqa: E731
-    diagonal = connections(hamiltonian, cand_bits, keep=none).diagonal.to(torch.complex128)  # H_x'x' only
-    stepped = psi_c - tau * (h_psi + (diagonal - energy) * psi_c)
-    grows = stepped.abs() > psi_c.abs() * math.exp(0.5)
+    own = connections(hamiltonian, cand_bits)
+    diagonal = own.diagonal.to(torch.complex128)
+    row_norm = torch.zeros(cand_bits.shape[0], dtype=torch.float64, device=bits.device).index_add_(
+        0, own.sample, own.element.abs().to(torch.float64) ** 2).sqrt()  # ‖H_x'·‖ off the diagonal
+    determined = h_psi.abs() > 2.0 * math.sqrt(max(missing, 0.0)) * row_norm
+    stepped = (psi_c - tau * h_psi) / (1 + tau * (diagonal - energy).real.clamp_min(0))  # implicit diagonal
+    grows = (stepped.abs() > psi_c.abs() * math.exp(0.5)) & determined
     score = torch.where(grows, stepped.abs() ** 2, torch.zeros_like(stepped.real))
     keep = torch.topk(score, min(k, int(grows.sum()))).indices
     new, old = stepped[keep], psi_c[keep]

@@ -95,6 +95,8 @@ class OptimConfig:
     sr_rows: int = option(512, "sr: unique samples of largest weight whose log ψ gradients form S")
     sr_tail: int = option(0, "sr: rows for connected configurations outside the sample that an imaginary-time "
                           "step would grow, with log-space targets (nqs.sr_tail; 0: off)")
+    sr_max_leak: float | None = option(None, "sr: the most probability a step may move out of the sample and "
+                                       "the tail rows (halved until it does not; nqs.sr_leak; null: off)")
     clip_local_energy: float | None = option(None, "clip Re E_loc to mean ± k·MAD (null: off)")
     dtype: str = option("float32", "float32 | float64 parameters and activations")
     eval_chunk: int = option(65536, "configurations per network call in the local energy (memory bound)",
@@ -275,9 +277,9 @@ class TrainConfig:
         if o.lr_schedule == "wsd" and schedules.decay_length(o) + o.warmup > o.steps:
             raise UserError(f"warmup {o.warmup} + decay {schedules.decay_length(o)} steps exceed steps {o.steps}")
         if not (o.sr_shift > 0 and o.sr_shift_final > 0 and o.sr_shift_steps >= 1 and o.sr_rows >= 1
-                and o.sr_tail >= 0):
+                and o.sr_tail >= 0 and (o.sr_max_leak is None or o.sr_max_leak >= 0)):
             raise UserError("sr_shift and sr_shift_final must be positive, sr_shift_steps and sr_rows at least 1, "
-                            "sr_tail at least 0")
+                            "sr_tail and sr_max_leak at least 0")
         if o.optimizer != "adam" and (r.devices * r.num_nodes > 1 or r.strategy == "ddp"):
             raise UserError("--optimizer sr runs in one process (the Jacobian rows are not split across ranks): "
                             "use --devices 1 --num-nodes 1, or --optimizer adam for DDP")

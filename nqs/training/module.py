@@ -25,6 +25,7 @@ from nqs.problem import MolecularProblem
 from nqs.record import StepRecord
 from nqs.references import best_reference
 from nqs.natural_gradient import SRSettings, flat_grad, set_flat_grad, sr_direction
+from nqs.sr_leak import limit_leak
 from nqs.sr_tail import tail_rows
 from nqs.training.config import TrainConfig
 from nqs.training.schedules import StopMonitor, StopState, lr_factor
@@ -213,9 +214,14 @@ class VMCModule(L.LightningModule):
                 weights = result.samples.counts / result.samples.counts.sum()
                 tail = None if not cfg.optim.sr_tail else tail_rows(
                     self.model, self.hamiltonian, result.samples.bits, result.stats.mean, lr, cfg.optim.sr_tail,
-                    log_psi_bits=result.log_psi)
+                    log_psi_bits=result.log_psi, missing=1.0 - result.samples.kept_mass)
                 d, self.sr_info = sr_direction(self.model, result.samples.bits, weights.to(device),
                                                flat_grad(self.model), self.sr, sr_step, lr, tail)
+                if cfg.optim.sr_max_leak is not None:
+                    fitted = result.samples.bits if tail is None else torch.cat([result.samples.bits, tail.bits])
+                    d, halvings, leak = limit_leak(self.model, fitted, d, lr, cfg.optim.sr_max_leak)
+                    self.sr_info.update(leak=leak, leak_halvings=halvings, metric_step=self.sr_info["metric_step"]
+                                        / 2 ** halvings, evaluations=(halvings + 2) * fitted.shape[0])
                 set_flat_grad(self.model, d)
         self.t_backward, self.t_optimizer, self.lr_used = optimisation_step(
             result.loss, opts[index], scheds[index], cfg.optim.grad_clip, device,
@@ -242,7 +248,8 @@ class VMCModule(L.LightningModule):
             info = self.sr_info  # tail rows: stacked onto the Jacobian, plus the search's forward passes
             fl["natural_gradient"] = (flop_model.natural_gradient_flops(cfg.model, p.sector, info["rows"]
                                                                         + info["tail_rows"], self.model.n_params)
-                                      + flop_model.forward_flops(cfg.model, p.sector, info["tail_evaluations"]))
+                                      + flop_model.forward_flops(cfg.model, p.sector, info["tail_evaluations"]
+                                                                 + info.get("evaluations", 0)))
             fl["total"] += fl["natural_gradient"]
         t_vmc = r.t_sampling + r.t_local_energy + r.t_loss + self.t_backward + self.t_optimizer
         t = self.totals
@@ -270,7 +277,8 @@ class VMCModule(L.LightningModule):
                           local_energy=r.local_energy_mode,
                           flops_step=fl, flops_total=tot.flops_total, sr_shift=self.sr_info.get("shift"),
                           sr_metric_step=self.sr_info.get("metric_step"),
-                          sr_tail_rows=self.sr_info.get("tail_rows") if cfg.optim.sr_tail else None)
+                          sr_tail_rows=self.sr_info.get("tail_rows") if cfg.optim.sr_tail else None,
+                          sr_leak=self.sr_info.get("leak"), sr_leak_halvings=self.sr_info.get("leak_halvings"))
 
 
 def _as_list(x) -> list:

@@ -24,7 +24,8 @@ TAIL_MAX_QUBITS = 30  # the tail search enumerates every sample's connections: m
 
 _COMMON = {"optimizer": "adam+sr", "lr_schedule": "wsd", "anneal_steps": 400, "sr_from": 420, "sr_trust": 0.05,
            "sr_rows": 256, "sr_shift_final": 1e-3,  # a constant shift: falling to 1e-4, steps blew up (+80 mHa)
-           "sr_tail": 32}  # SR rows for the configurations the sample misses (nqs.sr_tail): N2 +1.78 -> +0.047 mHa
+           "sr_tail": 32,  # SR rows for the configurations the sample misses (nqs.sr_tail): N2 +1.78 -> +0.047 mHa
+           "sr_max_leak": 1e-5}  # at most this probability may leave the sample and tail rows per step (nqs.sr_leak)
 SMALL = {ansatz: {"lr_schedule": "wsd", "anneal_steps": 400, "decay": 200, "steps": 750}
          for ansatz in ("transformer", "retnet")}
 LARGE = {"transformer": {**_COMMON, "sr_lr": 0.3, "decay": 50, "steps": 800},

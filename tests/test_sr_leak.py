@@ -1,0 +1,69 @@
+"""The limit on the probability an SR step moves out of its sample and tail rows (nqs.sr_leak,
+`--sr-max-leak`): the leak against the sector's enumeration, the halving, and a run that records it."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nqs.sr_leak import flat_params, limit_leak, set_flat_params
+
+
+def _model_and_sample(problems):
+    from nqs.models import build_model
+    from tests.test_natural_gradient import SMALL
+
+    p = problems("LiH")
+    torch.manual_seed(3)
+    model = build_model(SMALL["transformer"], p.sector).double()
+    bits = p.sector.enumerate_bits()
+    with torch.no_grad():
+        prob = torch.exp(2 * model.log_psi(bits).real)
+    assert abs(float(prob.sum()) - 1) < 1e-10  # normalised over the sector: what leaves S goes elsewhere in it
+    sample = torch.argsort(prob, descending=True)[:30]
+    mass = torch.exp(2 * model.log_psi(bits[sample]).real).sum()  # the step θ − lr·∇mass moves probability out
+    direction = torch.cat([g.reshape(-1) for g in torch.autograd.grad(mass, list(model.parameters()))])
+    return model, bits, sample, direction
+
+
+def test_the_leak_is_the_probability_that_leaves_the_configurations(problems):
+    model, bits, sample, direction = _model_and_sample(problems)
+    start = flat_params(model)
+    lr = 5.0
+    free, halvings, leak = limit_leak(model, bits[sample], direction, lr, math.inf)
+    assert halvings == 0 and torch.equal(free, direction) and torch.equal(flat_params(model), start)
+    with torch.no_grad():
+        before = torch.exp(2 * model.log_psi(bits).real)
+        set_flat_params(model, start - lr * direction)
+        after = torch.exp(2 * model.log_psi(bits).real)
+        set_flat_params(model, start)
+    inside = torch.zeros(len(bits), dtype=torch.bool)
+    inside[sample] = True
+    assert abs(leak - float(before[inside].sum() - after[inside].sum())) < 1e-12
+    assert abs(leak - float(after[~inside].sum() - before[~inside].sum())) < 1e-10  # where it went
+    assert leak > 1e-3  # a random step of this size leaks: the limit below has something to do
+
+
+def test_the_step_is_halved_until_the_leak_is_within_the_limit(problems):
+    model, bits, sample, direction = _model_and_sample(problems)
+    start = flat_params(model)
+    limit = limit_leak(model, bits[sample], direction, 5.0, math.inf)[2] / 20
+    limited, halvings, leak = limit_leak(model, bits[sample], direction, 5.0, limit)
+    assert halvings >= 1 and torch.equal(limited, direction / 2 ** halvings) and leak <= limit
+    _, _, previous = limit_leak(model, bits[sample], direction / 2 ** (halvings - 1), 5.0, math.inf)
+    assert previous > limit  # one halving fewer would not have done
+    assert torch.equal(flat_params(model), start)
+
+
+def test_a_run_with_a_leak_limit_records_it(tmp_path):
+    from nqs.cli.train import main
+    from nqs.record import read_metrics, read_summary
+
+    out = tmp_path / "run"
+    main(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "12", "--optimizer", "sr", "--sr-lr", "2",
+          "--sr-trust", "1", "--sr-max-leak", "1e-6", "--warmup", "0", "--unique", "16", "--samples", "1e6",
+          "--final-unique", "500", "--out", str(out)])
+    rows = read_metrics(out)
+    assert all(r.sr_leak is not None and (r.sr_leak <= 1e-6 or r.sr_leak_halvings == 8) for r in rows)
+    assert any(r.sr_leak_halvings for r in rows)
+    assert math.isfinite(read_summary(out).energy)
