@@ -4,17 +4,20 @@ SR moves log ψ along -τ(E_loc - E) on the sampled configurations only. A confi
 model has driven below the sampling floor (N_s = 1e12: p < ~1e-12) is never sampled, and the energy gradient
 along its amplitude is proportional to the amplitude itself, so no step brings it back: an N2 run ends with
 ~170 determinants of 5.5e-4 FCI weight at p < 1e-16 (docs/benchmarks.md, session 8). One imaginary-time step
-ψ̃ = ψ − τ(H − E)ψ does not share that blind spot: at such an x',
-ψ̃(x') = (1 − τ(H_{x'x'} − E)) ψ(x') − τ Σ_{x∈S} H_{x'x} ψ(x), and where ψ(x') ≈ 0 the sum, which the
-sampled configurations determine, is all that is left. This module finds the connected x' outside the sample
-that the step would grow most and gives each a row of the SR least-squares problem with the nonlinear
-log-space target log(ψ̃(x')/ψ(x')) (the linearised one, −τ(E_loc − E), is meaningless when ψ(x') ≈ 0) and the
-weight |ψ̃(x')|² that a fidelity between ψ_θ+dθ and ψ̃ gives it. On N2 (RetNet, 32 rows) the missing FCI
-weight falls from 6e-4 to 4e-8 and the final error from +1.78 to +0.047 mHa.
+does not share that blind spot; with the diagonal taken implicitly (a step τ too long for a configuration of
+high diagonal energy would otherwise flip and grow it), at such an x'
+ψ̃(x') = (ψ(x') − τ Σ_{x∈S} H_{x'x} ψ(x)) / (1 + τ(H_{x'x'} − E)), and where ψ(x') ≈ 0 the sum, which the
+sampled configurations determine, is all that is left (for τ → ∞ it is first-order perturbation theory).
+This module finds the connected x' outside the sample that the step would grow most and gives each a row
+of the SR least-squares problem with the nonlinear log-space target log(ψ̃(x')/ψ(x')) (the linearised one,
+−τ(E_loc − E), is meaningless when ψ(x') ≈ 0) and the weight |ψ̃(x')|² that a fidelity between ψ_θ+dθ and ψ̃
+gives it. On N2 (RetNet, 32 rows) the missing FCI
+weight falls from 6e-4 to 4e-8 and the final error from +1.78 to +0.047 mHa (session 8, explicit diagonal).
 
-Approximations, stated: the off-diagonal part of (Hψ)(x') is summed over the sample set S (configurations
-outside S carry < 1e-9 of the probability at the N2 floor), and the modulus part of a target is capped at
-`cap` (amplitude at most e^cap larger per step).
+Approximations, stated: the off-diagonal part of (Hψ)(x') is summed over the sample set S, and a candidate is
+used only where that sum exceeds twice the most the rest could add (at the default cap on N2 the configurations
+outside S carry < 1e-7 of the probability; at a cap of 200, ~1e-4); the diagonal's factor is clamped at 1 where
+H_x'x' < E; and the modulus part of a target is capped at `cap` (amplitude at most e^cap larger per step).
 """
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ a +4.1 mHa plateau with it and keeps the plain defaults. From `LARGE_QUBITS` qub
 20 qubits) they do not within the run (+4 to +41 mHa after 1,200 steps), and the recipe below is used: Adam
 through a fixed annealing of `anneal_steps`, then stochastic reconfiguration (`adam+sr`) with 32 tail rows
 (`nqs.sr_tail`: imaginary-time targets for the connected configurations the sample misses, without which the
-model loses FCI weight it never regains; up to `TAIL_MAX_QUBITS` qubits), with a warmup-stable-decay learning
-rate. Its step counts per
+model loses FCI weight it never regains; up to `TAIL_MAX_QUBITS` qubits) and a leak limit (`nqs.sr_leak`), with a
+warmup-stable-decay learning rate. Its step counts per
 ansatz keep the whole command within about 300 s on one CPU thread for N2 (measured there only; 16–18-qubit
 molecules use it untested). MADE gets a wider network and keeps the plain Adam schedule. Only options that no
 layer (preset, --config, flags, the run's own config.yaml) set are changed, and what was chosen is printed
@@ -32,7 +32,8 @@ LARGE = {"transformer": {**_COMMON, "sr_lr": 0.3, "decay": 50, "steps": 800},
          # without tail rows the model dropped ~6e-4 of FCI weight into configurations of p < 1e-16, which no
          # gradient grows back (+1.36 / +1.44 / +1.78 mHa for seed 0 as float32 rounding changed between code
          # versions; seeds 1 and 2 on +7.6 and +27 mHa plateaus); with 32 tail rows, 800 steps end at +0.047 /
-         # +0.136 / +0.087 mHa for seeds 0 / 1 / 2 (docs/benchmarks.md, "Time to accuracy", session 8)
+         # +0.136 / +0.087 mHa for seeds 0 / 1 / 2 (session 8), and with the session-9 tail rows and the leak
+         # limit at +0.090 / +0.483 / +0.367 (docs/benchmarks.md, "Time to accuracy", session 9)
          "retnet": {**_COMMON, "anneal_steps": 320, "sr_from": 450, "sr_lr": 0.4, "sr_shift": 1e-3,
                     "sr_shift_final": 2e-4, "sr_shift_steps": 160, "decay": 250, "steps": 800, "warmup": 16},
          # MADE: a wider network (2 x 256 instead of 2 x 64) and the plain Adam schedule: +8.9 mHa on N2 against
