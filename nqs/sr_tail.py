@@ -11,12 +11,12 @@ sampled configurations determine, is all that is left (for τ → ∞ it is firs
 This module finds the connected x' outside the sample that the step would grow most and gives each a row
 of the SR least-squares problem with the nonlinear log-space target log(ψ̃(x')/ψ(x')) (the linearised one,
 −τ(E_loc − E), is meaningless when ψ(x') ≈ 0) and the weight |ψ̃(x')|² that a fidelity between ψ_θ+dθ and ψ̃
-gives it. On N2 (RetNet, 32 rows) the missing FCI
-weight falls from 6e-4 to 4e-8 and the final error from +1.78 to +0.047 mHa (session 8, explicit diagonal).
+gives it. On N2 (RetNet, 32 rows) the missing FCI weight falls from 6e-4 to 4e-8 and the final error from
++1.78 to +0.047 mHa (session 8, explicit diagonal).
 
 Approximations, stated: the off-diagonal part of (Hψ)(x') is summed over the sample set S, and a candidate is
 used only where that sum exceeds twice the most the rest could add (at the default cap on N2 the configurations
-outside S carry < 1e-7 of the probability; at a cap of 200, ~1e-4); the diagonal's factor is clamped at 1 where
+outside S carry < 1e-7 of the probability; at a cap of 200, ~1e-4); the diagonal's factor is 1 where
 H_x'x' < E; and the modulus part of a target is capped at `cap` (amplitude at most e^cap larger per step).
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class TailRows:
 def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float, k: int, cap: float = 2.0,
               pool: int = 4, log_psi_bits: torch.Tensor | None = None, missing: float = 0.0) -> TailRows:
     """The `k` configurations x' ∉ `bits` (U, n) of largest |ψ̃(x')|² among those the imaginary-time step
-    step ψ̃ = (ψ − τ H_off ψ) / (1 + τ(H_x'x' − E)) (τ in 1/Hartree, `energy` E in Hartree) grows at least
+    ψ̃ = (ψ − τ H_off ψ) / (1 + τ(H_x'x' − E)) (τ in 1/Hartree, `energy` E in Hartree) grows at least
     e^½-fold (none: K = 0).
     Candidates: the `pool`·k connections of largest |(Hψ)_S(x')|, whose log ψ is then evaluated.
     `log_psi_bits` (U,): the samples' log ψ when the step already has it (else evaluated here). `missing`: the

@@ -221,7 +221,7 @@ class VMCModule(L.LightningModule):
                     fitted = result.samples.bits if tail is None else torch.cat([result.samples.bits, tail.bits])
                     d, halvings, leak = limit_leak(self.model, fitted, d, lr, cfg.optim.sr_max_leak)
                     self.sr_info.update(leak=leak, leak_halvings=halvings, metric_step=self.sr_info["metric_step"]
-                                        / 2 ** halvings, evaluations=(halvings + 2) * fitted.shape[0])
+                                        / 2 ** halvings, leak_evaluations=(halvings + 2) * fitted.shape[0])
                 set_flat_grad(self.model, d)
         self.t_backward, self.t_optimizer, self.lr_used = optimisation_step(
             result.loss, opts[index], scheds[index], cfg.optim.grad_clip, device,
@@ -249,7 +249,7 @@ class VMCModule(L.LightningModule):
             fl["natural_gradient"] = (flop_model.natural_gradient_flops(cfg.model, p.sector, info["rows"]
                                                                         + info["tail_rows"], self.model.n_params)
                                       + flop_model.forward_flops(cfg.model, p.sector, info["tail_evaluations"]
-                                                                 + info.get("evaluations", 0)))
+                                                                 + info.get("leak_evaluations", 0)))
             fl["total"] += fl["natural_gradient"]
         t_vmc = r.t_sampling + r.t_local_energy + r.t_loss + self.t_backward + self.t_optimizer
         t = self.totals
