@@ -118,3 +118,18 @@ def test_the_made_iso_flop_plans_find_their_optimum_within_one_neighbour(capsys)
         plan = REPO / "configs" / "sweeps" / f"e4_made_H2O_{budget}.plan.json"
         assert fit_main(["--check", str(plan), str(archive)]) == 0
         assert "within one neighbour: yes" in capsys.readouterr().out
+
+
+def test_the_n2_runs_with_tail_rows_refit_to_the_documented_law(tmp_path):
+    """docs/scaling.md, "E3 with tail rows and a leak limit": the RetNet's law on its 48 N2 runs, α1 = 2.83 and
+    the floor A0 = 0.41 mHa (point estimates), and the top-compute hold-out inside the 0.35 target."""
+    import json
+
+    out = tmp_path / "fit.json"
+    archive = REPO / "data" / "scaling" / "e3_retnet_leak.runs.jsonl.xz"
+    assert fit_main([str(archive), "--metric", "abs_error", "--molecules", "N2", "--bootstrap", "0",
+                     "--holdout-bootstrap", "0", "--json", str(out)]) == 0
+    fit = json.loads(out.read_text())["retnet"]
+    assert fit["fit"]["params"]["alpha1"] == pytest.approx(2.828, abs=0.005)
+    assert fit["fit"]["params"]["A0"] == pytest.approx(0.408, abs=0.005)
+    assert fit["fit"]["validation"]["holdouts"]["top_compute_decile"]["rms_log_error"] < 0.35
