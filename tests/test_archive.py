@@ -94,16 +94,21 @@ def test_the_e3_transformer_archive_refits_to_the_documented_exponents(tmp_path)
     assert fit["A0[N2]"] == pytest.approx(34.08, abs=0.05)
 
 
-def test_one_molecule_of_the_e3_made_archive_refits_to_the_documented_law(tmp_path, capsys):
-    """docs/scaling.md §4, E4 for MADE: the pooled MADE law has no size term, so its plans come from the H2O runs
-    alone (`--molecules H2O`): α1 = 1.86 and the size term present (point estimates)."""
+def _refit_one_molecule(archive, molecule: str, tmp_path) -> dict:
+    """`nqs-fit ARCHIVE --metric abs_error --molecules MOL` (point estimates only): its --json output."""
     import json
 
     out = tmp_path / "fit.json"
-    archive = REPO / "data" / "scaling" / "e3_made.runs.jsonl.xz"
-    assert fit_main([str(archive), "--metric", "abs_error", "--molecules", "H2O", "--bootstrap", "0",
+    assert fit_main([str(archive), "--metric", "abs_error", "--molecules", molecule, "--bootstrap", "0",
                      "--holdout-bootstrap", "0", "--json", str(out)]) == 0
-    fit = json.loads(out.read_text())["made"]
+    return json.loads(out.read_text())
+
+
+def test_one_molecule_of_the_e3_made_archive_refits_to_the_documented_law(tmp_path, capsys):
+    """docs/scaling.md §4, E4 for MADE: the pooled MADE law has no size term, so its plans come from the H2O runs
+    alone (`--molecules H2O`): α1 = 1.86 and the size term present (point estimates)."""
+    archive = REPO / "data" / "scaling" / "e3_made.runs.jsonl.xz"
+    fit = _refit_one_molecule(archive, "H2O", tmp_path)["made"]
     assert fit["fit"]["params"]["alpha1"] == pytest.approx(1.864, abs=0.005)
     assert fit["fit"]["params"]["A1"] > 0.1
     with pytest.raises(SystemExit) as stop:
@@ -123,13 +128,7 @@ def test_the_made_iso_flop_plans_find_their_optimum_within_one_neighbour(capsys)
 def test_the_n2_runs_with_tail_rows_refit_to_the_documented_law(tmp_path):
     """docs/scaling.md, "E3 with tail rows and a leak limit": the RetNet's law on its 48 N2 runs, α1 = 2.83 and
     the floor A0 = 0.41 mHa (point estimates), and the top-compute hold-out inside the 0.35 target."""
-    import json
-
-    out = tmp_path / "fit.json"
-    archive = REPO / "data" / "scaling" / "e3_retnet_leak.runs.jsonl.xz"
-    assert fit_main([str(archive), "--metric", "abs_error", "--molecules", "N2", "--bootstrap", "0",
-                     "--holdout-bootstrap", "0", "--json", str(out)]) == 0
-    fit = json.loads(out.read_text())["retnet"]
+    fit = _refit_one_molecule(REPO / "data" / "scaling" / "e3_retnet_leak.runs.jsonl.xz", "N2", tmp_path)["retnet"]
     assert fit["fit"]["params"]["alpha1"] == pytest.approx(2.828, abs=0.005)
     assert fit["fit"]["params"]["A0"] == pytest.approx(0.408, abs=0.005)
     assert fit["fit"]["validation"]["holdouts"]["top_compute_decile"]["rms_log_error"] < 0.35
