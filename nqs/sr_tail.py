@@ -34,12 +34,13 @@ from nqs.local_energy import connections
 class TailRows:
     """bits (K, n) of connected configurations outside the sample; weights (K,) |ψ̃(x')|² on the scale where
     the sample's weights sum to 1; target (K,) complex: the wanted change of log ψ in one step; evaluations:
-    the network calls (log ψ of one configuration) spent finding them."""
+    the network calls (log ψ of one configuration) spent finding them; mass: Σ|ψ(x')|² over the rows now."""
 
     bits: torch.Tensor
     weights: torch.Tensor
     target: torch.Tensor
     evaluations: int
+    mass: float = 0.0
 
 
 @torch.no_grad()
@@ -78,4 +79,5 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
     new, old = stepped[keep], psi_c[keep]
     target = torch.complex(torch.log(new.abs() / old.abs().clamp_min(1e-300)).clamp(max=cap),
                            torch.angle(new * old.conj()))
-    return TailRows(cand_bits[keep], (new.abs() ** 2).to(torch.float64), target, evaluations + cand_bits.shape[0])
+    return TailRows(cand_bits[keep], (new.abs() ** 2).to(torch.float64), target, evaluations + cand_bits.shape[0],
+                    float((old.abs() ** 2).sum()))

@@ -6,7 +6,9 @@ import math
 
 import torch
 
-from nqs.sr_leak import flat_params, limit_leak, set_flat_params
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from nqs.sr_leak import limit_leak
 
 
 def _model_and_sample(problems):
@@ -28,31 +30,34 @@ def _model_and_sample(problems):
 
 def test_the_leak_is_the_probability_that_leaves_the_configurations(problems):
     model, bits, sample, direction = _model_and_sample(problems)
-    start = flat_params(model)
+    start = parameters_to_vector(model.parameters())
     lr = 5.0
     free, halvings, leak = limit_leak(model, bits[sample], direction, lr, math.inf)
-    assert halvings == 0 and torch.equal(free, direction) and torch.equal(flat_params(model), start)
+    assert halvings == 0 and torch.equal(free, direction)
+    assert torch.equal(parameters_to_vector(model.parameters()), start)
     with torch.no_grad():
         before = torch.exp(2 * model.log_psi(bits).real)
-        set_flat_params(model, start - lr * direction)
+        vector_to_parameters(start - lr * direction, model.parameters())
         after = torch.exp(2 * model.log_psi(bits).real)
-        set_flat_params(model, start)
+        vector_to_parameters(start, model.parameters())
     inside = torch.zeros(len(bits), dtype=torch.bool)
     inside[sample] = True
     assert abs(leak - float(before[inside].sum() - after[inside].sum())) < 1e-12
     assert abs(leak - float(after[~inside].sum() - before[~inside].sum())) < 1e-10  # where it went
     assert leak > 1e-3  # a random step of this size leaks: the limit below has something to do
+    given = limit_leak(model, bits[sample], direction, lr, math.inf, before=float(before[inside].sum()))[2]
+    assert abs(given - leak) < 1e-12  # the mass before the step, when the caller has it, saves a forward pass
 
 
 def test_the_step_is_halved_until_the_leak_is_within_the_limit(problems):
     model, bits, sample, direction = _model_and_sample(problems)
-    start = flat_params(model)
+    start = parameters_to_vector(model.parameters())
     limit = limit_leak(model, bits[sample], direction, 5.0, math.inf)[2] / 20
     limited, halvings, leak = limit_leak(model, bits[sample], direction, 5.0, limit)
     assert halvings >= 1 and torch.equal(limited, direction / 2 ** halvings) and leak <= limit
     _, _, previous = limit_leak(model, bits[sample], direction / 2 ** (halvings - 1), 5.0, math.inf)
     assert previous > limit  # one halving fewer would not have done
-    assert torch.equal(flat_params(model), start)
+    assert torch.equal(parameters_to_vector(model.parameters()), start)
 
 
 def test_a_run_with_a_leak_limit_records_it(tmp_path):

@@ -217,11 +217,13 @@ class VMCModule(L.LightningModule):
                     log_psi_bits=result.log_psi, missing=1.0 - result.samples.kept_mass)
                 d, self.sr_info = sr_direction(self.model, result.samples.bits, weights.to(device),
                                                flat_grad(self.model), self.sr, sr_step, lr, tail)
-                if cfg.optim.sr_max_leak is not None:
+                if cfg.optim.sr_max_leak is not None:  # the mass before the step: the loss's and the search's ψ
                     fitted = result.samples.bits if tail is None else torch.cat([result.samples.bits, tail.bits])
-                    d, halvings, leak = limit_leak(self.model, fitted, d, lr, cfg.optim.sr_max_leak)
+                    before = float(torch.exp(2 * result.log_psi.real.to(torch.float64)).sum()) + (tail.mass if tail
+                                                                                                    else 0.0)
+                    d, halvings, leak = limit_leak(self.model, fitted, d, lr, cfg.optim.sr_max_leak, before)
                     self.sr_info.update(leak=leak, leak_halvings=halvings, metric_step=self.sr_info["metric_step"]
-                                        / 2 ** halvings, leak_evaluations=(halvings + 2) * fitted.shape[0])
+                                        / 2 ** halvings, leak_evaluations=(halvings + 1) * fitted.shape[0])
                 set_flat_grad(self.model, d)
         self.t_backward, self.t_optimizer, self.lr_used = optimisation_step(
             result.loss, opts[index], scheds[index], cfg.optim.grad_clip, device,
