@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from nqs.errors import UserError
 from nqs.scaling.runs import collect_points, load_runs, read_metrics
 from nqs.scaling.sweep import execute, load_sweep
 
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs" / "sweeps").glob("*.yaml"))
 FAST = "{mol: LiH, unique: 200, samples: 1.0e+6, final_unique: 300, checkpoint_every: 100}"
 
 
@@ -51,6 +53,13 @@ grid:
     assert last["samples"] == 1e4 and last["hidden"] == 16
     assert all(r.out == tmp_path / "runs" / r.name and r.status() == "new" for r in sweep.runs)
     assert [r.index for r in sweep.runs] == list(range(1, 10)) and not big["progress"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_sweep_file_resolves(path, tmp_path):
+    """The sweep files the docs name still load against today's options (resolved, not run)."""
+    sweep = load_sweep(path, out=tmp_path / path.stem)
+    assert sweep.runs and all(run.status() == "new" for run in sweep.runs)
 
 
 def test_dry_run_is_a_markdown_table_then_the_totals(tmp_path, capsys):
