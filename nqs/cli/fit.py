@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or U/2^n over the full space")
     p.add_argument("--floors", choices=("shared", "molecule"), default="shared",
                    help="one floor A0 for all molecules (default) or one per molecule")
+    p.add_argument("--amplitudes", choices=("shared", "molecule"), default="shared",
+                   help="one set of amplitudes A1, A2 for all molecules (default) or one per molecule; the "
+                        "exponents stay shared, so the pooled fit is one law whose scale differs by molecule")
     p.add_argument("--law", choices=("additive", "interaction"), default="additive",
                    help="additive (default), or with an N × D' interaction term A12·(N/N_c)^-α1·(D'/D'_c)^-α2")
     p.add_argument("--ansatz", help="fit only this ansatz (default: one fit per ansatz in the runs)")
@@ -197,7 +200,7 @@ def _fit_one(args, ansatz: str, records, plot: str | None) -> dict:
                          along_training=args.along_training, drop_above_hf=not args.keep_above_hf)
     molecules = sorted(set(pts.molecule))
     size_terms = SPLIT_TERMS if args.n_from == "split" else ("N",)
-    kwargs = {"floors": args.floors, "size_terms": size_terms, "interaction": args.law == "interaction"}
+    kwargs = {"floors": args.floors, "amplitudes": args.amplitudes, "size_terms": size_terms, "interaction": args.law == "interaction"}
     fit = fit_scaling_law(pts.n, pts.d, pts.loss, molecules=pts.molecule, clusters=pts.cell, weights=pts.weight,
                           final=pts.final, n_bootstrap=args.bootstrap, seed=args.seed, **kwargs)
     fit = fit.with_validation(validate(pts, fit, kwargs, n_bootstrap=min(args.holdout_bootstrap, args.bootstrap)
@@ -210,7 +213,7 @@ def _fit_one(args, ansatz: str, records, plot: str | None) -> dict:
     print("validation (scores on each run's final point):")
     print("\n".join(format_validation(fit.validation)))
     result = {"fit": fit.to_json(), "metric": args.metric, "n_from": args.n_from, "d_from": args.d_from,
-              "floors": args.floors, "law": args.law, "molecules": molecules, "left_out_above_hf": [str(r.path) for r in dropped]}
+              "floors": args.floors, "amplitudes": args.amplitudes, "law": args.law, "molecules": molecules, "left_out_above_hf": [str(r.path) for r in dropped]}
     costs = None
     if args.budget or args.time_budget or args.plan or plot:
         costs, cost_lines, cost_json = _cost_models(records)
@@ -234,11 +237,12 @@ def _fit_one(args, ansatz: str, records, plot: str | None) -> dict:
 def format_fit(fit: FitResult) -> str:
     law = fit.law
     centre = ", ".join(f"{s}_c = {v:.4g}" for s, v in zip(law.size_terms, law.n_centre))
-    terms = " + ".join(f"A{t}·({s}/{s}_c)^-alpha{t}" for s, t in zip(law.size_terms + ("D'",),
-                                                                    term_names(law.size_terms)))
+    per = "" if len(law.amplitude_groups) == 1 else "[molecule]"
+    terms = " + ".join(f"A{t}{per}·({s}/{s}_c)^-alpha{t}" for s, t in zip(law.size_terms + ("D'",),
+                                                                         term_names(law.size_terms)))
     floor = "A0" if len(law.floors) == 1 else "A0[molecule]"
     if law.interaction:
-        terms += " + A12·(N/N_c)^-alpha1·(D'/D'_c)^-alpha2"
+        terms += f" + A12{per}·(N/N_c)^-alpha1·(D'/D'_c)^-alpha2"
     lines = [f"L = {floor} + {terms};  {centre}, D'_c = {law.d_centre:.4g} (the data's geometric centre)"]
     for name, value in {**fit.params, **fit.derived}.items():
         ci = fit.ci.get(name)

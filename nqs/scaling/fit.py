@@ -4,7 +4,8 @@ Method (../shared/SCALING-METHOD.md; Hoffmann et al. 2022, approach 3; Besiroglu
 
 * **Reference point.** N_c and D'_c are the data's geometric centre, so A1 and A2 are the terms' values there
   (without it A1 and α1 are nearly collinear). The law may carry several size terms (`--n-from split`:
-  modulus and phase, each with its own centre) and one floor per molecule (`floors="molecule"`).
+  modulus and phase, each with its own centre), one floor per molecule (`floors="molecule"`) and one set of
+  amplitudes per molecule (`amplitudes="molecule"`); the exponents are shared by the pooled molecules.
 * **Loss.** The Huber loss (δ = 1e-3, so in effect L1) of the log-residuals log L̂ − log L, summed.
 * **Variable projection.** For fixed exponents L̂ = Φ(α)·A is linear in the non-negative coefficients A
   (floors and amplitudes); they are solved by Gauss–Newton on the log-residuals with Huber weights (IRLS),
@@ -123,16 +124,26 @@ class _Data:
     logl: np.ndarray  # (m,)
     floor_onehot: np.ndarray  # (m, n_floors)
     design: np.ndarray  # (terms × (k+1)): `nqs.scaling.law.term_design`
+    amp_onehot: np.ndarray  # (m, H): the point's amplitude group (H = 1: shared amplitudes)
+
+    @property
+    def n_coef(self) -> int:
+        return self.floor_onehot.shape[1] + self.design.shape[0] * self.amp_onehot.shape[1]
 
 
 def _basis(alpha: np.ndarray, data: _Data) -> np.ndarray:
-    return np.column_stack([data.floor_onehot, np.exp(-(data.z * alpha) @ data.design.T)])
+    """(m × n_coef): the floors' indicators, then each term's shape times each amplitude group's indicator
+    (term-major, the order of `Law.amplitudes`)."""
+    shapes = np.exp(-(data.z * alpha) @ data.design.T)  # (m, terms)
+    terms = (shapes[:, :, None] * data.amp_onehot[:, None, :]).reshape(shapes.shape[0], -1)
+    return np.column_stack([data.floor_onehot, terms])
 
 
 def _alpha_gradient(psi_over_pred: np.ndarray, phi: np.ndarray, coef: np.ndarray, data: _Data) -> np.ndarray:
-    """∂/∂α_j of Σ ψ(r)·log L̂: −Σ_i (ψ/L̂)_i·z_ij·Σ_c E[c, j]·A_c·Φ_ic."""
+    """∂/∂α_j of Σ ψ(r)·log L̂: −Σ_i (ψ/L̂)_i·z_ij·Σ_c E[c, j]·Σ_h A_ch·Φ_i(ch)."""
     nf = data.floor_onehot.shape[1]
-    weighted = (phi[:, nf:] * coef[nf:]) @ data.design  # (m, k+1)
+    per_term = (phi[:, nf:] * coef[nf:]).reshape(phi.shape[0], data.design.shape[0], -1).sum(axis=2)  # (m, terms)
+    weighted = per_term @ data.design  # (m, k+1)
     return -(psi_over_pred[:, None] * data.z * weighted).sum(axis=0)
 
 
@@ -224,7 +235,7 @@ def _grid_starts(data: _Data, w: np.ndarray, bounds, keep: int = 3) -> list[np.n
 
 def _joint_objective(x, data: _Data, w, scale: float):
     """Σ w·Huber(log L̂ − log L)/δ over x = (A/scale, α) jointly, and its gradient."""
-    nc = data.floor_onehot.shape[1] + data.design.shape[0]
+    nc = data.n_coef
     coef, alpha = x[:nc] * scale, x[nc:]
     phi = _basis(alpha, data)
     pred = np.maximum(phi @ coef, 1e-300)
@@ -232,6 +243,10 @@ def _joint_objective(x, data: _Data, w, scale: float):
     psi = w * np.clip(r, -HUBER_DELTA, HUBER_DELTA) / HUBER_DELTA
     g_coef = (psi / pred) @ phi * scale
     return _huber(r, w), np.concatenate([g_coef, _alpha_gradient(psi / pred, phi, coef, data)])
+
+
+def _joint_bounds(n_coef: int, alpha_bounds, n_alpha: int) -> list:
+    return [(0.0, None)] * n_coef + [alpha_bounds] * n_alpha
 
 
 def _joint(coef0, alpha0, data: _Data, w, bounds, maxiter):
@@ -243,19 +258,24 @@ def _joint(coef0, alpha0, data: _Data, w, bounds, maxiter):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = minimize(_joint_objective, x0, args=(data, w, scale), jac=True, method="L-BFGS-B",
-                       bounds=[(0.0, None)] * nc + [bounds] * alpha0.size,
+                       bounds=_joint_bounds(nc, bounds, alpha0.size),
                        options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-8, "maxcor": 20})
     return res, res.x[:nc] * scale, res.x[nc:], float(res.fun)
 
 
-def _outcome(res) -> FitStatus:
+def _outcome(res, bounds: Sequence[tuple[float | None, float | None]]) -> FitStatus:
     """L-BFGS-B's end: 0 converged; 1 the iteration limit; 2 (a line search that stalled) is accepted as
-    converged only at a small projected gradient, which on this nearly-L1 loss is a kink at the minimum."""
+    converged only at a small projected gradient (the components that push a variable against its bound, an
+    exponent at 3 or an amplitude at 0, do not count), which on this nearly-L1 loss is a kink at the minimum."""
     if res.status == 0:
         return FitStatus.CONVERGED
     if res.status == 1:
         return FitStatus.MAX_ITERATIONS
-    return FitStatus.CONVERGED if np.max(np.abs(res.jac)) < 1e-3 else FitStatus.FAILED
+    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
+    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])
+    g = np.asarray(res.jac, dtype=float)
+    pinned = ((res.x <= lo + 1e-9) & (g > 0)) | ((res.x >= hi - 1e-9) & (g < 0))
+    return FitStatus.CONVERGED if np.max(np.abs(np.where(pinned, 0.0, g))) < 1e-3 else FitStatus.FAILED
 
 
 def _best(starts, data, w, bounds, maxiter):
@@ -265,8 +285,10 @@ def _best(starts, data, w, bounds, maxiter):
     for s in starts:
         res, coef, loss, ok = _refine(np.asarray(s, float), data, w, bounds, maxiter)
         jres, jcoef, jalpha, jloss = _joint(coef, res.x, data, w, bounds, maxiter)
-        cand = (jalpha, jcoef, jloss, _outcome(jres), str(jres.message)) if jloss < loss else \
-            (res.x, coef, loss, _outcome(res) if ok else FitStatus.MAX_ITERATIONS, str(res.message))
+        cand = (jalpha, jcoef, jloss, _outcome(jres, _joint_bounds(coef.size, bounds, res.x.size)),
+                str(jres.message)) if jloss < loss else \
+            (res.x, coef, loss, _outcome(res, [bounds] * res.x.size) if ok else FitStatus.MAX_ITERATIONS,
+             str(res.message))
         if np.isfinite(cand[2]) and (best is None or cand[2] < best[2]):
             best = cand
     return best
@@ -278,20 +300,21 @@ def _best_joint(warm, data, w, bounds, maxiter):
     for alpha0, coef0 in warm:
         res, coef, alpha, loss = _joint(coef0, alpha0, data, w, bounds, maxiter)
         if np.isfinite(loss) and (best is None or loss < best[2]):
-            best = (alpha, coef, loss, _outcome(res), str(res.message))
+            best = (alpha, coef, loss, _outcome(res, _joint_bounds(coef.size, bounds, alpha.size)), str(res.message))
     return best
 
 
 # ---------------------------------------------------------------------------- the public fit
 def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: str = "shared",
-                    size_terms: Sequence[str] = ("N",), n_bootstrap: int = 200, seed: int = 0,
+                    amplitudes: str = "shared", size_terms: Sequence[str] = ("N",), n_bootstrap: int = 200, seed: int = 0,
                     alpha_bounds: tuple[float, float] = ALPHA_BOUNDS, maxiter: int = 500,
                     centre: tuple[tuple[float, ...], float] | None = None, warm: Law | None = None,
                     interaction: bool = False, weights=None, final=None) -> FitResult:
     """Fit the law to points (N, D', L), N of shape (m,) or (m, k) for k size terms, all positive and finite.
 
     `molecules` (one name per point) stratifies the bootstrap and, with floors="molecule", gives each
-    molecule its own floor A0. `clusters` (one label per point, e.g. molecule × grid cell) are the units the
+    molecule its own floor A0, with amplitudes="molecule" its own amplitudes A1, A2 (and A12); the exponents
+    are shared. `clusters` (one label per point, e.g. molecule × grid cell) are the units the
     bootstrap resamples (default: each point). `centre` fixes (N_c, D'_c) instead of the data's. `warm`, a
     law of the same shape, skips the exponent grid: a joint refit from it (its centre kept), as the
     leave-one-out refits do. `interaction` adds the A12·(N/N_c)^-α1·(D'/D'_c)^-α2 term (one size term).
@@ -311,8 +334,9 @@ def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: 
     if n_bootstrap < 0:
         raise UserError(f"--bootstrap must be >= 0, got {n_bootstrap}")
     mols = np.asarray(molecules if molecules is not None else ["all"] * d.size, dtype=object).ravel()
-    if floors not in ("shared", "molecule"):
-        raise UserError(f"floors must be 'shared' or 'molecule', got {floors!r}")
+    for name, value in (("floors", floors), ("amplitudes", amplitudes)):
+        if value not in ("shared", "molecule"):
+            raise UserError(f"{name} must be 'shared' or 'molecule', got {value!r}")
     if interaction and len(size_terms) != 1:
         raise UserError("the interaction law takes one size term; drop --n-from split or use --law additive")
     for name, col in [(s_, n[:, k]) for k, s_ in enumerate(size_terms)] + [("D'", d)]:
@@ -320,7 +344,8 @@ def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: 
             raise UserError(f"{name} takes a single value across the points: its exponent cannot be fitted; "
                             "add runs that vary it")
     groups = tuple(sorted(set(mols))) if floors == "molecule" else ("all",)
-    n_coef = len(groups) + len(size_terms) + 1 + int(interaction)
+    amp_groups = tuple(sorted(set(mols))) if amplitudes == "molecule" else ("all",)
+    n_coef = len(groups) + (len(size_terms) + 1 + int(interaction)) * len(amp_groups)
     if d.size <= n_coef + len(size_terms) + 1:
         raise UserError(f"{d.size} usable points for a law with {n_coef + len(size_terms) + 1} parameters; "
                         "add runs (or use --along-training)")
@@ -329,11 +354,13 @@ def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: 
     if centre is None:
         centre = (tuple(np.exp(np.log(n).mean(axis=0))), float(np.exp(np.log(d).mean())))
     n_c, d_c = np.asarray(centre[0], float), float(centre[1])
-    onehot = (mols[:, None] == np.array(groups, dtype=object)[None, :]).astype(float) if len(groups) > 1 \
-        else np.ones((d.size, 1))
+    def onehot(names):
+        return (mols[:, None] == np.array(names, dtype=object)[None, :]).astype(float) if len(names) > 1 \
+            else np.ones((d.size, 1))
+
     design = term_design(len(size_terms) + 1, interaction)
-    data = _Data(z=np.column_stack([np.log(n / n_c), np.log(d / d_c)]), logl=np.log(l), floor_onehot=onehot,
-                 design=design)
+    data = _Data(z=np.column_stack([np.log(n / n_c), np.log(d / d_c)]), logl=np.log(l), floor_onehot=onehot(groups),
+                 design=design, amp_onehot=onehot(amp_groups))
     labels = np.asarray(clusters, dtype=object).ravel() if clusters is not None else np.arange(d.size)
     if labels.size != d.size:
         raise UserError("clusters must have one label per point")
@@ -342,14 +369,14 @@ def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: 
         nf = len(groups)
         return Law(tuple(size_terms), tuple(float(v) for v in n_c), d_c, groups,
                    tuple(float(v) for v in coef[:nf]), tuple(float(v) for v in coef[nf:]),
-                   tuple(float(v) for v in alpha), interaction)
+                   tuple(float(v) for v in alpha), interaction, amp_groups)
 
     w = np.ones(d.size) if weights is None else np.asarray(weights, dtype=float).ravel()
     if w.size != d.size or not np.all(np.isfinite(w)) or np.any(w < 0):
         raise UserError("weights must be one finite non-negative number per point")
     with threadpool_limits(limits=1, user_api="blas"):
-        if warm is not None and warm.floor_groups == groups and warm.size_terms == tuple(size_terms) \
-                and warm.interaction == interaction:
+        if warm is not None and warm.floor_groups == groups and warm.amplitude_groups == amp_groups \
+                and warm.size_terms == tuple(size_terms) and warm.interaction == interaction:
             best = _best_joint([(np.array(warm.exponents), np.array(warm.floors + warm.amplitudes))], data, w,
                                alpha_bounds, maxiter)
         else:
@@ -399,7 +426,7 @@ def _bootstrap(warm, data, labels, mols, w0, k, seed, bounds, maxiter, make_law)
         for s in strata:
             np.add.at(counts, s[rng.integers(0, s.size, s.size)], 1)
         w = counts[inverse] * w0
-        if np.count_nonzero(w) <= data.floor_onehot.shape[1] + data.design.shape[0] + data.z.shape[1]:
+        if np.count_nonzero(w) <= data.n_coef + data.z.shape[1]:
             continue
         best = _best_joint(warm, data, w, bounds, maxiter)
         if best is not None and best[3] is not FitStatus.FAILED:

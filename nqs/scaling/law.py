@@ -1,7 +1,9 @@
 """The scaling law L(N, D') in its reference-point form, as fitted by `nqs.scaling.fit`.
 
-L(N, D') = A0[g] + Σ_k A_k·(N_k/N_kc)^-α_k + A_D·(D'/D'_c)^-α_D, with (N_c, D'_c) the data's geometric centre,
-so that each amplitude is its term's value at the centre (the classic A·N^-α form has A = A_k·N_kc^α_k).
+L(N, D') = A0[g] + Σ_k A_k[h]·(N_k/N_kc)^-α_k + A_D[h]·(D'/D'_c)^-α_D, with (N_c, D'_c) the data's geometric
+centre, so that each amplitude is its term's value at the centre (the classic A·N^-α form has A = A_k·N_kc^α_k).
+The floors (g) and the amplitudes (h) are either shared by all molecules or one per molecule; the exponents are
+always shared, so that a pooled fit measures one law whose scale may differ from molecule to molecule.
 The interaction form adds A12·(N/N_c)^-α1·(D'/D'_c)^-α2: the error's slope in N then grows with D' and its
 slope in D' with N, as the first H2O study measured (../shared/SCALING-METHOD.md, design rule 7).
 """
@@ -19,11 +21,12 @@ VANISHED = 1e-6  # an amplitude below this fraction of L̂ at the centre counts 
 
 @dataclass(frozen=True)
 class Law:
-    """L(N, D') = A0[g] + Σ_k A_k·(N_k/N_kc)^-α_k + A_D·(D'/D'_c)^-α_D, g the point's floor group.
+    """L(N, D') = A0[g] + Σ_k A_k[h]·(N_k/N_kc)^-α_k + A_D[h]·(D'/D'_c)^-α_D, g and h the point's groups.
 
     `size_terms` names the N columns ("N", or "N_modulus" and "N_phase"); `floor_groups` is ("all",) or the
     molecules, one floor each; `exponents` list the size terms, then the D' term; `amplitudes` the same terms,
-    then A12 when `interaction` (one size term only)."""
+    then A12 when `interaction` (one size term only), each term once per `amplitude_groups` entry (term-major:
+    amplitudes[c·H + h]), ("all",) or the molecules."""
 
     size_terms: tuple[str, ...]
     n_centre: tuple[float, ...]
@@ -33,60 +36,91 @@ class Law:
     amplitudes: tuple[float, ...]
     exponents: tuple[float, ...]
     interaction: bool = False
+    amplitude_groups: tuple[str, ...] = ("all",)
 
     @property
     def design(self) -> np.ndarray:
         """(terms × exponents) 0/1 matrix: term c is exp(−Σ_j E[c, j]·α_j·log(x_j/x_jc))."""
         return term_design(len(self.exponents), self.interaction)
 
-    def floor(self, molecule: str | None = None) -> float:
-        if len(self.floors) == 1:
-            return self.floors[0]
-        if molecule is None:
-            raise UserError("this law has one floor per molecule; name the molecule")
-        try:
-            return self.floors[self.floor_groups.index(molecule)]
-        except ValueError:
-            raise UserError(f"no floor for {molecule!r}: the law was fitted on "
-                            f"{', '.join(self.floor_groups)}") from None
+    @property
+    def amplitude_matrix(self) -> np.ndarray:
+        """(terms × amplitude groups) amplitudes."""
+        return np.asarray(self.amplitudes, dtype=float).reshape(-1, len(self.amplitude_groups))
 
-    def terms(self, n, d) -> np.ndarray:
-        """The power-law terms (m × (k+1)) without the floor, for N of shape (m,) or (m, k) and D' (m,)."""
-        n = np.asarray(n, dtype=float).reshape(np.asarray(d, dtype=float).size, -1)
-        z = np.column_stack([np.log(n / np.asarray(self.n_centre)), np.log(np.asarray(d, float).ravel() / self.d_centre)])
-        return np.asarray(self.amplitudes) * np.exp(-(z * np.asarray(self.exponents)) @ self.design.T)
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The molecules the law has coefficients for, or ("all",) when every coefficient is shared."""
+        per = [g for g in (self.floor_groups, self.amplitude_groups) if len(g) > 1]
+        return per[0] if per else ("all",)
+
+    def _index(self, groups: tuple[str, ...], molecule: str | None, what: str) -> int:
+        if len(groups) == 1:
+            return 0
+        if molecule is None:
+            raise UserError(f"this law has one {what} per molecule; name the molecule")
+        try:
+            return groups.index(molecule)
+        except ValueError:
+            raise UserError(f"no {what} for {molecule!r}: the law was fitted on {', '.join(groups)}") from None
+
+    def floor(self, molecule: str | None = None) -> float:
+        return self.floors[self._index(self.floor_groups, molecule, "floor")]
+
+    def amplitudes_for(self, molecule: str | None = None) -> np.ndarray:
+        """The amplitudes (terms,) that apply to `molecule`."""
+        return self.amplitude_matrix[:, self._index(self.amplitude_groups, molecule, "set of amplitudes")]
+
+    def terms(self, n, d, molecule=None) -> np.ndarray:
+        """The power-law terms (m × terms) without the floor, for N of shape (m,) or (m, k), D' (m,) and
+        `molecule` a name or one per point (needed with per-molecule amplitudes)."""
+        d = np.atleast_1d(np.asarray(d, dtype=float)).ravel()
+        n = np.asarray(n, dtype=float).reshape(d.size, -1)
+        z = np.column_stack([np.log(n / np.asarray(self.n_centre)), np.log(d / self.d_centre)])
+        shapes = np.exp(-(z * np.asarray(self.exponents)) @ self.design.T)
+        if len(self.amplitude_groups) == 1:
+            return self.amplitude_matrix[:, 0] * shapes
+        mols = np.broadcast_to(np.asarray(molecule, dtype=object), d.shape)
+        return np.array([self.amplitudes_for(m) for m in mols]) * shapes
 
     def predict(self, n, d, molecule=None) -> np.ndarray:
-        """L̂ for N (m,) or (m, k) and D' (m,); `molecule` a name or one per point (needed with per-molecule floors)."""
+        """L̂ for N (m,) or (m, k) and D' (m,); `molecule` a name or one per point (needed with per-molecule
+        floors or amplitudes)."""
         d = np.atleast_1d(np.asarray(d, dtype=float))
         mols = np.broadcast_to(np.asarray(molecule, dtype=object), d.shape) if molecule is not None else [None] * d.size
         floor = np.array([self.floor(m) for m in mols]) if len(self.floors) > 1 else self.floors[0]
-        return floor + self.terms(n, d).sum(axis=1)
+        return floor + self.terms(n, d, molecule).sum(axis=1)
 
     def params(self) -> dict[str, float]:
-        """Named coefficients: A0 (or A0[molecule]), A1/alpha1 (or A1_modulus, ...), A2/alpha2, A12. An
-        exponent whose term vanished (amplitude 0, and no interaction carrying it) is NaN: not identified."""
+        """Named coefficients: A0 (or A0[molecule]), A1/alpha1 (or A1_modulus, ...; A1[molecule] with
+        per-molecule amplitudes), A2/alpha2, A12. An exponent whose term vanished (amplitude 0 for every
+        molecule, and no interaction carrying it) is NaN: not identified."""
         out = {}
         for g, v in zip(self.floor_groups, self.floors):
             out["A0" if len(self.floors) == 1 else f"A0[{g}]"] = v
-        amp = np.asarray(self.amplitudes)
-        carried = self.design * amp[:, None] > VANISHED * (np.mean(self.floors) + amp.sum())  # (terms × exponents)
-        for j, (name, a, al) in enumerate(zip(term_names(self.size_terms), self.amplitudes, self.exponents)):
-            out[f"A{name}"], out[f"alpha{name}"] = a, (al if carried[:, j].any() else float("nan"))
-        if self.interaction:
-            out["A12"] = self.amplitudes[-1]
+        amp = self.amplitude_matrix  # (terms × H)
+        scale = np.mean(self.floors) + amp.sum(axis=0).mean()
+        carried = self.design * amp.max(axis=1)[:, None] > VANISHED * scale  # (terms × exponents)
+        names = [*term_names(self.size_terms), *(["12"] if self.interaction else [])]
+        for c, name in enumerate(names):
+            for h, g in enumerate(self.amplitude_groups):
+                out[f"A{name}" if len(self.amplitude_groups) == 1 else f"A{name}[{g}]"] = float(amp[c, h])
+            if c < len(self.exponents):
+                out[f"alpha{name}"] = self.exponents[c] if carried[:, c].any() else float("nan")
         return out
 
     def derived(self) -> dict[str, float]:
-        """Elasticities −∂log L/∂log x at the data centre (per molecule with per-molecule floors) and, for the
-        additive law with one size term, the allocation exponent a = α2/(α1 + α2) of a cost ∝ N·D'."""
-        amp = np.asarray(self.amplitudes)
-        slopes = (self.design * amp[:, None]).sum(axis=0) * np.asarray(self.exponents)  # Σ_c E[c,j]·A_c·α_j
+        """Elasticities −∂log L/∂log x at the data centre (per molecule with per-molecule floors or amplitudes)
+        and, for the additive law with one size term, the allocation exponent a = α2/(α1 + α2) of a cost
+        ∝ N·D'."""
         names = [s for s in self.size_terms] + ["D"]
         out = {}
-        for g, floor in zip(self.floor_groups, self.floors):
-            tag = "" if len(self.floors) == 1 else f"[{g}]"
-            lc = floor + amp.sum()
+        for g in self.groups:
+            m = None if g == "all" else g
+            amp = self.amplitudes_for(m)
+            slopes = (self.design * amp[:, None]).sum(axis=0) * np.asarray(self.exponents)  # Σ_c E[c,j]·A_c·α_j
+            tag = "" if g == "all" else f"[{g}]"
+            lc = self.floor(m) + amp.sum()
             out.update({f"elasticity_{s}{tag}": float(v / lc) for s, v in zip(names, slopes)})
         if len(self.size_terms) == 1 and not self.interaction:
             s = self.exponents[0] + self.exponents[1]
@@ -95,7 +129,8 @@ class Law:
 
     def to_json(self) -> dict:
         return {"size_terms": list(self.size_terms), "n_centre": list(self.n_centre), "d_centre": self.d_centre,
-                "floor_groups": list(self.floor_groups), "interaction": self.interaction,
+                "floor_groups": list(self.floor_groups), "amplitude_groups": list(self.amplitude_groups),
+                "interaction": self.interaction,
                 "params": self.params(), "derived": self.derived()}
 
 

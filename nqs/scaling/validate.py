@@ -64,6 +64,10 @@ def _score(fit: FitResult, pts: ScalingPoints, mask: np.ndarray) -> dict:
             "coverage_95": float(np.mean(np.abs(r) <= Z95 * sd))}
 
 
+def _per_molecule(fit_kwargs: dict) -> bool:
+    return "molecule" in (fit_kwargs.get("floors"), fit_kwargs.get("amplitudes"))
+
+
 def leave_one_cell_out(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict) -> dict:
     """Refit (warm, joint) without each grid cell in turn; score the held-out cell's runs."""
     resid, cells = [], np.unique(pts.cell.astype(str))
@@ -74,8 +78,8 @@ def leave_one_cell_out(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict) -> 
         rest = pts.subset(~out)
         if len(rest) == 0 or not (out & pts.final).any():
             continue
-        if fit_kwargs.get("floors") == "molecule" and not set(pts.molecule[out]) <= set(rest.molecule):
-            continue  # the held-out molecule's floor would be unidentified
+        if _per_molecule(fit_kwargs) and not set(pts.molecule[out]) <= set(rest.molecule):
+            continue  # the held-out molecule's floor or amplitudes would be unidentified
         try:
             sub = fit_scaling_law(rest.n, rest.d, rest.loss, molecules=rest.molecule, clusters=rest.cell,
                                   weights=rest.weight, final=rest.final, n_bootstrap=0, warm=fit.law, **fit_kwargs)
@@ -101,8 +105,8 @@ def validate(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, n_bootstrap: 
         if runs.size == 0 or held.all():
             report["holdouts"][name] = {**entry, "note": "nothing to hold out" if runs.size == 0 else "every run held out"}
             continue
-        if fit_kwargs.get("floors") == "molecule" and not set(pts.molecule[held]) <= set(rest.molecule):
-            report["holdouts"][name] = {**entry, "note": "a molecule would lose all its runs (per-molecule floors)"}
+        if _per_molecule(fit_kwargs) and not set(pts.molecule[held]) <= set(rest.molecule):
+            report["holdouts"][name] = {**entry, "note": "a molecule would lose all its runs (per-molecule coefficients)"}
             continue
         try:
             with warnings.catch_warnings():
