@@ -354,6 +354,7 @@ def fit_scaling_law(n, d_prime, loss, *, molecules=None, clusters=None, floors: 
     if centre is None:
         centre = (tuple(np.exp(np.log(n).mean(axis=0))), float(np.exp(np.log(d).mean())))
     n_c, d_c = np.asarray(centre[0], float), float(centre[1])
+
     def onehot(names):
         return (mols[:, None] == np.array(names, dtype=object)[None, :]).astype(float) if len(names) > 1 \
             else np.ones((d.size, 1))

@@ -71,6 +71,14 @@ class Law:
         """The amplitudes (terms,) that apply to `molecule`."""
         return self.amplitude_matrix[:, self._index(self.amplitude_groups, molecule, "set of amplitudes")]
 
+    def _per_point(self, groups: tuple[str, ...], molecule, size: int, what: str) -> np.ndarray:
+        """(size,) index into `groups` for each point; `molecule` a name or one per point."""
+        if len(groups) == 1:
+            return np.zeros(size, dtype=int)
+        mols = np.broadcast_to(np.asarray(molecule, dtype=object), (size,))
+        lookup = {m: self._index(groups, m, what) for m in set(mols.tolist())}
+        return np.array([lookup[m] for m in mols], dtype=int)
+
     def terms(self, n, d, molecule=None) -> np.ndarray:
         """The power-law terms (m × terms) without the floor, for N of shape (m,) or (m, k), D' (m,) and
         `molecule` a name or one per point (needed with per-molecule amplitudes)."""
@@ -78,17 +86,14 @@ class Law:
         n = np.asarray(n, dtype=float).reshape(d.size, -1)
         z = np.column_stack([np.log(n / np.asarray(self.n_centre)), np.log(d / self.d_centre)])
         shapes = np.exp(-(z * np.asarray(self.exponents)) @ self.design.T)
-        if len(self.amplitude_groups) == 1:
-            return self.amplitude_matrix[:, 0] * shapes
-        mols = np.broadcast_to(np.asarray(molecule, dtype=object), d.shape)
-        return np.array([self.amplitudes_for(m) for m in mols]) * shapes
+        group = self._per_point(self.amplitude_groups, molecule, d.size, "set of amplitudes")
+        return self.amplitude_matrix[:, group].T * shapes
 
     def predict(self, n, d, molecule=None) -> np.ndarray:
         """L̂ for N (m,) or (m, k) and D' (m,); `molecule` a name or one per point (needed with per-molecule
         floors or amplitudes)."""
         d = np.atleast_1d(np.asarray(d, dtype=float))
-        mols = np.broadcast_to(np.asarray(molecule, dtype=object), d.shape) if molecule is not None else [None] * d.size
-        floor = np.array([self.floor(m) for m in mols]) if len(self.floors) > 1 else self.floors[0]
+        floor = np.asarray(self.floors)[self._per_point(self.floor_groups, molecule, d.size, "floor")]
         return floor + self.terms(n, d, molecule).sum(axis=1)
 
     def params(self) -> dict[str, float]:
