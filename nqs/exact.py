@@ -11,37 +11,25 @@ import scipy.sparse
 import torch
 
 from nqs import chem
-from nqs.hilbert import Sector
+from nqs.hilbert import Sector, from_pyscf_strings
 from nqs.keys import index_of, pack
 from nqs.local_energy import Hamiltonian, connections
 from nqs.problem import MolecularProblem
 
 
 def fci_state(problem: MolecularProblem) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The FCI ground state as qubit amplitudes: ((S, n) uint8 bits, (S,) float64 psi, E_FCI).
-
-    PySCF orders a determinant as all alpha creators, then all beta; OpenFermion's interleaved order
-    (2p alpha, 2p+1 beta) differs by (-1)^{#(alpha p, beta q) with p > q}.
-    """
+    """The FCI ground state as qubit amplitudes: ((S, n) uint8 bits, (S,) float64 psi, E_FCI); PySCF's
+    determinant order and sign turned into the interleaved one by `nqs.hilbert.from_pyscf_strings`."""
     from pyscf.fci import cistring
 
     ints = problem.integrals
     n = ints.n_orb
     energy, civec = _fci_vector(ints)
-
-    def occupations(n_occ):
-        strings = cistring.make_strings(range(n), n_occ)
-        return np.array([[(int(s) >> i) & 1 for i in range(n)] for s in strings], dtype=np.int64)
-
-    alpha, beta = occupations(ints.n_alpha), occupations(ints.n_beta)
-    # crossings[a, b] = sum over beta q of the alpha electrons above q
-    alpha_above = np.cumsum(alpha[:, ::-1], axis=1)[:, ::-1] - alpha  # alpha electrons at p > q
-    crossings = alpha_above @ beta.T
-    bits = np.zeros((len(alpha), len(beta), 2 * n), dtype=np.uint8)
-    bits[:, :, 0::2] = alpha[:, None, :]
-    bits[:, :, 1::2] = beta[None, :, :]
-    psi = np.asarray(civec) * (1 - 2 * (crossings % 2))
-    return torch.from_numpy(bits.reshape(-1, 2 * n)), torch.from_numpy(psi.reshape(-1)), float(energy)
+    alpha = cistring.make_strings(range(n), ints.n_alpha)
+    beta = cistring.make_strings(range(n), ints.n_beta)
+    bits, sign = from_pyscf_strings(np.repeat(alpha, len(beta)), np.tile(beta, len(alpha)), n)
+    psi = np.asarray(civec).reshape(-1) * sign
+    return bits, torch.from_numpy(psi), float(energy)
 
 
 def _fci_vector(ints, dense_limit: int = 4000) -> tuple[float, np.ndarray]:

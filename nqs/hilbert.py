@@ -73,6 +73,20 @@ def _strings(n_orb: int, n_occ: int) -> np.ndarray:
     return out
 
 
+def from_pyscf_strings(alpha: np.ndarray, beta: np.ndarray, n_orb: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Determinants given as PySCF occupation strings (alpha (K,), beta (K,) int64, bit p = orbital p occupied)
+    as (bits (K, 2 n_orb) uint8, sign (K,) of ±1.0). PySCF orders a determinant as all alpha creators, then all
+    beta; the interleaved order (2p alpha, 2p+1 beta) differs by (-1)^{#(alpha p, beta q) with p > q}."""
+    orbital = np.arange(n_orb, dtype=np.int64)
+    a = ((np.asarray(alpha, dtype=np.int64)[:, None] >> orbital) & 1).astype(np.int64)
+    b = ((np.asarray(beta, dtype=np.int64)[:, None] >> orbital) & 1).astype(np.int64)
+    alpha_above = np.cumsum(a[:, ::-1], axis=1)[:, ::-1] - a  # alpha electrons at p > q
+    crossings = (alpha_above * b).sum(axis=1)
+    bits = np.zeros((a.shape[0], 2 * n_orb), dtype=np.uint8)
+    bits[:, 0::2], bits[:, 1::2] = a, b
+    return torch.from_numpy(bits), 1.0 - 2.0 * (crossings % 2)
+
+
 def _check_qubits(n: int) -> None:
     """ValueError when n qubits do not fit the packed int64 encoding (bit i = x_i, sign bit unused)."""
     if n > MAX_QUBITS:

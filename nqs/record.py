@@ -140,7 +140,11 @@ class StepRecord:
     sr_leak: float | None = field(default=None, metadata={
         "help": "sr: probability the step moved out of the sample and tail rows (--sr-max-leak, nqs.sr_leak)"})
     sr_leak_halvings: int | None = field(default=None, metadata={
-        "help": "sr: times the step was halved to keep its leak within --sr-max-leak"})
+        "help": "sr: times the step was halved to keep its leak within --sr-max-leak and its realised distance "
+                "within --sr-max-distance"})
+    sr_distance: float | None = field(default=None, metadata={
+        "help": "sr: realised Fubini-Study distance of the step over the sample and tail rows, radians "
+                "(with --sr-max-leak or --sr-max-distance; nqs.sr_leak)"})
 
     @property
     def error_mha(self) -> float | None:

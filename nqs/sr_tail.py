@@ -34,13 +34,18 @@ from nqs.local_energy import connections
 class TailRows:
     """bits (K, n) of connected configurations outside the sample; weights (K,) |ψ̃(x')|² on the scale where
     the sample's weights sum to 1; target (K,) complex: the wanted change of log ψ in one step; evaluations:
-    the network calls (log ψ of one configuration) spent finding them; mass: Σ|ψ(x')|² over the rows now."""
+    the network calls (log ψ of one configuration) spent finding them; log_psi (K,) complex: log ψ(x') now."""
 
     bits: torch.Tensor
     weights: torch.Tensor
     target: torch.Tensor
     evaluations: int
-    mass: float = 0.0
+    log_psi: torch.Tensor
+
+    @property
+    def mass(self) -> float:
+        """Σ|ψ(x')|² over the rows now."""
+        return float(torch.exp(2 * self.log_psi.real.to(torch.float64)).sum())
 
 
 @torch.no_grad()
@@ -65,8 +70,9 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
     top = torch.topk(h_psi.abs(), min(pool * k, candidates.shape[0])).indices
     cand_bits, h_psi = unpack(candidates[top], n).to(bits.dtype), h_psi[top]
     if not cand_bits.shape[0]:  # the sample holds every connection (a small sector)
-        return TailRows(cand_bits, h_psi.real, h_psi, evaluations)
-    psi_c = torch.exp(model.log_psi(cand_bits).to(torch.complex128))
+        return TailRows(cand_bits, h_psi.real, h_psi, evaluations, h_psi)
+    log_psi_c = model.log_psi(cand_bits).to(torch.complex128)
+    psi_c = torch.exp(log_psi_c)
     own = connections(hamiltonian, cand_bits)
     diagonal = own.diagonal.to(torch.complex128)
     row_norm = torch.zeros(cand_bits.shape[0], dtype=torch.float64, device=bits.device).index_add_(
@@ -80,4 +86,4 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
     target = torch.complex(torch.log(new.abs() / old.abs().clamp_min(1e-300)).clamp(max=cap),
                            torch.angle(new * old.conj()))
     return TailRows(cand_bits[keep], (new.abs() ** 2).to(torch.float64), target, evaluations + cand_bits.shape[0],
-                    float((old.abs() ** 2).sum()))
+                    log_psi_c[keep])

@@ -371,6 +371,22 @@ def test_validation_scores_on_a_known_answer():
     assert h["coverage_95"] == 0.0 and h["n_runs"] == 5
 
 
+def test_seed_scatter_separates_noise_from_lack_of_fit():
+    n, d = grid(5)
+    n3, d3 = np.repeat(n, 3), np.repeat(d, 3)  # three seeds per cell, log-normal noise of SD 0.3
+    cells = np.repeat(np.arange(n.size), 3).astype(str)
+    y = noisy(n3, d3, sigma=0.3, seed=4)
+    fit = fit_scaling_law(n3, d3, y, clusters=cells, n_bootstrap=10)
+    v = validate(points(n3, d3, y, cells=cells), fit, {}, n_bootstrap=10)
+    assert v["seed_scatter"] == pytest.approx(0.3, abs=0.05)
+    assert v["in_sample"]["lack_of_fit"] < 0.1  # the right law: what is left is the seeds'
+    assert v["in_sample"]["cell_mean_rms"] < 0.25  # seed means: about 0.3 / sqrt(3)
+    y2 = np.where(d3 == d3.max(), 4 * y, y)  # the longest runs do 4x as badly as the law of the others
+    fit2 = fit_scaling_law(n3, d3, y2, clusters=cells, n_bootstrap=10)
+    h = validate(points(n3, d3, y2, cells=cells), fit2, {}, n_bootstrap=10)["holdouts"]["largest_T"]
+    assert h["lack_of_fit"] == pytest.approx(math.log(4), abs=0.15) and h["cell_mean_rms"] > 1.2
+
+
 # ---------------------------------------------------------------------------- reading runs
 def test_corrupt_metrics_line_warns_with_file_and_line(tmp_path):
     run = write_run(tmp_path, "r", metrics=[{"step": 0, "energy": -7.88, "d_prime": 1.0, "vscore": 0.2}])

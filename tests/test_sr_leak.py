@@ -1,5 +1,6 @@
-"""The limit on the probability an SR step moves out of its sample and tail rows (nqs.sr_leak,
-`--sr-max-leak`): the leak against the sector's enumeration, the halving, and a run that records it."""
+"""The limits on an SR step checked on the step itself (nqs.sr_leak): the probability it moves out of its sample
+and tail rows (`--sr-max-leak`) against the sector's enumeration, its realised Fubini–Study distance
+(`--sr-max-distance`) against a direct overlap, the halving, and a run that records both."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import torch
 
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from nqs.sr_leak import limit_leak
+from nqs.sr_leak import limit_step
 
 
 def _model_and_sample(problems):
@@ -32,8 +33,9 @@ def test_the_leak_is_the_probability_that_leaves_the_configurations(problems):
     model, bits, sample, direction = _model_and_sample(problems)
     start = parameters_to_vector(model.parameters())
     lr = 5.0
-    free, halvings, leak = limit_leak(model, bits[sample], direction, lr, math.inf)
-    assert halvings == 0 and torch.equal(free, direction)
+    free = limit_step(model, bits[sample], direction, lr, math.inf, None)
+    leak = free.leak
+    assert free.halvings == 0 and torch.equal(free.direction, direction) and free.evaluations == 2 * len(sample)
     assert torch.equal(parameters_to_vector(model.parameters()), start)
     with torch.no_grad():
         before = torch.exp(2 * model.log_psi(bits).real)
@@ -45,19 +47,43 @@ def test_the_leak_is_the_probability_that_leaves_the_configurations(problems):
     assert abs(leak - float(before[inside].sum() - after[inside].sum())) < 1e-12
     assert abs(leak - float(after[~inside].sum() - before[~inside].sum())) < 1e-10  # where it went
     assert leak > 1e-3  # a random step of this size leaks: the limit below has something to do
-    given = limit_leak(model, bits[sample], direction, lr, math.inf, before=float(before[inside].sum()))[2]
-    assert abs(given - leak) < 1e-12  # the mass before the step, when the caller has it, saves a forward pass
+    with torch.no_grad():
+        log_psi = model.log_psi(bits[sample])
+    given = limit_step(model, bits[sample], direction, lr, math.inf, None, log_psi)
+    assert abs(given.leak - leak) < 1e-12 and given.evaluations == len(sample)  # log ψ from the caller: one pass less
 
 
 def test_the_step_is_halved_until_the_leak_is_within_the_limit(problems):
     model, bits, sample, direction = _model_and_sample(problems)
     start = parameters_to_vector(model.parameters())
-    limit = limit_leak(model, bits[sample], direction, 5.0, math.inf)[2] / 20
-    limited, halvings, leak = limit_leak(model, bits[sample], direction, 5.0, limit)
-    assert halvings >= 1 and torch.equal(limited, direction / 2 ** halvings) and leak <= limit
-    _, _, previous = limit_leak(model, bits[sample], direction / 2 ** (halvings - 1), 5.0, math.inf)
+    limit = limit_step(model, bits[sample], direction, 5.0, math.inf, None).leak / 20
+    limited = limit_step(model, bits[sample], direction, 5.0, limit, None)
+    halvings = limited.halvings
+    assert halvings >= 1 and torch.equal(limited.direction, direction / 2 ** halvings) and limited.leak <= limit
+    previous = limit_step(model, bits[sample], direction / 2 ** (halvings - 1), 5.0, math.inf, None).leak
     assert previous > limit  # one halving fewer would not have done
     assert torch.equal(parameters_to_vector(model.parameters()), start)
+
+
+def test_the_realised_distance_is_the_fubini_study_angle_and_bounds_the_step(problems):
+    model, bits, sample, direction = _model_and_sample(problems)
+    start = parameters_to_vector(model.parameters())
+    lr = 5.0
+    with torch.no_grad():
+        psi = torch.exp(model.log_psi(bits[sample]).to(torch.complex128))
+        vector_to_parameters(start - lr * direction, model.parameters())
+        phi = torch.exp(model.log_psi(bits[sample]).to(torch.complex128))
+        vector_to_parameters(start, model.parameters())
+    fidelity = float((psi.conj() * phi).sum().abs() ** 2 / ((psi.abs() ** 2).sum() * (phi.abs() ** 2).sum()))
+    free = limit_step(model, bits[sample], direction, lr, None, None)
+    assert abs(math.cos(free.distance) ** 2 - fidelity) < 1e-10
+    assert free.distance > 0.05  # this step moves the state: the limit below has something to do
+    limited = limit_step(model, bits[sample], direction, lr, None, free.distance / 4)
+    assert limited.halvings >= 1 and limited.distance <= free.distance / 4
+    assert limit_step(model, bits[sample], direction / 2 ** (limited.halvings - 1), lr, None, None).distance \
+        > free.distance / 4  # one halving fewer would not have done
+    assert torch.equal(parameters_to_vector(model.parameters()), start)
+    assert limit_step(model, bits[sample], 0 * direction, lr, None, None).distance < 1e-6  # no step: no distance
 
 
 def test_a_run_with_a_leak_limit_records_it(tmp_path):
@@ -66,9 +92,10 @@ def test_a_run_with_a_leak_limit_records_it(tmp_path):
 
     out = tmp_path / "run"
     main(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "12", "--optimizer", "sr", "--sr-lr", "2",
-          "--sr-trust", "1", "--sr-max-leak", "1e-6", "--warmup", "0", "--unique", "16", "--samples", "1e6",
+          "--sr-trust", "1", "--sr-max-leak", "1e-6", "--sr-max-distance", "0.2", "--warmup", "0", "--unique", "16", "--samples", "1e6",
           "--final-unique", "500", "--out", str(out)])
     rows = read_metrics(out)
-    assert all(r.sr_leak is not None and (r.sr_leak <= 1e-6 or r.sr_leak_halvings == 8) for r in rows)
+    assert all(r.sr_leak is not None and ((r.sr_leak <= 1e-6 and r.sr_distance <= 0.2) or r.sr_leak_halvings == 8)
+               for r in rows)
     assert any(r.sr_leak_halvings for r in rows)
     assert math.isfinite(read_summary(out).energy)

@@ -11,6 +11,10 @@ measured where it is used (../shared/SCALING-METHOD.md, design rule 5):
   (mean log L̂ − log L: > 0 means the law predicts a worse L than observed) and the share of held-out runs
   inside the 95% prediction interval (bootstrap spread of log L̂ and the residual scale, the RMS of the
   final points' log-residuals, in quadrature).
+* **Against the seed scatter**: the pooled within-cell SD of log L over seeds is the RMS log-error that even
+  the true law would leave on single runs. Each score also gives the RMS over cells of the seed-averaged
+  residual, and the lack of fit √max(0, RMS² − scatter²): the part of a run's error the law, not the seed,
+  is responsible for.
 
 Scores use each run's final point (its summary), also when the fit used every logged step.
 """
@@ -52,25 +56,51 @@ def holdout_runs(pts: ScalingPoints) -> dict[str, np.ndarray]:
     return out
 
 
-def _score(fit: FitResult, pts: ScalingPoints, mask: np.ndarray) -> dict:
-    """RMS log-error, bias and 95% coverage of `fit` on the final points selected by `mask`."""
+def seed_scatter(pts: ScalingPoints) -> float | None:
+    """The pooled within-cell SD of log L over the final points (cells of two or more runs; ddof 1 per cell),
+    None when no cell has two runs."""
+    fin = pts.final
+    logs, cells = np.log(pts.loss[fin]), pts.cell[fin].astype(str)
+    sq, dof = 0.0, 0
+    for c in np.unique(cells):
+        x = logs[cells == c]
+        if x.size >= 2:
+            sq, dof = sq + float(((x - x.mean()) ** 2).sum()), dof + x.size - 1
+    return math.sqrt(sq / dof) if dof else None
+
+
+def _by_cell(r: np.ndarray, cells: np.ndarray) -> float:
+    """RMS over cells of each cell's mean residual."""
+    means = [r[cells == c].mean() for c in np.unique(cells)]
+    return float(np.sqrt(np.mean(np.square(means))))
+
+
+def _score(fit: FitResult, pts: ScalingPoints, mask: np.ndarray, scatter: float | None = None) -> dict:
+    """RMS log-error, bias and 95% coverage of `fit` on the final points selected by `mask`; with the seed
+    `scatter`, the RMS of seed-averaged residuals over cells and the lack of fit beyond the scatter."""
     sel = mask & pts.final
     if not sel.any():
         return {"n_runs": 0}
     pred = fit.predict(pts.n[sel], pts.d[sel], pts.molecule[sel])
     r = np.log(pred) - np.log(pts.loss[sel])
     _, sd = fit.log_interval(pts.n[sel], pts.d[sel], pts.molecule[sel])
-    return {"n_runs": int(sel.sum()), "rms_log_error": float(np.sqrt(np.mean(r * r))), "bias": float(r.mean()),
-            "coverage_95": float(np.mean(np.abs(r) <= Z95 * sd))}
+    rms = float(np.sqrt(np.mean(r * r)))
+    out = {"n_runs": int(sel.sum()), "rms_log_error": rms, "bias": float(r.mean()),
+           "coverage_95": float(np.mean(np.abs(r) <= Z95 * sd)),
+           "cell_mean_rms": _by_cell(r, pts.cell[sel].astype(str))}
+    if scatter is not None:
+        out["lack_of_fit"] = math.sqrt(max(0.0, rms * rms - scatter * scatter))
+    return out
 
 
 def _per_molecule(fit_kwargs: dict) -> bool:
     return "molecule" in (fit_kwargs.get("floors"), fit_kwargs.get("amplitudes"))
 
 
-def leave_one_cell_out(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict) -> dict:
-    """Refit (warm, joint) without each grid cell in turn; score the held-out cell's runs."""
-    resid, cells = [], np.unique(pts.cell.astype(str))
+def leave_one_cell_out(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, scatter: float | None = None) -> dict:
+    """Refit (warm, joint) without each grid cell in turn; score the held-out cell's runs (against the seed
+    `scatter` when given, as `_score`)."""
+    resid, resid_cells, cells = [], [], np.unique(pts.cell.astype(str))
     if cells.size < 3:
         return {"unit": "grid cell", "n_cells": int(cells.size), "rms_log_error": None, "bias": None}
     for c in cells:
@@ -87,17 +117,24 @@ def leave_one_cell_out(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict) -> 
             continue
         sel = out & pts.final
         resid.extend(np.log(sub.predict(pts.n[sel], pts.d[sel], pts.molecule[sel])) - np.log(pts.loss[sel]))
+        resid_cells.extend([c] * int(sel.sum()))
     r = np.asarray(resid)
-    return {"unit": "grid cell", "n_cells": int(cells.size), "n_runs": int(r.size),
-            "rms_log_error": float(np.sqrt(np.mean(r * r))) if r.size else None,
-            "bias": float(r.mean()) if r.size else None}
+    report = {"unit": "grid cell", "n_cells": int(cells.size), "n_runs": int(r.size),
+              "rms_log_error": float(np.sqrt(np.mean(r * r))) if r.size else None,
+              "bias": float(r.mean()) if r.size else None}
+    if r.size:
+        report["cell_mean_rms"] = _by_cell(r, np.asarray(resid_cells))
+        if scatter is not None:
+            report["lack_of_fit"] = math.sqrt(max(0.0, report["rms_log_error"] ** 2 - scatter * scatter))
+    return report
 
 
 def validate(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, n_bootstrap: int = 100, seed: int = 0) -> dict:
     """The validation block of a fit: in-sample, leave-one-cell-out and the three hold-outs (JSON-ready)."""
     everything = np.ones(len(pts), dtype=bool)
-    report = {"in_sample": _score(fit, pts, everything), "loo": leave_one_cell_out(pts, fit, fit_kwargs),
-              "holdouts": {}}
+    scatter = seed_scatter(pts)
+    report = {"seed_scatter": scatter, "in_sample": _score(fit, pts, everything, scatter),
+              "loo": leave_one_cell_out(pts, fit, fit_kwargs, scatter), "holdouts": {}}
     for name, runs in holdout_runs(pts).items():
         held = np.isin(pts.run, runs)
         entry = {"rule": name, "held_out_runs": int(runs.size)}
@@ -117,7 +154,7 @@ def validate(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, n_bootstrap: 
         except UserError as exc:
             report["holdouts"][name] = {**entry, "note": str(exc)}
             continue
-        report["holdouts"][name] = {**entry, **_score(sub, pts, held), "fit_status": sub.status.value,
+        report["holdouts"][name] = {**entry, **_score(sub, pts, held, scatter), "fit_status": sub.status.value,
                                     "fit_flags": list(sub.flags)}
     return report
 
@@ -136,9 +173,16 @@ def format_validation(v: dict) -> list[str]:
         rms, bias = entry["rms_log_error"], entry["bias"]
         cov = entry.get("coverage_95")
         tail = "" if cov is None else f", {100 * cov:.0f}% inside the 95% interval"
+        if entry.get("cell_mean_rms") is not None:
+            tail += f"; seed means {entry['cell_mean_rms']:.3f}"
+        if entry.get("lack_of_fit") is not None:
+            tail += f", lack of fit {entry['lack_of_fit']:.3f}"
         return (f"RMS log-error {rms:.3f} (×/÷{math.exp(rms):.2f}), bias {bias:+.3f} (×{math.exp(bias):.2f})"
                 f"{tail}; {entry.get('n_runs', 0)} runs")
-    lines = [f"  in-sample: {fmt(v['in_sample'])}",
+    scatter = v.get("seed_scatter")
+    lines = ["  seed scatter (within-cell SD of log L, the RMS a true law leaves on single runs): "
+             + ("none (no cell has two runs)" if scatter is None else f"{scatter:.3f}"),
+             f"  in-sample: {fmt(v['in_sample'])}",
              f"  leave one grid cell out ({v['loo']['n_cells']} cells): {fmt(v['loo'])}"]
     for name, entry in v["holdouts"].items():
         lines.append(f"  hold-out {name} ({entry['held_out_runs']} runs, fixed before fitting): {fmt(entry)}")

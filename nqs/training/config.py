@@ -97,6 +97,9 @@ class OptimConfig:
                           "step would grow, with log-space targets (nqs.sr_tail; 0: off)")
     sr_max_leak: float | None = option(None, "sr: the most probability a step may move out of the sample and "
                                        "the tail rows (halved until it does not; nqs.sr_leak; null: off)")
+    sr_max_distance: float | None = option(None, "sr: the most a step may move in realised Fubini-Study distance "
+                                           "over the sample and tail rows, measured after the step (radians; "
+                                           "halved until it does not; nqs.sr_leak; null: off)")
     clip_local_energy: float | None = option(None, "clip Re E_loc to mean ± k·MAD (null: off)")
     dtype: str = option("float32", "float32 | float64 parameters and activations")
     eval_chunk: int = option(65536, "configurations per network call in the local energy (memory bound)",
@@ -138,6 +141,10 @@ class RunConfig:
     out: str | None = option(None, "run directory (default runs/<molecule>-<ansatz>-<timestamp>)",
                              affects_result=False)
     init_from: str | None = option(None, "run directory or .ckpt whose weights start this run (same sizes)")
+    init_state: str | None = option(None, "fit the network to a quantum-chemistry state before VMC: cisd (the CISD "
+                                    "vector, signs included; closed shells; nqs.pretrain); null: none")
+    init_steps: int = option(500, "init_state: Adam steps of the fit")
+    init_lr: float = option(1e-3, "init_state: Adam learning rate of the fit")
     checkpoint_every: int = option(200, "write checkpoints/last.ckpt every this many steps (a kill -9 loses at most "
                                    "these; each write costs ~10 ms on CPU)", affects_result=False)
     keep_every: int | None = option(None, "also keep checkpoints/step-NNNNNN.ckpt every this many steps, the "
@@ -256,6 +263,14 @@ class TrainConfig:
             raise UserError(f"dtype must be float32 or float64, got {o.dtype!r}")
         if r.threads < 0:
             raise UserError(f"threads must be >= 0 (0: all cores), got {r.threads}")
+        if r.init_state is not None:
+            from nqs.pretrain import STATES
+            if r.init_state not in STATES:
+                raise UserError(f"unknown init_state {r.init_state!r}: choose one of {', '.join(STATES)}")
+            if r.init_from:
+                raise UserError("init_state and init_from both set the initial weights: give one of them")
+            if r.init_steps < 1 or r.init_lr <= 0:
+                raise UserError("init_steps must be at least 1 and init_lr positive")
         flat = self.flat()
         for name in ("steps", "unique", "final_unique", "devices", "num_nodes", "checkpoint_every", "eval_chunk"):
             if flat[name] < 1:
@@ -277,9 +292,10 @@ class TrainConfig:
         if o.lr_schedule == "wsd" and schedules.decay_length(o) + o.warmup > o.steps:
             raise UserError(f"warmup {o.warmup} + decay {schedules.decay_length(o)} steps exceed steps {o.steps}")
         if not (o.sr_shift > 0 and o.sr_shift_final > 0 and o.sr_shift_steps >= 1 and o.sr_rows >= 1
-                and o.sr_tail >= 0 and (o.sr_max_leak is None or o.sr_max_leak >= 0)):
+                and o.sr_tail >= 0 and (o.sr_max_leak is None or o.sr_max_leak >= 0)
+                and (o.sr_max_distance is None or o.sr_max_distance > 0)):
             raise UserError("sr_shift and sr_shift_final must be positive, sr_shift_steps and sr_rows at least 1, "
-                            "sr_tail and sr_max_leak at least 0")
+                            "sr_tail and sr_max_leak at least 0, sr_max_distance positive")
         if o.optimizer != "adam" and (r.devices * r.num_nodes > 1 or r.strategy == "ddp"):
             raise UserError("--optimizer sr runs in one process (the Jacobian rows are not split across ranks): "
                             "use --devices 1 --num-nodes 1, or --optimizer adam for DDP")

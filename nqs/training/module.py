@@ -25,7 +25,7 @@ from nqs.problem import MolecularProblem
 from nqs.record import StepRecord
 from nqs.references import best_reference
 from nqs.natural_gradient import SRSettings, flat_grad, set_flat_grad, sr_direction
-from nqs.sr_leak import limit_leak
+from nqs.sr_leak import limit_step
 from nqs.sr_tail import tail_rows
 from nqs.training.config import TrainConfig
 from nqs.training.schedules import StopMonitor, StopState, lr_factor
@@ -217,13 +217,16 @@ class VMCModule(L.LightningModule):
                     log_psi_bits=result.log_psi, missing=1.0 - result.samples.kept_mass)
                 d, self.sr_info = sr_direction(self.model, result.samples.bits, weights.to(device),
                                                flat_grad(self.model), self.sr, sr_step, lr, tail)
-                if cfg.optim.sr_max_leak is not None:  # the mass before the step: the loss's and the search's ψ
+                if cfg.optim.sr_max_leak is not None or cfg.optim.sr_max_distance is not None:
                     fitted = result.samples.bits if tail is None else torch.cat([result.samples.bits, tail.bits])
-                    before = float(torch.exp(2 * result.log_psi.real.to(torch.float64)).sum()) + (tail.mass if tail
-                                                                                                    else 0.0)
-                    d, halvings, leak = limit_leak(self.model, fitted, d, lr, cfg.optim.sr_max_leak, before)
-                    self.sr_info.update(leak=leak, leak_halvings=halvings, metric_step=self.sr_info["metric_step"]
-                                        / 2 ** halvings, leak_evaluations=(halvings + 1) * fitted.shape[0])
+                    before = result.log_psi if tail is None else torch.cat([result.log_psi.to(torch.complex128),
+                                                                            tail.log_psi])  # the loss's, the search's
+                    checked = limit_step(self.model, fitted, d, lr, cfg.optim.sr_max_leak, cfg.optim.sr_max_distance,
+                                         before)
+                    d = checked.direction
+                    self.sr_info.update(leak=checked.leak, leak_halvings=checked.halvings, distance=checked.distance,
+                                        metric_step=self.sr_info["metric_step"] / 2 ** checked.halvings,
+                                        leak_evaluations=checked.evaluations)
                 set_flat_grad(self.model, d)
         self.t_backward, self.t_optimizer, self.lr_used = optimisation_step(
             result.loss, opts[index], scheds[index], cfg.optim.grad_clip, device,
@@ -280,7 +283,8 @@ class VMCModule(L.LightningModule):
                           flops_step=fl, flops_total=tot.flops_total, sr_shift=self.sr_info.get("shift"),
                           sr_metric_step=self.sr_info.get("metric_step"),
                           sr_tail_rows=self.sr_info.get("tail_rows") if cfg.optim.sr_tail else None,
-                          sr_leak=self.sr_info.get("leak"), sr_leak_halvings=self.sr_info.get("leak_halvings"))
+                          sr_leak=self.sr_info.get("leak"), sr_leak_halvings=self.sr_info.get("leak_halvings"),
+                          sr_distance=self.sr_info.get("distance"))
 
 
 def _as_list(x) -> list:

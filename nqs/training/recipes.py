@@ -10,8 +10,8 @@ a +4.1 mHa plateau with it and keeps the plain defaults. From `LARGE_QUBITS` qub
 20 qubits) they do not within the run (+4 to +41 mHa after 1,200 steps), and the recipe below is used: Adam
 through a fixed annealing of `anneal_steps`, then stochastic reconfiguration (`adam+sr`) with 32 tail rows
 (`nqs.sr_tail`: imaginary-time targets for the connected configurations the sample misses, without which the
-model loses FCI weight it never regains; up to `TAIL_MAX_QUBITS` qubits) and a leak limit (`nqs.sr_leak`), with a
-warmup-stable-decay learning rate. Its step counts per
+model loses FCI weight it never regains; up to `TAIL_MAX_QUBITS` qubits), a leak limit and a limit on the
+realised step (`nqs.sr_leak`), with a warmup-stable-decay learning rate. Its step counts per
 ansatz keep the whole command within about 300 s on one CPU thread for N2 (measured there only; 16–18-qubit
 molecules use it untested). MADE gets a wider network and keeps the plain Adam schedule. Only options that no
 layer (preset, --config, flags, the run's own config.yaml) set are changed, and what was chosen is printed
@@ -25,7 +25,12 @@ TAIL_MAX_QUBITS = 30  # the tail search enumerates every sample's connections: m
 _COMMON = {"optimizer": "adam+sr", "lr_schedule": "wsd", "anneal_steps": 400, "sr_from": 420, "sr_trust": 0.05,
            "sr_rows": 256, "sr_shift_final": 1e-3,  # a constant shift: falling to 1e-4, steps blew up (+80 mHa)
            "sr_tail": 32,  # SR rows for the configurations the sample misses (nqs.sr_tail): N2 +1.78 -> +0.047 mHa
-           "sr_max_leak": 1e-5}  # at most this probability may leave the sample and tail rows per step (nqs.sr_leak)
+           "sr_max_leak": 1e-5,  # at most this probability may leave the sample and tail rows per step (nqs.sr_leak)
+           # and the step may move at most 0.1 rad in realised Fubini-Study distance (twice the trust radius): the
+           # RetNet's SR-phase excursions on N2, seeds 0/1/2, fell from +119/+1842/+79 to +17/+27/+32 mHa, final
+           # energies +0.136/+0.227/+0.356 -> +0.126/+0.545/+0.378 mHa; the Transformer's steps never reach it
+           # (docs/benchmarks.md, "Time to accuracy", session 11)
+           "sr_max_distance": 0.1}
 SMALL = {ansatz: {"lr_schedule": "wsd", "anneal_steps": 400, "decay": 200, "steps": 750}
          for ansatz in ("transformer", "retnet")}
 LARGE = {"transformer": {**_COMMON, "sr_lr": 0.3, "decay": 50, "steps": 800},

@@ -175,6 +175,15 @@ def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[Mo
     return problem, model
 
 
+def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.Module) -> str:
+    """Fit `model` to the state `cfg.run.init_state` (nqs.pretrain); the note that says how well."""
+    from nqs.pretrain import describe, pretrain, target_state
+
+    target = target_state(cfg.run.init_state, problem.integrals)
+    info = pretrain(model, target, cfg.run.init_steps, cfg.run.init_lr)
+    return describe(target, info, problem.references.e_hf)
+
+
 def read_checkpoint(path: Path, what: str) -> dict:
     """A checkpoint's contents; a truncated or foreign file is a UserError naming it (the file is left alone)."""
     try:
@@ -248,6 +257,8 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         (out / METRICS_FILE).write_text("".join(r + "\n" for r in kept))
     start = time.perf_counter()
     problem, model = build(cfg, problem)
+    if cfg.run.init_state and not resume and branch is None:  # a resumed run or a branch has its weights
+        notes = (*notes, initial_state(cfg, problem, model))
     for note in notes:  # what the caller chose (e.g. the defaults by size): said before the training starts
         print(f"note: {note}", file=sys.stderr)
     if not resume:

@@ -1,0 +1,166 @@
+"""Start the network from a quantum-chemistry state: the CISD vector, signs included (`--init-state cisd`).
+
+Why: on hydrogen chains a randomly initialised network settles on a plateau whose error is mostly the sign
+structure (H10, +24 mHa against FCI: 1.6e-3 of FCI weight on determinants with the wrong sign, in the sampled
+band too; docs/benchmarks.md, "Why the chains plateau"). CISD's singles and doubles carry the leading signs of
+the exact state at the cost of one CISD calculation; hybrid starts of this kind (a tensor-network or CI state
+fitted first) are how PyNQS reached chemical accuracy on H50 (Wu et al., arXiv 2507.19276).
+
+* `cisd_state(ints)`: PySCF's RHF CISD on the active-space integrals (the orbitals the qubits use, kept as they
+  are: the HF reference is the identity in them), its c0, c1, c2 written as determinants in the qubit basis
+  (`cisd_determinants`): PySCF's addresses and signs of `pyscf.ci.cisd.to_fcivec`, without building the FCI
+  vector, then the interleaved order's sign (`nqs.hilbert.from_pyscf_strings`). Closed shells only.
+* `pretrain(model, bits, amplitudes, steps, lr)`: Adam on −log F, F = |Σ_k c_k ψ_θ(x_k)|² / Σ_k c_k², the
+  fidelity of the normalised model with the target (the model is normalised over the sector, so F ≤ 1 and what
+  it puts outside the target's determinants lowers F).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nqs.chem import Integrals
+from nqs.errors import UserError
+from nqs.hilbert import from_pyscf_strings
+
+STATES = ("cisd",)
+ZERO = 1e-13  # amplitudes below this fraction of the largest are dropped (symmetry zeros, ~1e-16)
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """bits (K, n) uint8 of the determinants, amplitudes (K,) float64 normalised, energy (Hartree, with
+    e_core), kind."""
+
+    bits: torch.Tensor
+    amplitudes: torch.Tensor
+    energy: float
+    kind: str
+
+
+def _mean_field(ints: Integrals):
+    """A PySCF RHF object whose orbitals are the active space's own (mo_coeff = 1): no SCF is run, so no orbital
+    is rotated or changes sign."""
+    from pyscf import ao2mo, gto, scf
+
+    n, n_occ = ints.n_orb, ints.n_alpha
+    mol = gto.M(verbose=0)
+    mol.nelectron = ints.n_alpha + ints.n_beta
+    mol.incore_anyway = True
+    mf = scf.RHF(mol)
+    mf.get_hcore = lambda *args: ints.h1
+    mf.get_ovlp = lambda *args: np.eye(n)
+    mf.energy_nuc = lambda *args: ints.e_core
+    mf._eri = ao2mo.restore(8, ints.h2, n)
+    mf.mo_coeff = np.eye(n)
+    mf.mo_occ = np.array([2.0] * n_occ + [0.0] * (n - n_occ))
+    dm = mf.make_rdm1()
+    mf.mo_energy = np.diag(mf.get_fock(dm=dm)).copy()
+    mf.e_tot = float(mf.energy_tot(dm=dm))
+    mf.converged = True
+    return mf
+
+
+def cisd_determinants(civec: np.ndarray, n_orb: int, n_occ: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PySCF's RHF CISD vector `civec` as (bits (K, 2 n_orb) uint8, amplitudes (K,) float64) in the qubit basis:
+    the entries `pyscf.ci.cisd.to_fcivec` would write (reference, alpha and beta singles, alpha-beta doubles,
+    alpha-alpha and beta-beta doubles), with its signs, without the FCI-sized array."""
+    from pyscf.ci import cisd
+    from pyscf.fci import cistring
+
+    n_vir = n_orb - n_occ
+    c0, c1, c2 = cisd.cisdvec_to_amplitudes(civec, n_orb, n_occ, copy=False)
+    hf = np.array([0])
+    a1, s1 = (np.asarray(x, dtype=np.int64) for x in cisd.tn_addrs_signs(n_orb, n_occ, 1))
+    rows, cols, values = [hf], [hf], [np.array([c0])]
+    if a1.size:
+        single = c1.ravel() * s1
+        rows += [hf.repeat(a1.size), a1]
+        cols += [a1, hf.repeat(a1.size)]
+        values += [single, single]
+        c2ab = np.einsum("i,j,ij->ij", s1, s1, c2.transpose(0, 2, 1, 3).reshape(n_occ * n_vir, -1))
+        rows.append(np.repeat(a1, a1.size))
+        cols.append(np.tile(a1, a1.size))
+        values.append(c2ab.ravel())
+    if n_occ > 1 and n_vir > 1:
+        c2aa = c2 - c2.transpose(1, 0, 2, 3)
+        oo, vv = np.tril_indices(n_occ, -1), np.tril_indices(n_vir, -1)
+        a2, s2 = (np.asarray(x, dtype=np.int64) for x in cisd.tn_addrs_signs(n_orb, n_occ, 2))
+        double = c2aa[oo][:, vv[0], vv[1]].ravel() * s2
+        rows += [hf.repeat(a2.size), a2]
+        cols += [a2, hf.repeat(a2.size)]
+        values += [double, double]
+    rows, cols, values = np.concatenate(rows), np.concatenate(cols), np.concatenate(values)
+    alpha = cistring.addrs2str(n_orb, n_occ, rows)
+    beta = cistring.addrs2str(n_orb, n_occ, cols)
+    bits, sign = from_pyscf_strings(alpha, beta, n_orb)
+    return bits, torch.from_numpy(values * sign)
+
+
+def cisd_state(ints: Integrals) -> TargetState:
+    """The CISD ground state of the active space in the qubit basis (normalised; determinants of zero amplitude
+    left out), and its energy."""
+    from pyscf.ci import cisd
+
+    if ints.n_alpha != ints.n_beta:
+        raise UserError(f"--init-state cisd needs a closed shell (N_alpha = N_beta; this molecule has "
+                        f"{ints.n_alpha}, {ints.n_beta}): drop --init-state")
+    if ints.n_orb > 63:
+        raise UserError(f"--init-state cisd reads PySCF's occupation strings, one 64-bit word per spin: at most "
+                        f"63 orbitals (this molecule has {ints.n_orb}): drop --init-state")
+    solver = cisd.CISD(_mean_field(ints))
+    solver.verbose = 0
+    energy, civec = solver.kernel()
+    if not solver.converged:
+        raise UserError("--init-state cisd: PySCF's CISD did not converge on this molecule: drop --init-state")
+    bits, amplitudes = cisd_determinants(civec, ints.n_orb, ints.n_alpha)
+    kept = amplitudes.abs() > ZERO * amplitudes.abs().max()  # point-group zeros: nothing to fit there
+    bits, amplitudes = bits[kept], amplitudes[kept]
+    amplitudes = amplitudes / amplitudes.norm()
+    return TargetState(bits, amplitudes, float(solver.e_tot), "cisd")
+
+
+def target_state(kind: str, ints: Integrals) -> TargetState:
+    """The state `kind` (one of STATES) of the active space."""
+    if kind == "cisd":
+        return cisd_state(ints)
+    raise UserError(f"unknown --init-state {kind!r}: choose one of {', '.join(STATES)}")
+
+
+def fidelity(model: torch.nn.Module, target: TargetState) -> torch.Tensor:
+    """|Σ_k c_k ψ_θ(x_k)|² for the normalised target c (differentiable; float64)."""
+    bits = target.bits.to(next(model.parameters()).device)
+    psi = torch.exp(model.log_psi(bits).to(torch.complex128))
+    return (target.amplitudes.to(psi.device).to(torch.complex128) * psi).sum().abs() ** 2
+
+
+def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3) -> dict:
+    """Adam on −log F for `steps` steps (learning rate `lr`); returns {"fidelity_start", "fidelity", "steps",
+    "seconds"}. F is taken before each step; the returned one is after the last."""
+    start = time.perf_counter()
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    with torch.no_grad():
+        first = float(fidelity(model, target))
+    for _ in range(steps):
+        optimiser.zero_grad(set_to_none=True)
+        f = fidelity(model, target)
+        loss = -torch.log(f.clamp_min(1e-300))
+        if not torch.isfinite(loss):
+            raise UserError("--init-state: the fidelity with the target became non-finite: lower --init-lr")
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        last = float(fidelity(model, target))
+    return {"fidelity_start": first, "fidelity": last, "steps": steps, "seconds": time.perf_counter() - start}
+
+
+def describe(target: TargetState, info: dict, e_hf: float | None) -> str:
+    """One line for the notes: what was fitted and how well."""
+    hf = "" if e_hf is None else f" ({1000 * (target.energy - e_hf):+.3f} mHa from HF)"
+    return (f"initial state: the network was fitted to the {target.kind.upper()} state ({target.bits.shape[0]:,} "
+            f"determinants, E = {target.energy:.8f} Ha{hf}) for {info['steps']} Adam steps in {info['seconds']:.1f} "
+            f"s: fidelity {info['fidelity_start']:.4f} -> {info['fidelity']:.4f}")
+

@@ -1,0 +1,88 @@
+"""The initial state from CISD (nqs.pretrain, `--init-state cisd`): the determinants and signs against PySCF's
+own FCI-sized vector, the CISD energy through our Hamiltonian, the interleaved sign convention against
+`nqs.exact.fci_state`, and the fit of a network to the state."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nqs.exact import amplitude_lookup, fci_state
+from nqs.hilbert import from_pyscf_strings
+from nqs.keys import index_of, pack
+from nqs.local_energy import local_energy
+from nqs.pretrain import _mean_field, cisd_state, fidelity, pretrain
+
+
+@pytest.mark.parametrize("name", ["LiH", "H2O", "H6"])
+def test_cisd_determinants_equal_pyscfs_fci_sized_vector(problems, name):
+    from pyscf.ci import cisd
+    from pyscf.fci import cistring
+
+    ints = problems(name).integrals
+    n, occ = ints.n_orb, ints.n_alpha
+    solver = cisd.CISD(_mean_field(ints))
+    solver.verbose = 0
+    _, civec = solver.kernel()
+    dense = cisd.to_fcivec(civec, n, (occ, occ))  # PySCF's own conversion, (alpha strings, beta strings)
+    strings = cistring.make_strings(range(n), occ)
+    alpha, beta = np.meshgrid(strings, strings, indexing="ij")
+    all_bits, sign = from_pyscf_strings(alpha.ravel(), beta.ravel(), n)
+    expected = torch.from_numpy(dense.ravel() * sign)
+    state = cisd_state(ints)
+    keys = pack(all_bits)
+    row = index_of(keys, pack(state.bits))
+    assert (row >= 0).all() and len(set(row.tolist())) == row.numel()  # every determinant once
+    norm = float(expected.norm())
+    assert torch.allclose(state.amplitudes, expected[row] / norm, atol=1e-12, rtol=0)
+    missing = torch.ones(expected.numel(), dtype=torch.bool)
+    missing[row] = False
+    assert float(expected[missing].abs().max()) < 1e-14 * norm  # the rest: zeros (outside CISD, or by symmetry)
+
+
+@pytest.mark.parametrize("name", ["LiH", "H2O", "N2"])
+def test_the_cisd_state_has_the_cisd_energy_under_our_hamiltonian(problems, name):
+    """⟨c|H|c⟩ with our Jordan–Wigner Hamiltonian equals PySCF's CISD energy: a wrong sign on any determinant
+    that H connects would change it."""
+    p = problems(name)
+    state = cisd_state(p.integrals)
+    log_psi = amplitude_lookup(state.bits, state.amplitudes)
+    e_loc = local_energy(p.compiled(), state.bits, log_psi).values
+    energy = float((state.amplitudes ** 2 * e_loc.real).sum())
+    assert energy == pytest.approx(state.energy, abs=1e-9)
+    assert state.energy < p.references.e_hf - 1e-3  # a correlated state, not the reference alone
+
+
+def test_pyscf_strings_give_fci_states_sign_convention(problems):
+    """`from_pyscf_strings` is the convention `nqs.exact.fci_state` uses: the FCI state from it is an eigenvector
+    of our Hamiltonian (local energy flat at E_FCI)."""
+    p = problems("H2O")
+    bits, psi, e_fci = fci_state(p)
+    big = psi.abs() > 1e-6
+    e_loc = local_energy(p.compiled(), bits[big], amplitude_lookup(bits, psi)).values
+    assert torch.allclose(e_loc.real, torch.full_like(e_loc.real, e_fci), atol=1e-6)
+
+
+def test_pretraining_raises_the_fidelity(problems):
+    from nqs.models import build_model
+    from tests.test_natural_gradient import SMALL
+
+    p = problems("LiH")
+    torch.manual_seed(0)
+    model = build_model(SMALL["retnet"], p.sector).double()
+    state = cisd_state(p.integrals)
+    info = pretrain(model, state, steps=300, lr=1e-2)
+    assert info["fidelity"] > 0.98 and info["fidelity_start"] < 0.5
+    with torch.no_grad():
+        assert float(fidelity(model, state)) == pytest.approx(info["fidelity"], abs=1e-12)
+
+
+def test_open_shells_are_refused_with_one_line(problems):
+    from nqs.errors import UserError
+    from nqs.molecules import resolve_molecule
+    from nqs.problem import build_problem
+
+    with pytest.raises(UserError, match="closed shell"):
+        cisd_state(build_problem(resolve_molecule("CH2")).integrals)
