@@ -86,3 +86,20 @@ def test_open_shells_are_refused_with_one_line(problems):
 
     with pytest.raises(UserError, match="closed shell"):
         cisd_state(build_problem(resolve_molecule("CH2")).integrals)
+
+
+def test_a_run_from_the_cisd_state_records_it_and_bad_choices_exit_2(tmp_path, capsys):
+    from nqs.cli.train import main
+    from nqs.record import read_summary
+
+    out = tmp_path / "run"
+    main(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "3", "--init-state", "cisd",
+          "--init-steps", "30", "--init-lr", "1e-2", "--unique", "64", "--final-unique", "500", "--out", str(out)])
+    notes = [n for n in read_summary(out).notes if n.startswith("initial state")]
+    assert len(notes) == 1 and "CISD state" in notes[0] and "fidelity" in notes[0]
+    for bad in (["--init-state", "mp2"], ["--init-state", "cisd", "--init-from", str(out)],
+                ["--init-state", "cisd", "--init-steps", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            main(["--mol", "LiH", "--no-progress", "--steps", "3", "--out", str(tmp_path / "bad"), *bad])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "init" in err and "Traceback" not in err, bad
