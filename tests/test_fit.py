@@ -459,6 +459,35 @@ def test_cli_too_few_points_exits_2_with_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: 3 usable points"), proc.stderr
 
 
+def test_one_law_per_molecule_is_validated_together(tmp_path, capsys):
+    from nqs.cli.fit import main
+    from nqs.scaling.validate import combine
+
+    law_runs(tmp_path / "lih", k=4, molecule="LiH")
+    law_runs(tmp_path / "h2o", k=4, molecule="H2O")
+    out = tmp_path / "fit.json"
+    assert main([str(tmp_path), "--metric", "vscore", "--laws", "molecule", "--json", str(out),
+                 "--bootstrap", "10"]) == 0
+    data = json.loads(out.read_text())["transformer"]
+    assert set(data["per_molecule"]) == {"H2O", "LiH"} and data["laws"] == "molecule"
+    each = [data["per_molecule"][m]["fit"]["validation"]["holdouts"]["largest_N"] for m in ("H2O", "LiH")]
+    joint = data["validation"]["holdouts"]["largest_N"]
+    assert joint["n_runs"] == sum(e["n_runs"] for e in each) == 8
+    assert joint["rms_log_error"] == pytest.approx(math.sqrt(sum(e["n_runs"] * e["rms_log_error"] ** 2 for e in each)
+                                                             / 8), rel=1e-12)
+    assert "validated together" in capsys.readouterr().out
+    two = [{"in_sample": {"n_runs": 1, "rms_log_error": 1.0, "bias": 1.0, "n_cells": 1, "cell_mean_rms": 1.0},
+            "loo": {"n_runs": 0}, "holdouts": {}},
+           {"in_sample": {"n_runs": 3, "rms_log_error": 0.0, "bias": 0.0, "n_cells": 3, "cell_mean_rms": 0.0},
+            "loo": {"n_runs": 0}, "holdouts": {}}]
+    merged = combine(two, scatter=0.3)["in_sample"]
+    assert merged["rms_log_error"] == pytest.approx(0.5) and merged["bias"] == pytest.approx(0.25)
+    assert merged["lack_of_fit"] == pytest.approx(math.sqrt(0.25 - 0.09))
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path), "--metric", "vscore", "--laws", "molecule", "--budget", "1e10"])
+    assert stop.value.code == 2
+
+
 def test_cli_pools_molecules_and_reports_validation(tmp_path, capsys):
     from nqs.cli.fit import main
 

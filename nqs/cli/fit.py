@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amplitudes", choices=("shared", "molecule"), default="shared",
                    help="one set of amplitudes A1, A2 for all molecules (default) or one per molecule; the "
                         "exponents stay shared, so the pooled fit is one law whose scale differs by molecule")
+    p.add_argument("--laws", choices=("pooled", "molecule"), default="pooled",
+                   help="one law for all molecules (default), or one law per molecule (its own exponents too), "
+                        "fitted apart and validated together: each molecule's hold-outs, pooled into one score")
     p.add_argument("--law", choices=("additive", "interaction"), default="additive",
                    help="additive (default), or with an N × D' interaction term A12·(N/N_c)^-α1·(D'/D'_c)^-α2")
     p.add_argument("--ansatz", help="fit only this ansatz (default: one fit per ansatz in the runs)")
@@ -122,6 +125,9 @@ def _check_args(args) -> None:
         raise UserError(f"--plan {args.plan:g} is not a positive budget")
     if args.plan_seeds < 1 or args.plan_runs < 3:
         raise UserError(f"--plan-seeds must be >= 1 and --plan-runs >= 3 (got {args.plan_seeds}, {args.plan_runs})")
+    if args.laws == "molecule" and (args.budget or args.time_budget or args.plan or args.plot):
+        raise UserError("--laws molecule reports the laws and their joint validation only: for one molecule's "
+                        "allocation, plan or plot use --molecules MOL")
     if args.n_from == "split" and args.law == "interaction":
         raise UserError("--law interaction takes one size term; use --n-from effective (or total) with it")
     if args.n_from == "split" and (args.budget or args.time_budget or args.plan):
@@ -168,7 +174,10 @@ def _run(args: argparse.Namespace) -> int:
     out = {}
     for ansatz in ansatze:
         recs = [r for r in records if r.ansatz == ansatz]
-        out[ansatz] = _fit_one(args, ansatz, recs, plot=_plot_path(args.plot, ansatz, len(ansatze)))
+        if args.laws == "molecule":
+            out[ansatz] = _fit_each_molecule(args, ansatz, recs)
+        else:
+            out[ansatz] = _fit_one(args, ansatz, recs, plot=_plot_path(args.plot, ansatz, len(ansatze)))
         print()
     _write_json(args.json, out)
     return 0
@@ -185,6 +194,23 @@ def _above_hf(records) -> list:
     """Runs whose final |E − E_ref| is at or above E_HF − E_ref (still on the Hartree–Fock plateau)."""
     return [r for r in records if r.abs_error_mha is not None and r.hf_error_mha is not None
             and r.abs_error_mha >= abs(r.hf_error_mha)]
+
+
+def _fit_each_molecule(args, ansatz: str, records) -> dict:
+    """One law per molecule (`--laws molecule`), then their validations pooled over the molecules."""
+    from nqs.scaling.validate import combine, seed_scatter
+
+    results, reports, points = {}, [], []
+    for mol in sorted({r.molecule for r in records}):
+        print(f"--- {mol}: its own law")
+        results[mol] = _fit_one(args, ansatz, [r for r in records if r.molecule == mol], plot=None)
+        reports.append(results[mol]["fit"]["validation"])
+        points.append(results[mol].pop("points"))
+    joint = combine(reports, seed_scatter(*points))
+    print(f"--- {ansatz}: the {len(results)} molecules' own laws, validated together (each molecule's hold-outs, "
+          "pooled):")
+    print("\n".join(format_validation(joint)))
+    return {"laws": "molecule", "per_molecule": results, "validation": joint}
 
 
 def _fit_one(args, ansatz: str, records, plot: str | None) -> dict:
@@ -226,6 +252,8 @@ def _fit_one(args, ansatz: str, records, plot: str | None) -> dict:
         result["allocations"] = [a.to_json() for a in allocs]
         if args.plan:
             result["plan"] = _plan(args, fit, costs, records, pts, molecules, ansatz)
+    if args.laws == "molecule":
+        result["points"] = pts  # for the joint seed scatter (removed before the JSON is written)
     if plot:
         from nqs.scaling.plots import plot_fit
 

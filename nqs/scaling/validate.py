@@ -56,16 +56,17 @@ def holdout_runs(pts: ScalingPoints) -> dict[str, np.ndarray]:
     return out
 
 
-def seed_scatter(pts: ScalingPoints) -> float | None:
-    """The pooled within-cell SD of log L over the final points (cells of two or more runs; ddof 1 per cell),
-    None when no cell has two runs."""
-    fin = pts.final
-    logs, cells = np.log(pts.loss[fin]), pts.cell[fin].astype(str)
+def seed_scatter(*sets: ScalingPoints) -> float | None:
+    """The pooled within-cell SD of log L over the final points of one or more point sets (cells of two or more
+    runs; ddof 1 per cell), None when no cell has two runs."""
     sq, dof = 0.0, 0
-    for c in np.unique(cells):
-        x = logs[cells == c]
-        if x.size >= 2:
-            sq, dof = sq + float(((x - x.mean()) ** 2).sum()), dof + x.size - 1
+    for pts in sets:
+        fin = pts.final
+        logs, cells = np.log(pts.loss[fin]), pts.cell[fin].astype(str)
+        for c in np.unique(cells):
+            x = logs[cells == c]
+            if x.size >= 2:
+                sq, dof = sq + float(((x - x.mean()) ** 2).sum()), dof + x.size - 1
     return math.sqrt(sq / dof) if dof else None
 
 
@@ -85,9 +86,10 @@ def _score(fit: FitResult, pts: ScalingPoints, mask: np.ndarray, scatter: float 
     r = np.log(pred) - np.log(pts.loss[sel])
     _, sd = fit.log_interval(pts.n[sel], pts.d[sel], pts.molecule[sel])
     rms = float(np.sqrt(np.mean(r * r)))
+    cells = pts.cell[sel].astype(str)
     out = {"n_runs": int(sel.sum()), "rms_log_error": rms, "bias": float(r.mean()),
-           "coverage_95": float(np.mean(np.abs(r) <= Z95 * sd)),
-           "cell_mean_rms": _by_cell(r, pts.cell[sel].astype(str))}
+           "coverage_95": float(np.mean(np.abs(r) <= Z95 * sd)), "cell_mean_rms": _by_cell(r, cells),
+           "n_cells": int(np.unique(cells).size)}
     if scatter is not None:
         out["lack_of_fit"] = math.sqrt(max(0.0, rms * rms - scatter * scatter))
     return out
@@ -124,6 +126,7 @@ def leave_one_cell_out(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, sca
               "bias": float(r.mean()) if r.size else None}
     if r.size:
         report["cell_mean_rms"] = _by_cell(r, np.asarray(resid_cells))
+        report["n_held_cells"] = int(np.unique(np.asarray(resid_cells)).size)
         if scatter is not None:
             report["lack_of_fit"] = math.sqrt(max(0.0, report["rms_log_error"] ** 2 - scatter * scatter))
     return report
@@ -157,6 +160,39 @@ def validate(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, n_bootstrap: 
         report["holdouts"][name] = {**entry, **_score(sub, pts, held, scatter), "fit_status": sub.status.value,
                                     "fit_flags": list(sub.flags)}
     return report
+
+
+def combine(reports: list[dict], scatter: float | None) -> dict:
+    """One validation block from several (one law per molecule, `nqs-fit --laws molecule`): each score pooled
+    over the runs (RMS, bias, coverage weighted by runs; the seed-mean RMS by cells), the lack of fit against
+    the seed `scatter` of all the runs."""
+    def merge(entries: list[dict]) -> dict:
+        entries = [e for e in entries if e.get("rms_log_error") is not None and e.get("n_runs")]
+        if not entries:
+            return {"n_runs": 0, "note": "no molecule scored"}
+        runs = np.array([e["n_runs"] for e in entries], float)
+        rms = float(np.sqrt(np.sum(runs * np.square([e["rms_log_error"] for e in entries])) / runs.sum()))
+        out = {"n_runs": int(runs.sum()), "rms_log_error": rms,
+               "bias": float(np.sum(runs * np.array([e["bias"] for e in entries])) / runs.sum())}
+        if all("coverage_95" in e for e in entries):
+            out["coverage_95"] = float(np.sum(runs * np.array([e["coverage_95"] for e in entries])) / runs.sum())
+        cells = np.array([e.get("n_cells", e.get("n_held_cells", 0)) for e in entries], float)
+        if cells.sum() and all("cell_mean_rms" in e for e in entries):
+            out["cell_mean_rms"] = float(np.sqrt(np.sum(cells * np.square([e["cell_mean_rms"] for e in entries]))
+                                                 / cells.sum()))
+        if scatter is not None:
+            out["lack_of_fit"] = math.sqrt(max(0.0, rms * rms - scatter * scatter))
+        return out
+
+    loo = merge([r["loo"] for r in reports])
+    loo.update(unit="grid cell", n_cells=int(sum(r["loo"].get("n_cells", 0) for r in reports)))
+    holdouts = {}
+    for name in HOLDOUTS:
+        entries = [r["holdouts"][name] for r in reports if name in r["holdouts"]]
+        holdouts[name] = {"rule": name, "held_out_runs": int(sum(e["held_out_runs"] for e in entries)),
+                          **merge(entries)}
+    return {"seed_scatter": scatter, "in_sample": merge([r["in_sample"] for r in reports]), "loo": loo,
+            "holdouts": holdouts}
 
 
 def residual_grid(pts: ScalingPoints, fit: FitResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
