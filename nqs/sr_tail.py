@@ -42,11 +42,6 @@ class TailRows:
     evaluations: int
     log_psi: torch.Tensor
 
-    @property
-    def mass(self) -> float:
-        """Σ|ψ(x')|² over the rows now."""
-        return float(torch.exp(2 * self.log_psi.real.to(torch.float64)).sum())
-
 
 @torch.no_grad()
 def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float, k: int, cap: float = 2.0,

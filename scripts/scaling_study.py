@@ -23,6 +23,7 @@ import numpy as np
 
 from nqs.record import read_metrics
 from nqs.scaling.archive import SUFFIX
+from nqs.scaling.validate import pooled_sd
 from nqs.scaling.runs import load_runs
 from nqs.tables import markdown_table
 from nqs.training.config import load_yaml, resolve
@@ -49,11 +50,11 @@ def _geo(values, digits: str = ".1f") -> str:
 
 
 def seed_scatter(cells: dict) -> float:
-    """Within-cell standard deviation of log L over the seeds (pooled, with one degree of freedom per cell
-    spent on its mean): the part of a law's log-residual no function of the cell's (N, D') can remove."""
-    groups = [np.log(v) for v in cells.values() if len(v) > 1]
-    dof = sum(len(g) - 1 for g in groups)
-    return math.sqrt(sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / dof) if dof else math.nan
+    """Within-cell standard deviation of log L over the seeds (`nqs.scaling.validate.pooled_sd`: one degree of
+    freedom per cell spent on its mean): the part of a law's log-residual no function of the cell's (N, D') can
+    remove. Every run counts, those above HF too (nqs-fit leaves them out)."""
+    sd, _ = pooled_sd([np.log(v) for v in cells.values()])
+    return math.nan if sd is None else sd
 
 
 def e1(root: Path) -> None:

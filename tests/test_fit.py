@@ -477,12 +477,14 @@ def test_one_law_per_molecule_is_validated_together(tmp_path, capsys):
                                                              / 8), rel=1e-12)
     assert "validated together" in capsys.readouterr().out
     two = [{"in_sample": {"n_runs": 1, "rms_log_error": 1.0, "bias": 1.0, "n_cells": 1, "cell_mean_rms": 1.0},
-            "loo": {"n_runs": 0}, "holdouts": {}},
+            "loo": {"n_runs": 0}, "holdouts": {}, "seed_scatter": 0.5, "seed_scatter_dof": 1},
            {"in_sample": {"n_runs": 3, "rms_log_error": 0.0, "bias": 0.0, "n_cells": 3, "cell_mean_rms": 0.0},
-            "loo": {"n_runs": 0}, "holdouts": {}}]
-    merged = combine(two, scatter=0.3)["in_sample"]
+            "loo": {"n_runs": 0}, "holdouts": {}, "seed_scatter": 0.1, "seed_scatter_dof": 3}]
+    joint = combine(two)
+    assert joint["seed_scatter"] == pytest.approx(math.sqrt((0.25 + 3 * 0.01) / 4))  # pooled by degrees of freedom
+    merged = joint["in_sample"]
     assert merged["rms_log_error"] == pytest.approx(0.5) and merged["bias"] == pytest.approx(0.25)
-    assert merged["lack_of_fit"] == pytest.approx(math.sqrt(0.25 - 0.09))
+    assert merged["lack_of_fit"] == pytest.approx(math.sqrt(0.25 - joint["seed_scatter"] ** 2))
     with pytest.raises(SystemExit) as stop:
         main([str(tmp_path), "--metric", "vscore", "--laws", "molecule", "--budget", "1e10"])
     assert stop.value.code == 2

@@ -198,15 +198,13 @@ def _above_hf(records) -> list:
 
 def _fit_each_molecule(args, ansatz: str, records) -> dict:
     """One law per molecule (`--laws molecule`), then their validations pooled over the molecules."""
-    from nqs.scaling.validate import combine, seed_scatter
+    from nqs.scaling.validate import combine
 
-    results, reports, points = {}, [], []
+    results = {}
     for mol in sorted({r.molecule for r in records}):
         print(f"--- {mol}: its own law")
         results[mol] = _fit_one(args, ansatz, [r for r in records if r.molecule == mol], plot=None)
-        reports.append(results[mol]["fit"]["validation"])
-        points.append(results[mol].pop("points"))
-    joint = combine(reports, seed_scatter(*points))
+    joint = combine([result["fit"]["validation"] for result in results.values()])
     print(f"--- {ansatz}: the {len(results)} molecules' own laws, validated together (each molecule's hold-outs, "
           "pooled):")
     print("\n".join(format_validation(joint)))
@@ -252,8 +250,6 @@ def _fit_one(args, ansatz: str, records, plot: str | None) -> dict:
         result["allocations"] = [a.to_json() for a in allocs]
         if args.plan:
             result["plan"] = _plan(args, fit, costs, records, pts, molecules, ansatz)
-    if args.laws == "molecule":
-        result["points"] = pts  # for the joint seed scatter (removed before the JSON is written)
     if plot:
         from nqs.scaling.plots import plot_fit
 

@@ -56,18 +56,25 @@ def holdout_runs(pts: ScalingPoints) -> dict[str, np.ndarray]:
     return out
 
 
-def seed_scatter(*sets: ScalingPoints) -> float | None:
-    """The pooled within-cell SD of log L over the final points of one or more point sets (cells of two or more
-    runs; ddof 1 per cell), None when no cell has two runs."""
-    sq, dof = 0.0, 0
-    for pts in sets:
-        fin = pts.final
-        logs, cells = np.log(pts.loss[fin]), pts.cell[fin].astype(str)
-        for c in np.unique(cells):
-            x = logs[cells == c]
-            if x.size >= 2:
-                sq, dof = sq + float(((x - x.mean()) ** 2).sum()), dof + x.size - 1
-    return math.sqrt(sq / dof) if dof else None
+def pooled_sd(groups: list[np.ndarray]) -> tuple[float | None, int]:
+    """The pooled within-group SD of values grouped as `groups` (groups of two or more; ddof 1 per group) and its
+    degrees of freedom; (None, 0) when no group has two values."""
+    groups = [np.asarray(g, float) for g in groups if len(g) >= 2]
+    dof = sum(g.size - 1 for g in groups)
+    return (math.sqrt(sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / dof) if dof else None), dof
+
+
+def seed_scatter(pts: ScalingPoints) -> tuple[float | None, int]:
+    """The seed scatter: `pooled_sd` of log L over the final points grouped by grid cell, and its degrees of
+    freedom."""
+    fin = pts.final
+    logs, cells = np.log(pts.loss[fin]), pts.cell[fin].astype(str)
+    return pooled_sd([logs[cells == c] for c in np.unique(cells)])
+
+
+def _lack_of_fit(rms: float, scatter: float | None) -> dict:
+    """{"lack_of_fit": √max(0, rms² − scatter²)}, or {} without a scatter."""
+    return {} if scatter is None else {"lack_of_fit": math.sqrt(max(0.0, rms * rms - scatter * scatter))}
 
 
 def _by_cell(r: np.ndarray, cells: np.ndarray) -> float:
@@ -89,9 +96,7 @@ def _score(fit: FitResult, pts: ScalingPoints, mask: np.ndarray, scatter: float 
     cells = pts.cell[sel].astype(str)
     out = {"n_runs": int(sel.sum()), "rms_log_error": rms, "bias": float(r.mean()),
            "coverage_95": float(np.mean(np.abs(r) <= Z95 * sd)), "cell_mean_rms": _by_cell(r, cells),
-           "n_cells": int(np.unique(cells).size)}
-    if scatter is not None:
-        out["lack_of_fit"] = math.sqrt(max(0.0, rms * rms - scatter * scatter))
+           "n_cells": int(np.unique(cells).size), **_lack_of_fit(rms, scatter)}
     return out
 
 
@@ -127,16 +132,15 @@ def leave_one_cell_out(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, sca
     if r.size:
         report["cell_mean_rms"] = _by_cell(r, np.asarray(resid_cells))
         report["n_held_cells"] = int(np.unique(np.asarray(resid_cells)).size)
-        if scatter is not None:
-            report["lack_of_fit"] = math.sqrt(max(0.0, report["rms_log_error"] ** 2 - scatter * scatter))
+        report.update(_lack_of_fit(report["rms_log_error"], scatter))
     return report
 
 
 def validate(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, n_bootstrap: int = 100, seed: int = 0) -> dict:
     """The validation block of a fit: in-sample, leave-one-cell-out and the three hold-outs (JSON-ready)."""
     everything = np.ones(len(pts), dtype=bool)
-    scatter = seed_scatter(pts)
-    report = {"seed_scatter": scatter, "in_sample": _score(fit, pts, everything, scatter),
+    scatter, dof = seed_scatter(pts)
+    report = {"seed_scatter": scatter, "seed_scatter_dof": dof, "in_sample": _score(fit, pts, everything, scatter),
               "loo": leave_one_cell_out(pts, fit, fit_kwargs, scatter), "holdouts": {}}
     for name, runs in holdout_runs(pts).items():
         held = np.isin(pts.run, runs)
@@ -162,10 +166,14 @@ def validate(pts: ScalingPoints, fit: FitResult, fit_kwargs: dict, n_bootstrap: 
     return report
 
 
-def combine(reports: list[dict], scatter: float | None) -> dict:
+def combine(reports: list[dict]) -> dict:
     """One validation block from several (one law per molecule, `nqs-fit --laws molecule`): each score pooled
-    over the runs (RMS, bias, coverage weighted by runs; the seed-mean RMS by cells), the lack of fit against
-    the seed `scatter` of all the runs."""
+    over the runs (RMS, bias, coverage weighted by runs; the seed-mean RMS by cells), the seed scatter pooled
+    by its degrees of freedom, the lack of fit against that."""
+    dof = sum(r.get("seed_scatter_dof", 0) for r in reports)
+    scatter = math.sqrt(sum(r["seed_scatter_dof"] * r["seed_scatter"] ** 2 for r in reports
+                            if r.get("seed_scatter_dof")) / dof) if dof else None
+
     def merge(entries: list[dict]) -> dict:
         entries = [e for e in entries if e.get("rms_log_error") is not None and e.get("n_runs")]
         if not entries:
@@ -176,12 +184,11 @@ def combine(reports: list[dict], scatter: float | None) -> dict:
                "bias": float(np.sum(runs * np.array([e["bias"] for e in entries])) / runs.sum())}
         if all("coverage_95" in e for e in entries):
             out["coverage_95"] = float(np.sum(runs * np.array([e["coverage_95"] for e in entries])) / runs.sum())
-        cells = np.array([e.get("n_cells", e.get("n_held_cells", 0)) for e in entries], float)
+        cells = np.array([e.get("n_held_cells", e.get("n_cells", 0)) for e in entries], float)
         if cells.sum() and all("cell_mean_rms" in e for e in entries):
             out["cell_mean_rms"] = float(np.sqrt(np.sum(cells * np.square([e["cell_mean_rms"] for e in entries]))
                                                  / cells.sum()))
-        if scatter is not None:
-            out["lack_of_fit"] = math.sqrt(max(0.0, rms * rms - scatter * scatter))
+        out.update(_lack_of_fit(rms, scatter))
         return out
 
     loo = merge([r["loo"] for r in reports])
@@ -191,7 +198,7 @@ def combine(reports: list[dict], scatter: float | None) -> dict:
         entries = [r["holdouts"][name] for r in reports if name in r["holdouts"]]
         holdouts[name] = {"rule": name, "held_out_runs": int(sum(e["held_out_runs"] for e in entries)),
                           **merge(entries)}
-    return {"seed_scatter": scatter, "in_sample": merge([r["in_sample"] for r in reports]), "loo": loo,
+    return {"seed_scatter": scatter, "seed_scatter_dof": dof, "in_sample": merge([r["in_sample"] for r in reports]), "loo": loo,
             "holdouts": holdouts}
 
 
