@@ -10,9 +10,16 @@ fitted first) are how PyNQS reached chemical accuracy on H50 (Wu et al., arXiv 2
   are: the HF reference is the identity in them), its c0, c1, c2 written as determinants in the qubit basis
   (`cisd_determinants`): PySCF's addresses and signs of `pyscf.ci.cisd.to_fcivec`, without building the FCI
   vector, then the interleaved order's sign (`nqs.hilbert.from_pyscf_strings`). Closed shells only.
-* `pretrain(model, bits, amplitudes, steps, lr)`: Adam on −log F, F = |Σ_k c_k ψ_θ(x_k)|² / Σ_k c_k², the
-  fidelity of the normalised model with the target (the model is normalised over the sector, so F ≤ 1 and what
-  it puts outside the target's determinants lowers F).
+* `pretrain(model, target, steps, lr)`: Adam on the modulus and the phase separately (`fit_loss`): the
+  cross-entropy −Σ_k c_k² log p_θ(x_k) (the KL divergence from the target's distribution, up to its entropy)
+  plus −log |Σ_k c_k² exp(i(φ_θ(x_k) − arg c_k))| (1 − that mean resultant length: the signs). Progress is
+  reported as the fidelity F = |Σ_k c_k ψ_θ(x_k)|² of the normalised model with the normalised target.
+
+Why not Adam on −log F: its gradient with respect to a determinant's modulus has the sign of cos(phase error),
+so where the phase network starts wrong F is raised by emptying the determinant rather than turning its phase,
+and once p(x) ≈ 0 neither gradient (both ∝ |ψ(x)|) brings it back. Fitting H6's FCI vector over the whole
+sector, −log F stalled at F = 0.980 (+38 mHa) with FCI weight 3.4e-3 determinants at p < 1e-10; the split loss
+has gradients that do not vanish with p (`scripts/sector_capacity.py`, docs/benchmarks.md, "The sign trap").
 """
 from __future__ import annotations
 
@@ -137,19 +144,42 @@ def fidelity(model: torch.nn.Module, target: TargetState) -> torch.Tensor:
     return (target.amplitudes.to(psi.device).to(torch.complex128) * psi).sum().abs() ** 2
 
 
+def split_loss(log_psi: torch.Tensor, amplitudes: torch.Tensor, rest: float = 0.0) -> torch.Tensor:
+    """The fit's loss for a model's log ψ (K,) (complex, with grad) on the target's determinants, the target's
+    amplitudes (K,) (real or complex, any scale) and `rest`, the target's probability outside them on the scale
+    of Σ|c|²: cross-entropy of the modulus over the K determinants and the rest (its model probability
+    1 − Σ_K p_θ), plus −log of the phases' mean resultant length. Float64; 0 only when p_θ matches |c|² and
+    every phase matches up to one global phase."""
+    log_psi = log_psi.to(torch.complex128)
+    c = amplitudes.to(log_psi.device)
+    weight = c.abs().to(torch.float64) ** 2
+    total = weight.sum() + rest
+    modulus = -(weight * 2 * log_psi.real).sum() / total
+    if rest > 0:
+        inside = torch.exp(2 * log_psi.real).sum()
+        modulus = modulus - rest / total * torch.log((1 - inside).clamp_min(1e-300))
+    phase_error = log_psi.imag - (c.angle() if c.is_complex() else torch.where(c < 0, torch.pi, 0.0))
+    resultant = torch.complex(weight * torch.cos(phase_error), weight * torch.sin(phase_error)).sum().abs()
+    return modulus - torch.log((resultant / weight.sum()).clamp_min(1e-300))
+
+
+def fit_loss(model: torch.nn.Module, target: TargetState) -> torch.Tensor:
+    """`split_loss` of the model on the target's determinants (the target normalised, nothing outside)."""
+    return split_loss(model.log_psi(target.bits.to(next(model.parameters()).device)), target.amplitudes)
+
+
 def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3) -> dict:
-    """Adam on −log F for `steps` steps (learning rate `lr`); returns {"fidelity_start", "fidelity", "steps",
-    "seconds"}. F is taken before each step; the returned one is after the last."""
+    """Adam on `fit_loss` for `steps` steps (learning rate `lr`); returns {"fidelity_start", "fidelity",
+    "steps", "seconds"}, the fidelity before the first step and after the last."""
     start = time.perf_counter()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     with torch.no_grad():
         first = float(fidelity(model, target))
     for _ in range(steps):
         optimiser.zero_grad(set_to_none=True)
-        f = fidelity(model, target)
-        loss = -torch.log(f.clamp_min(1e-300))
+        loss = fit_loss(model, target)
         if not torch.isfinite(loss):
-            raise UserError("--init-state: the fidelity with the target became non-finite: lower --init-lr")
+            raise UserError("--init-state: the fit became non-finite: lower --init-lr")
         loss.backward()
         optimiser.step()
     with torch.no_grad():

@@ -102,6 +102,7 @@ class StepResult:
     local_energy_mode: str = "exact-dense"  # the estimator as run (`LocalEnergyMode.resolve`)
     le_rows: tuple[int, ...] = ()  # trie nodes per position when the n_evals went through the trie (all ranks)
     log_psi: torch.Tensor | None = None  # (U,) this rank's samples' log ψ, detached, when the loss computed it
+    e_loc: torch.Tensor | None = None  # (U,) complex128 this rank's samples' local energies (Hartree)
 
 
 def _sync(device: torch.device) -> None:
@@ -167,4 +168,4 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
     t_loss = time.perf_counter() - t2 + (t_forward if with_loss else 0.0)
     rows = tuple(int(c) for c in counts[2:].tolist())
     return StepResult(stats, samples, loss, int(counts[0]), int(counts[1]), t1 - t0, t_local_energy, t_loss,
-                      mode.name, rows, None if log_psi is None else log_psi.detach())
+                      mode.name, rows, None if log_psi is None else log_psi.detach(), le.values)
