@@ -10,16 +10,18 @@ fitted first) are how PyNQS reached chemical accuracy on H50 (Wu et al., arXiv 2
   are: the HF reference is the identity in them), its c0, c1, c2 written as determinants in the qubit basis
   (`cisd_determinants`): PySCF's addresses and signs of `pyscf.ci.cisd.to_fcivec`, without building the FCI
   vector, then the interleaved order's sign (`nqs.hilbert.from_pyscf_strings`). Closed shells only.
-* `pretrain(model, target, steps, lr)`: Adam on the modulus and the phase separately (`fit_loss`): the
+* `pretrain(model, target, steps, lr)`: Adam on the modulus and the phases separately (`split_loss`): the
   cross-entropy −Σ_k c_k² log p_θ(x_k) (the KL divergence from the target's distribution, up to its entropy)
-  plus −log |Σ_k c_k² exp(i(φ_θ(x_k) − arg c_k))| (1 − that mean resultant length: the signs). Progress is
-  reported as the fidelity F = |Σ_k c_k ψ_θ(x_k)|² of the normalised model with the normalised target.
+  plus −log of the phases' mean resultant length |Σ_k c_k² exp(i(φ_θ(x_k) − arg c_k))| / Σ_k c_k² (1 when
+  every phase matches up to a global one). Progress is reported as the fidelity F = |Σ_k c_k ψ_θ(x_k)|² of the
+  normalised model with the normalised target.
 
 Why not Adam on −log F: its gradient with respect to a determinant's modulus has the sign of cos(phase error),
 so where the phase network starts wrong F is raised by emptying the determinant rather than turning its phase,
 and once p(x) ≈ 0 neither gradient (both ∝ |ψ(x)|) brings it back. Fitting H6's FCI vector over the whole
-sector, −log F stalled at F = 0.980 (+38 mHa) with FCI weight 3.4e-3 determinants at p < 1e-10; the split loss
-has gradients that do not vanish with p (`scripts/sector_capacity.py`, docs/benchmarks.md, "The sign trap").
+sector, −log F stalled at F = 0.980 (+38 mHa) with determinants of FCI weight 3.4e-3 each at p < 1e-10; the split
+loss, whose gradients do not vanish with p, reached 0.9993 (+1.5 mHa) (`scripts/sector_capacity.py`;
+docs/benchmarks.md, "The sign trap").
 """
 from __future__ import annotations
 

@@ -1,13 +1,16 @@
 """What a model of a given size can hold, without sampling: fits over the whole sector of a small molecule.
 
-Two objectives, both exact (every determinant of the sector evaluated each step, float64 sums):
+Four objectives, all exact (every determinant of the sector evaluated each step, float64 sums):
 
-* `fit`: the model fitted to the FCI vector (`nqs.exact.fci_state`) with `nqs.pretrain.fit_loss` (modulus and
-  phase separately). The fitted state's energy is what the model can hold at this size.
+* `fit`: the model fitted to the FCI vector (`nqs.exact.fci_state`) with `nqs.pretrain.split_loss` (modulus and
+  phases apart; `--min-weight`: only the determinants above it, the rest as one term). The fitted state's
+  energy bounds from above what the model can hold at this size.
 * `fidelity`: Adam on −log |<FCI|ψ_θ>|² instead, which falls into the sign trap that `nqs.pretrain` explains.
 * `energy`: Adam on E(θ) = <ψ_θ|H|ψ_θ> over the sector (the model is normalised over it), i.e. VMC with the
   exact gradient: what the optimisation reaches when sampling and the local-energy estimator are taken away.
+* `itime`: each step fits the model (`--inner` Adam steps, split loss) to (1 − τ(H − E))ψ over the sector.
 
+`--init-cisd N` first fits the CISD state as `nqs-train --init-state cisd` does.
 H ψ is PySCF's `direct_spin1.contract_2e` on the active-space integrals (ψ mapped into PySCF's determinant
 order and sign with `nqs.hilbert.from_pyscf_strings`), so a step costs one forward and backward pass over the
 sector (H10: 63,504 determinants). Prints a JSON line every `--every` steps and a final one:
@@ -30,7 +33,7 @@ from nqs.exact import fci_state
 from nqs.hilbert import from_pyscf_strings
 from nqs.models import ModelConfig, build_model
 from nqs.molecules import resolve_molecule
-from nqs.pretrain import TargetState, cisd_state, pretrain, split_loss
+from nqs.pretrain import cisd_state, pretrain, split_loss
 from nqs.problem import build_problem
 
 
@@ -85,8 +88,8 @@ def main() -> None:
     beta = cistring.make_strings(range(ints.n_orb), ints.n_beta)
     _, sign = from_pyscf_strings(np.repeat(alpha, len(beta)), np.tile(beta, len(alpha)), ints.n_orb)
     sign_t = torch.from_numpy(sign).to(torch.complex128)
-    target = (psi_fci / psi_fci.norm()).to(torch.complex128)
-    fci = TargetState(bits, (psi_fci / psi_fci.norm()).to(torch.float64), e_fci, "fci")
+    fci = (psi_fci / psi_fci.norm()).to(torch.float64)
+    target = fci.to(torch.complex128)
     shape = (len(alpha), len(beta))
     h = SectorEnergy(ints)
     torch.manual_seed(args.seed)
@@ -142,8 +145,8 @@ def main() -> None:
             continue
         optimiser.zero_grad(set_to_none=True)
         if args.objective == "fit":
-            big = fci.amplitudes ** 2 > args.min_weight
-            loss = split_loss(model.log_psi(bits[big]), fci.amplitudes[big], float((fci.amplitudes[~big] ** 2).sum()))
+            big = fci ** 2 > args.min_weight
+            loss = split_loss(model.log_psi(bits[big]), fci[big], float((fci[~big] ** 2).sum()))
         elif args.objective == "fidelity":
             loss = -torch.log((target.conj() * psi).sum().abs() ** 2)
         else:  # dE = 2 Re Σ conj(dψ) (Hψ): H ψ held fixed (the model is normalised over the sector)
