@@ -17,17 +17,24 @@ from nqs.local_energy import Hamiltonian, connections
 from nqs.problem import MolecularProblem
 
 
-def fci_state(problem: MolecularProblem) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The FCI ground state as qubit amplitudes: ((S, n) uint8 bits, (S,) float64 psi, E_FCI); PySCF's
-    determinant order and sign turned into the interleaved one by `nqs.hilbert.from_pyscf_strings`."""
+def pyscf_determinants(ints) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
+    """The sector's determinants in PySCF's FCI order: ((S, n) uint8 bits, (S,) ±1 sign that turns PySCF's
+    amplitudes into the interleaved qubit basis's (`nqs.hilbert.from_pyscf_strings`), (n_alpha strings,
+    n_beta strings), the shape of PySCF's FCI array)."""
     from pyscf.fci import cistring
 
-    ints = problem.integrals
     n = ints.n_orb
-    energy, civec = _fci_vector(ints)
     alpha = cistring.make_strings(range(n), ints.n_alpha)
     beta = cistring.make_strings(range(n), ints.n_beta)
     bits, sign = from_pyscf_strings(np.repeat(alpha, len(beta)), np.tile(beta, len(alpha)), n)
+    return bits, sign, (len(alpha), len(beta))
+
+
+def fci_state(problem: MolecularProblem) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The FCI ground state as qubit amplitudes: ((S, n) uint8 bits, (S,) float64 psi, E_FCI), in PySCF's
+    determinant order (`pyscf_determinants`)."""
+    energy, civec = _fci_vector(problem.integrals)
+    bits, sign, _ = pyscf_determinants(problem.integrals)
     psi = np.asarray(civec).reshape(-1) * sign
     return bits, torch.from_numpy(psi), float(energy)
 

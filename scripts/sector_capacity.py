@@ -12,7 +12,7 @@ Four objectives, all exact (every determinant of the sector evaluated each step,
 
 `--init-cisd N` first fits the CISD state as `nqs-train --init-state cisd` does.
 H ψ is PySCF's `direct_spin1.contract_2e` on the active-space integrals (ψ mapped into PySCF's determinant
-order and sign with `nqs.hilbert.from_pyscf_strings`), so a step costs one forward and backward pass over the
+order and sign with `nqs.exact.pyscf_determinants`), so a step costs one forward and backward pass over the
 sector (H10: 63,504 determinants). Prints a JSON line every `--every` steps and a final one:
 fidelity, the modulus' fidelity (Σ|c||ψ|)², the FCI weight on determinants whose sign the model gets wrong,
 E − E_FCI in mHa, seconds.
@@ -29,8 +29,7 @@ import time
 import numpy as np
 import torch
 
-from nqs.exact import fci_state
-from nqs.hilbert import from_pyscf_strings
+from nqs.exact import fci_state, pyscf_determinants
 from nqs.models import ModelConfig, build_model
 from nqs.molecules import resolve_molecule
 from nqs.pretrain import cisd_state, pretrain, split_loss
@@ -82,15 +81,10 @@ def main() -> None:
     problem = build_problem(resolve_molecule(args.mol))
     ints = problem.integrals
     bits, psi_fci, e_fci = fci_state(problem)  # PySCF's order, its sign folded in
-    from pyscf.fci import cistring
-
-    alpha = cistring.make_strings(range(ints.n_orb), ints.n_alpha)
-    beta = cistring.make_strings(range(ints.n_orb), ints.n_beta)
-    _, sign = from_pyscf_strings(np.repeat(alpha, len(beta)), np.tile(beta, len(alpha)), ints.n_orb)
+    _, sign, shape = pyscf_determinants(ints)
     sign_t = torch.from_numpy(sign).to(torch.complex128)
     fci = (psi_fci / psi_fci.norm()).to(torch.float64)
     target = fci.to(torch.complex128)
-    shape = (len(alpha), len(beta))
     h = SectorEnergy(ints)
     torch.manual_seed(args.seed)
     cfg = ModelConfig(args.ansatz, d_model=args.d_model, heads=args.heads, layers=args.layers, d_ff=args.d_ff,
