@@ -7,7 +7,8 @@ occupied orbitals reorder at 1.0, 1.2, 1.4 Å). `match` reorders and re-signs on
 a reference geometry's: within each block of equal region (frozen core / active / frozen virtual) and
 occupation, by the largest |<phi_ref|phi>| (cross-geometry AO overlap, Hungarian assignment), each orbital then
 signed to overlap positively. This relabels orbitals and flips signs only: the Hamiltonian's spectrum is
-unchanged. When the orbitals cannot be matched the canonical ones are kept and `Matching.notes` says so.
+unchanged. When the orbitals cannot be matched the canonical ones are kept and `Matching.notes` says so. `localize` gives
+Boys-localized active orbitals in the molecule's spatial order.
 """
 from __future__ import annotations
 
@@ -138,3 +139,32 @@ def read_reference(run_dir: Path) -> tuple[Orbitals | None, tuple[str, ...]]:
 def _counts(blocks: np.ndarray) -> str:
     values, counts = np.unique(blocks, return_counts=True)
     return "{" + ", ".join(f"{v}: {c}" for v, c in zip(values, counts)) + "}"
+
+
+def localize(orbitals: Orbitals) -> Orbitals:
+    """The active orbitals Boys-localized (a unitary rotation among them, so every active-space energy is
+    unchanged), ordered by their centroid along the molecule's longest axis and signed so that each one's
+    largest AO coefficient is positive, so an autoregressive model conditions each orbital on its spatial
+    neighbours. A probe (`scripts/sector_capacity.py --orbitals boys`): the state spreads over far more
+    determinants than in canonical orbitals (docs/benchmarks.md, session 13)."""
+    from pyscf import lo
+
+    from nqs.chem import build_mole
+
+    mol = build_mole(orbitals.spec(), symmetry=False)
+    active = np.flatnonzero(orbitals.blocks // 10 == ACTIVE)
+    mo = np.array(orbitals.mo, copy=True)
+    if active.size < 2:
+        return orbitals
+    local = lo.Boys(mol, mo[:, active]).kernel()
+    coords = mol.atom_coords(unit="Angstrom")
+    axis = np.linalg.svd(coords - coords.mean(0))[2][0] if len(coords) > 1 else np.array([0.0, 0.0, 1.0])
+    axis = axis if axis[np.argmax(np.abs(axis))] > 0 else -axis
+    r = mol.intor_symmetric("int1e_r")  # (3, n_ao, n_ao) dipole integrals: the centroids <phi|r|phi>
+    centroid = np.einsum("xij,ip,jp->px", r, local, local) @ axis
+    local = local[:, np.argsort(centroid, kind="stable")]
+    local *= np.where(local[np.argmax(np.abs(local), axis=0), np.arange(local.shape[1])] < 0, -1.0, 1.0)
+    mo[:, active] = local
+    blocks = np.array(orbitals.blocks)
+    blocks[active] = 10 * ACTIVE + 9  # one block: localized orbitals have no occupation
+    return replace(orbitals, mo=mo, blocks=blocks)

@@ -89,3 +89,24 @@ def test_h50_gets_its_scf_and_coupled_cluster_references(capsys):
     data = json.loads(capsys.readouterr().out)
     assert (data["n_qubits"], data["n_alpha"], data["ref_kind"]) == (100, 25, "ccsd_t")
     assert data["e_ccsd_t"] < data["e_hf"] and "no Pauli table past 62 qubits" in data["hamiltonian_skipped"]
+
+
+def test_localized_orbitals_keep_the_energy_and_follow_the_chain():
+    """Boys-localized active orbitals: the same FCI energy (1e-8 Ha), one orbital per atom in chain order
+    (each orbital's centroid closest to its own atom), every orbital signed by its largest coefficient."""
+    import numpy as np
+
+    from nqs.exact import fci_state
+    from nqs.orbitals import localize
+
+    spec = resolve_molecule("H6")
+    canonical = build_problem(spec, use_cache=False)
+    local = localize(canonical.orbitals)
+    problem = build_problem(spec, use_cache=False, orbitals=local)
+    assert abs(fci_state(problem)[2] - fci_state(canonical)[2]) < 1e-8
+    mol = chem.build_mole(spec, symmetry=False)
+    centroids = np.einsum("xij,ip,jp->px", mol.intor_symmetric("int1e_r"), local.mo, local.mo)
+    nearest = np.argmin(np.linalg.norm(centroids[:, None, :] - mol.atom_coords()[None], axis=-1), axis=1)
+    order = np.argsort(mol.atom_coords() @ np.array([0.0, 0.0, 1.0]))
+    assert list(nearest) == list(order) or list(nearest) == list(order[::-1])
+    assert (local.mo[np.argmax(np.abs(local.mo), axis=0), np.arange(6)] > 0).all()
