@@ -7,8 +7,8 @@ occupied orbitals reorder at 1.0, 1.2, 1.4 Å). `match` reorders and re-signs on
 a reference geometry's: within each block of equal region (frozen core / active / frozen virtual) and
 occupation, by the largest |<phi_ref|phi>| (cross-geometry AO overlap, Hungarian assignment), each orbital then
 signed to overlap positively. This relabels orbitals and flips signs only: the Hamiltonian's spectrum is
-unchanged. When the orbitals cannot be matched the canonical ones are kept and `Matching.notes` says so. `localize` gives
-Boys-localized active orbitals in the molecule's spatial order.
+unchanged. When the orbitals cannot be matched the canonical ones are kept and `Matching.notes` says so.
+`localize` gives Boys-localized active orbitals (`nqs.chem.boys_active`) in the molecule's spatial order.
 """
 from __future__ import annotations
 
@@ -147,16 +147,14 @@ def localize(orbitals: Orbitals) -> Orbitals:
     largest AO coefficient is positive, so an autoregressive model conditions each orbital on its spatial
     neighbours. A probe (`scripts/sector_capacity.py --orbitals boys`): the state spreads over far more
     determinants than in canonical orbitals (docs/benchmarks.md, session 13)."""
-    from pyscf import lo
-
-    from nqs.chem import build_mole
+    from nqs.chem import boys_active, build_mole
 
     mol = build_mole(orbitals.spec(), symmetry=False)
-    active = np.flatnonzero(orbitals.blocks // 10 == ACTIVE)
-    mo = np.array(orbitals.mo, copy=True)
+    active = np.flatnonzero(orbitals.blocks // 10 == ACTIVE)  # contiguous: after the frozen core
     if active.size < 2:
         return orbitals
-    local = lo.Boys(mol, mo[:, active]).kernel()
+    mo = boys_active(mol, orbitals.mo, int(active[0]), active.size)
+    local = mo[:, active]
     coords = mol.atom_coords(unit="Angstrom")
     axis = np.linalg.svd(coords - coords.mean(0))[2][0] if len(coords) > 1 else np.array([0.0, 0.0, 1.0])
     axis = axis if axis[np.argmax(np.abs(axis))] > 0 else -axis
