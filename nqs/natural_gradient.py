@@ -15,7 +15,9 @@ passes, with the same result. J is built from the `max_rows` unique samples of l
 smaller): g keeps every sample, the curvature comes from the configurations that carry the probability. When
 all samples are used this is exactly MinSR's Jᵀ(JJᵀ + λI)⁻¹ ε̄. The step is limited to a trust region in the
 metric S: lr·√(dᵀ S d) ≤ `trust` (a bound on the Fubini–Study distance moved), and the diagonal shift falls
-geometrically from `shift` to `shift_final` over `shift_steps` steps. Tail rows (`nqs.sr_tail`): rows for
+geometrically from `shift` to `shift_final` over `shift_steps` steps. With `momentum` μ > 0 the step is SPRING's
+(Goldshmid et al., J. Comput. Phys. 2024): argmin_d |J d − ε|² + λ|d − μ d_prev|², i.e. (S + λ I) d = g/2 + λμ d_prev,
+so the directions the sample's rows do not see keep μ times the previous step's (MinSR at μ = 0). Tail rows (`nqs.sr_tail`): rows for
 configurations outside the sample, with log-space targets, stacked into the same solve (`_solve_with_tail`).
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ class SRSettings:
     trust: float | None = 0.1
     max_rows: int = 512
     chunk: int = 256  # samples per vmapped Jacobian call (memory: chunk × P numbers)
+    momentum: float = 0.0  # SPRING's μ: the previous direction's weight in the regulariser (0: MinSR)
 
     def shift_at(self, step: int) -> float:
         frac = min(step / max(self.shift_steps, 1), 1.0)
@@ -145,31 +148,32 @@ def natural_gradient(grad: torch.Tensor, jac: Jacobian, weights: torch.Tensor, s
     return _solve(grad, _centred_blocks(jac, weights), shift)
 
 
-def _solve(grad: torch.Tensor, blocks: list, shift: float) -> torch.Tensor:
+def _solve(grad: torch.Tensor, blocks: list, shift: float, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """(S + λ I)⁻¹ (g/2 + λ·prior) per block; `prior` (P,) is μ d_prev for SPRING, None for MinSR."""
     d = torch.zeros_like(grad)
     for j, idx in blocks:
-        d[idx] = _woodbury(grad[idx], j, shift).to(grad.dtype)
+        f = grad[idx].to(j.dtype) / 2
+        d[idx] = _shifted_solve(f, j, shift, None if prior is None else prior[idx]).to(grad.dtype)
     return d
 
 
-def _woodbury(grad: torch.Tensor, j: torch.Tensor, shift: float) -> torch.Tensor:
-    """(JᵀJ + λ I)⁻¹ g/2 = (g/2 − Jᵀ (J Jᵀ + λ I)⁻¹ J g/2) / λ for J (R, P), g (P,)."""
-    return _shifted_solve(grad.to(j.dtype) / 2, j, shift)
-
-
-def _shifted_solve(f: torch.Tensor, j: torch.Tensor, shift: float) -> torch.Tensor:
-    """(JᵀJ + λ I)⁻¹ f for J (R, P), f (P,), through the (R × R) system."""
+def _shifted_solve(f: torch.Tensor, j: torch.Tensor, shift: float, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """(JᵀJ + λ I)⁻¹ (f + λ·prior) for J (R, P), f and prior (P,), through the (R × R) system. The prior's part,
+    prior − Jᵀ(JJᵀ + λ)⁻¹ J prior, is solved as a second right-hand side rather than added to f, where dividing
+    by a small λ would amplify its rounding."""
     small = (j @ j.T).to(torch.float64)
     small.diagonal().add_(shift)
-    inner = torch.linalg.solve(small, (j @ f).to(torch.float64)).to(j.dtype)
-    return (f - j.T @ inner) / shift
+    rhs = f if prior is None else torch.stack([f, prior.to(j.dtype)], dim=1)
+    inner = torch.linalg.solve(small, (j @ rhs).to(torch.float64)).to(j.dtype)
+    out = rhs - j.T @ inner
+    return out / shift if prior is None else out[:, 0] / shift + out[:, 1]
 
 
 def _solve_with_tail(grad: torch.Tensor, jac: Jacobian, weights: torch.Tensor, tail_jac: Jacobian, tail,
-                     lr: float, shift: float) -> torch.Tensor:
+                     lr: float, shift: float, prior: torch.Tensor | None = None) -> torch.Tensor:
     """argmin_d |J d − ε|² + Σ_t w_t |(O_t − Ō) d + target_t / lr|² + λ|d|² per block (modulus: Re targets,
     phase: Im), with Jᵀε = g/2 and the step −lr·d: (JᵀJ + J_tᵀJ_t + λ) d = g/2 − J_tᵀ b, b_t = √w_t target_t / lr,
-    one stacked Woodbury solve."""
+    one stacked Woodbury solve (plus λ·prior on the right for SPRING)."""
     w = (weights / weights.sum())
     d = torch.zeros_like(grad)
     parts = ((jac.modulus, tail_jac.modulus, jac.index_modulus, tail.target.real),
@@ -182,7 +186,8 @@ def _solve_with_tail(grad: torch.Tensor, jac: Jacobian, weights: torch.Tensor, t
         root = tail.weights.sqrt().to(rows.dtype)
         j_tail = (tail_rows - mean) * root[:, None]
         f = grad[idx].to(rows.dtype) / 2 - j_tail.T @ (root * target.to(rows.dtype) / lr)  # the step is −lr·d
-        d[idx] = _shifted_solve(f, torch.cat([j, j_tail]), shift).to(grad.dtype)
+        d[idx] = _shifted_solve(f, torch.cat([j, j_tail]), shift,
+                                None if prior is None else prior[idx]).to(grad.dtype)
     return d
 
 
@@ -197,9 +202,11 @@ def _norm(direction: torch.Tensor, blocks: list) -> float:
 
 
 def sr_direction(model: torch.nn.Module, bits: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor,
-                 settings: SRSettings, step: int, lr: float, tail=None) -> tuple[torch.Tensor, dict]:
+                 settings: SRSettings, step: int, lr: float, tail=None,
+                 previous: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The SR update direction (P,) for `grad` (P,), scaled into the trust region for learning rate `lr`, and
-    what was done: {"shift", "rows", "tail_rows", "metric_step", "scaled"}. The centred Jacobian is built once
+    what was done: {"shift", "rows", "tail_rows", "metric_step", "scaled"}. `previous` (P,): the direction the
+    last SR step took (SPRING, when `settings.momentum` > 0). The centred Jacobian is built once
     for both. `tail` (`nqs.sr_tail.TailRows`): rows for configurations outside the sample, each asking
     lr·(O(x') − Ō)·d = its target with its weight; the trust region stays in the sample's metric."""
     k = min(settings.max_rows, bits.shape[0])
@@ -207,11 +214,12 @@ def sr_direction(model: torch.nn.Module, bits: torch.Tensor, weights: torch.Tens
     jac = log_psi_jacobian(model, bits[top], settings.chunk)
     blocks = _centred_blocks(jac, weights[top])
     shift = settings.shift_at(step)
+    prior = None if previous is None or not settings.momentum else settings.momentum * previous.to(grad.dtype)
     if tail is None or not tail.bits.shape[0]:
-        d = _solve(grad, blocks, shift)
+        d = _solve(grad, blocks, shift, prior)
     else:
         d = _solve_with_tail(grad, jac, weights[top], log_psi_jacobian(model, tail.bits, settings.chunk), tail, lr,
-                             shift)
+                             shift, prior)
     norm = lr * _norm(d, blocks)
     scale = 1.0
     if settings.trust is not None and norm > settings.trust:

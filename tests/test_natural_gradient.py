@@ -57,6 +57,27 @@ def test_update_equals_the_enumerated_natural_gradient(problems, ansatz):
         assert metric_norm(ours, jac, w) == pytest.approx(float(torch.sqrt(ours @ s @ ours)), rel=1e-9)
 
 
+def test_spring_solves_the_regularised_least_squares(problems):
+    """SPRING: with momentum μ and the previous direction d_prev, (S + λ I) d = g/2 + λμ d_prev (dense float64
+    solve over the enumerated sector), with rows limited too; μ = 0 or no previous direction is MinSR."""
+    p = problems("LiH")
+    model, bits, w, e_loc, mean, grad, o = exact_quantities(p, "retnet")
+    top = torch.topk(w, 40).indices
+    rows = o[top] - (w[top, None] / w[top].sum() * o[top]).sum(0)
+    s = ((rows.conj().T * (w[top] / w[top].sum())) @ rows).real
+    previous = torch.linspace(-1.0, 1.0, grad.numel(), dtype=grad.dtype)
+    for shift in (1e-2, 1e-4):
+        settings = SRSettings(shift=shift, shift_final=shift, trust=None, max_rows=40, momentum=0.9)
+        ours, _ = sr_direction(model, bits, w, grad, settings, step=0, lr=0.1, previous=previous)
+        reference = torch.linalg.solve(s + shift * torch.eye(s.shape[0], dtype=s.dtype), grad / 2 + shift * 0.9 * previous)
+        assert torch.linalg.vector_norm(ours - reference) <= 1e-8 * torch.linalg.vector_norm(reference)
+        minsr, _ = sr_direction(model, bits, w, grad, SRSettings(shift=shift, shift_final=shift, trust=None,
+                                                                  max_rows=40), step=0, lr=0.1, previous=previous)
+        fresh, _ = sr_direction(model, bits, w, grad, settings, step=0, lr=0.1)
+        assert torch.equal(minsr, fresh)
+        assert torch.linalg.vector_norm(ours - minsr) > 1e-3 * torch.linalg.vector_norm(minsr)  # the term acts
+
+
 def test_trust_region_and_row_limit(problems):
     p = problems("LiH")
     model, bits, w, e_loc, mean, grad, o = exact_quantities(p, "retnet")

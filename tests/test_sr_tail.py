@@ -89,6 +89,11 @@ def test_the_stacked_solve_is_the_dense_least_squares_step(problems):
         # the step −lr·d moves each tail row's log ψ toward its target (a least-squares compromise, not exactly)
         moved = -lr * (o_t - mean) @ reference
         assert float((moved * target).sum()) > 0
+        # SPRING's prior μ·d_prev enters the right-hand side as λμ d_prev
+        prior = torch.linspace(-1.0, 1.0, n_params, dtype=torch.float64)
+        spring = _solve_with_tail(grad, jac, w, tail_jac, rows, lr, shift, 0.9 * prior)
+        reference = torch.linalg.solve(lhs, rhs + shift * 0.9 * prior[idx])
+        assert torch.linalg.vector_norm(spring[idx] - reference) <= 1e-8 * torch.linalg.vector_norm(reference)
 
 
 def test_a_run_with_tail_rows_records_them(tmp_path):

@@ -65,9 +65,12 @@ def test_a_heat_bath_run_reads_the_integrals_and_can_keep_its_estimator_for_the_
     assert summary.energy >= summary.e_fci - 5 * summary.energy_err - 1e-6
 
 
-def test_resume_continues_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("optimiser", [[], ["--optimizer", "sr", "--lr", "0.3", "--sr-rows", "32", "--sr-momentum", "0.9"]],
+                         ids=["adam", "spring"])
+def test_resume_continues_to_the_same_result(tmp_path, optimiser):
+    """The checkpoint carries what the next step needs: for SPRING the last direction too."""
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    args = [*FAST, "--steps", "8", "--checkpoint-every", "100"]
+    args = [*FAST, *optimiser, "--steps", "8", "--checkpoint-every", "100"]
     main([*args, "--out", str(straight)])
     first = cli(*args, "--out", str(interrupted), "--interrupt-after", "4")
     assert first.returncode == 130 and "--resume" in first.stderr

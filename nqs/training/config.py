@@ -93,6 +93,9 @@ class OptimConfig:
     sr_shift_steps: int = option(500, "sr: ... over this many steps")
     sr_trust: float | None = option(0.1, "sr: the most a step may move in the metric S, lr·√(dᵀSd) (null: off)")
     sr_rows: int = option(512, "sr: unique samples of largest weight whose log ψ gradients form S")
+    sr_momentum: float = option(0.0, "sr: SPRING's momentum μ (Goldshmid et al. 2024): each step solves min "
+                                "|J d - ε|² + λ|d - μ d_prev|², so directions the sample's rows do not see keep μ "
+                                "times the last step's (0: MinSR)")
     sr_tail: int = option(0, "sr: rows for connected configurations outside the sample that an imaginary-time "
                           "step would grow, with log-space targets (nqs.sr_tail; 0: off)")
     sr_max_leak: float | None = option(None, "sr: the most probability a step may move out of the sample and "
@@ -293,10 +296,10 @@ class TrainConfig:
         if o.lr_schedule == "wsd" and schedules.decay_length(o) + o.warmup > o.steps:
             raise UserError(f"warmup {o.warmup} + decay {schedules.decay_length(o)} steps exceed steps {o.steps}")
         if not (o.sr_shift > 0 and o.sr_shift_final > 0 and o.sr_shift_steps >= 1 and o.sr_rows >= 1
-                and o.sr_tail >= 0 and (o.sr_max_leak is None or o.sr_max_leak >= 0)
+                and o.sr_tail >= 0 and 0 <= o.sr_momentum < 1 and (o.sr_max_leak is None or o.sr_max_leak >= 0)
                 and (o.sr_max_distance is None or o.sr_max_distance > 0)):
             raise UserError("sr_shift and sr_shift_final must be positive, sr_shift_steps and sr_rows at least 1, "
-                            "sr_tail and sr_max_leak at least 0, sr_max_distance positive")
+                            "sr_tail and sr_max_leak at least 0, sr_momentum in [0, 1), sr_max_distance positive")
         if o.optimizer != "adam" and (r.devices * r.num_nodes > 1 or r.strategy == "ddp"):
             raise UserError("--optimizer sr runs in one process (the Jacobian rows are not split across ranks): "
                             "use --devices 1 --num-nodes 1, or --optimizer adam for DDP")

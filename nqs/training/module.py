@@ -143,8 +143,9 @@ class VMCModule(L.LightningModule):
         self.totals = Totals(n_samples=self.schedule.n_samples_at(0, cfg.optim.steps))
         self.stopping = StopMonitor(cfg)
         self.sr = SRSettings(cfg.optim.sr_shift, cfg.optim.sr_shift_final, cfg.optim.sr_shift_steps,
-                             cfg.optim.sr_trust, cfg.optim.sr_rows)
+                             cfg.optim.sr_trust, cfg.optim.sr_rows, momentum=cfg.optim.sr_momentum)
         self.sr_info: dict = {}
+        self.sr_previous: torch.Tensor | None = None  # the last SR direction taken (SPRING's d_prev)
         self.stop_now = False
         self.last: StepResult | None = None
         self.t_backward = self.t_optimizer = 0.0
@@ -175,6 +176,8 @@ class VMCModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vmc_totals"] = dataclasses.asdict(self.totals)
         checkpoint["vmc_stopping"] = self.stopping.state_dict()
+        if self.sr_previous is not None:
+            checkpoint["vmc_sr_previous"] = self.sr_previous.cpu()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("vmc_totals", checkpoint.get("vmc_state"))  # vmc_state: before the Totals record
@@ -184,6 +187,8 @@ class VMCModule(L.LightningModule):
             self.totals = Totals(**saved)
         if "vmc_stopping" in checkpoint:
             self.stopping = StopMonitor(self.cfg, StopState(**checkpoint["vmc_stopping"]))
+        if checkpoint.get("vmc_sr_previous") is not None:
+            self.sr_previous = checkpoint["vmc_sr_previous"]
 
     @property
     def nominal_fraction(self) -> float:
@@ -216,7 +221,8 @@ class VMCModule(L.LightningModule):
                     self.model, self.hamiltonian, result.samples.bits, result.stats.mean, lr, cfg.optim.sr_tail,
                     log_psi_bits=result.log_psi, missing=1.0 - result.samples.kept_mass)
                 d, self.sr_info = sr_direction(self.model, result.samples.bits, weights.to(device),
-                                               flat_grad(self.model), self.sr, sr_step, lr, tail)
+                                               flat_grad(self.model), self.sr, sr_step, lr, tail,
+                                               previous=self._previous_direction(device))
                 if cfg.optim.sr_max_leak is not None or cfg.optim.sr_max_distance is not None:
                     fitted = result.samples.bits if tail is None else torch.cat([result.samples.bits, tail.bits])
                     before = result.log_psi if tail is None else torch.cat([result.log_psi.to(torch.complex128),
@@ -228,6 +234,8 @@ class VMCModule(L.LightningModule):
                                         metric_step=self.sr_info["metric_step"] / 2 ** checked.halvings,
                                         leak_evaluations=checked.evaluations)
                 set_flat_grad(self.model, d)
+                if self.sr.momentum:
+                    self.sr_previous = d.detach().clone()
         self.t_backward, self.t_optimizer, self.lr_used = optimisation_step(
             result.loss, opts[index], scheds[index], cfg.optim.grad_clip, device,
             backward=self.manual_backward, clip=lambda opt, value: self.clip_gradients(opt, value, "norm"),
@@ -238,6 +246,14 @@ class VMCModule(L.LightningModule):
                     warnings.filterwarnings("ignore", message=r".*lr_scheduler.step\(\)` before `optimizer.step")
                     sched.step()
         self.last = result
+
+    def _previous_direction(self, device: torch.device) -> torch.Tensor | None:
+        """SPRING's d_prev on the run's device; None when momentum is off or no SR step was taken yet (a run
+        continued with --init-from starts SPRING afresh: a checkpoint's direction belongs to its own run)."""
+        if not self.sr.momentum or self.sr_previous is None:
+            return None
+        self.sr_previous = self.sr_previous.to(device)
+        return self.sr_previous
 
     def finish_step(self, t_step: float) -> StepRecord:
         """The step's record and the run totals, after the optimiser step; `t_step` is the real time since the
