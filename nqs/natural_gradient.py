@@ -17,7 +17,8 @@ all samples are used this is exactly MinSR's Jᵀ(JJᵀ + λI)⁻¹ ε̄. The st
 metric S: lr·√(dᵀ S d) ≤ `trust` (a bound on the Fubini–Study distance moved), and the diagonal shift falls
 geometrically from `shift` to `shift_final` over `shift_steps` steps. With `momentum` μ > 0 the step is SPRING's
 (Goldshmid et al., J. Comput. Phys. 2024): argmin_d |J d − ε|² + λ|d − μ d_prev|², i.e. (S + λ I) d = g/2 + λμ d_prev,
-so the directions the sample's rows do not see keep μ times the previous step's (MinSR at μ = 0). Tail rows (`nqs.sr_tail`): rows for
+so the directions the sample's rows do not see keep μ times the previous step's (MinSR at μ = 0); its trust region
+is then taken in S + λ I, lr·√(dᵀSd + λ|d|²) ≤ `trust`, as SPRING's norm constraint is. Tail rows (`nqs.sr_tail`): rows for
 configurations outside the sample, with log-space targets, stacked into the same solve (`_solve_with_tail`).
 """
 from __future__ import annotations
@@ -221,6 +222,8 @@ def sr_direction(model: torch.nn.Module, bits: torch.Tensor, weights: torch.Tens
         d = _solve_with_tail(grad, jac, weights[top], log_psi_jacobian(model, tail.bits, settings.chunk), tail, lr,
                              shift, prior)
     norm = lr * _norm(d, blocks)
+    if prior is not None:  # SPRING: the regularised metric S + λ I, so what the rows do not see is bounded too
+        norm = (norm ** 2 + lr ** 2 * shift * float(torch.linalg.vector_norm(d.to(torch.float64))) ** 2) ** 0.5
     scale = 1.0
     if settings.trust is not None and norm > settings.trust:
         scale = settings.trust / norm

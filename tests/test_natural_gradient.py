@@ -76,6 +76,11 @@ def test_spring_solves_the_regularised_least_squares(problems):
         fresh, _ = sr_direction(model, bits, w, grad, settings, step=0, lr=0.1)
         assert torch.equal(minsr, fresh)
         assert torch.linalg.vector_norm(ours - minsr) > 1e-3 * torch.linalg.vector_norm(minsr)  # the term acts
+    # its trust region is in S + λ I: lr·√(dᵀSd + λ|d|²) ≤ trust
+    tight = SRSettings(shift=1e-4, shift_final=1e-4, trust=1e-4, max_rows=40, momentum=0.9)
+    d, info = sr_direction(model, bits, w, grad, tight, step=0, lr=0.1, previous=previous)
+    assert info["scaled"] and info["metric_step"] == pytest.approx(1e-4)
+    assert 0.1 * float(torch.sqrt(d @ s @ d + 1e-4 * d @ d)) == pytest.approx(1e-4, rel=1e-6)
 
 
 def test_trust_region_and_row_limit(problems):
