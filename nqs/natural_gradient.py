@@ -209,7 +209,8 @@ def sr_direction(model: torch.nn.Module, bits: torch.Tensor, weights: torch.Tens
     what was done: {"shift", "rows", "tail_rows", "metric_step", "scaled"}. `previous` (P,): the direction the
     last SR step took (SPRING, when `settings.momentum` > 0). The centred Jacobian is built once
     for both. `tail` (`nqs.sr_tail.TailRows`): rows for configurations outside the sample, each asking
-    lr·(O(x') − Ō)·d = its target with its weight; the trust region stays in the sample's metric."""
+    lr·(O(x') − Ō)·d = its target with its weight; the trust region stays in the sample's metric (in S + λI
+    with momentum)."""
     k = min(settings.max_rows, bits.shape[0])
     top = torch.topk(weights, k).indices if k < bits.shape[0] else torch.arange(bits.shape[0], device=bits.device)
     jac = log_psi_jacobian(model, bits[top], settings.chunk)

@@ -235,7 +235,7 @@ class VMCModule(L.LightningModule):
                                         leak_evaluations=checked.evaluations)
                 set_flat_grad(self.model, d)
                 if self.sr.momentum:
-                    self.sr_previous = d.detach().clone()
+                    self.sr_previous = d.detach()  # set_flat_grad copied it into the gradients
         self.t_backward, self.t_optimizer, self.lr_used = optimisation_step(
             result.loss, opts[index], scheds[index], cfg.optim.grad_clip, device,
             backward=self.manual_backward, clip=lambda opt, value: self.clip_gradients(opt, value, "norm"),
