@@ -24,6 +24,7 @@ CHEMICAL_ACCURACY_MHA = 1.6  # 1 kcal/mol in milli-Hartree
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"  # the resumable checkpoint in a run directory
+LOWEST_CHECKPOINT = Path("checkpoints") / "lowest.ckpt"  # --final-weights lowest: those weights (--init-from)
 N_FROM = ("total", "modulus", "phase", "effective", "effective_modulus")  # RunSummary.n_from choices
 D_FROM = ("realised", "nominal", "full")  # RunSummary.d_from choices
 
@@ -243,6 +244,11 @@ class RunSummary:
     schedule: dict | None = None  # learning-rate and annealing schedule as run: kind, warmup, decay, decay_start
     stop_reason: str | None = None  # steps | converged | max_time
     criteria_met: dict | None = None  # stopping criterion -> first step at which it held
+    final_weights: dict | None = field(default=None, metadata={
+        "help": "the weights the final energy was evaluated with: {kind: last | lowest, step: the optimisation "
+                "steps applied to them (lowest: the metrics row whose training energy measured them), and for "
+                "lowest that row's training_energy and training_energy_err (Hartree)}; None in runs before it was "
+                "recorded (the last weights)"})
     branch: dict | None = None  # {"trunk": run directory, "step": branch step} for a branch of a trunk run
     scan: dict | None = None
     notes: tuple = ()

@@ -65,6 +65,32 @@ def test_a_heat_bath_run_reads_the_integrals_and_can_keep_its_estimator_for_the_
     assert summary.energy >= summary.e_fci - 5 * summary.energy_err - 1e-6
 
 
+def test_final_weights_lowest_evaluates_the_lowest_steps_weights(tmp_path, capsys):
+    """Every determinant of LiH's sector (225) is in each step's sample, drawn 8e15 times: a step's training
+    energy is the energy of the weights it was measured with to ~1e-9 Ha. The final energy must be the lowest
+    T = 0 row's (not that of the weights after its update, 2e-7 Ha lower here), and lowest.ckpt must start
+    another run there."""
+    exact = ["--mol", "LiH", "--no-progress", "--unique", "1000", "--final-unique", "1000", "--samples", "8e15",
+             "--final-samples", "8e15", "--dtype", "float64", "--optimizer", "adam", "--lr", "0.3", "--lr-final", "0.3"]
+    out, again, last = tmp_path / "run", tmp_path / "again", tmp_path / "last"
+    main([*exact, "--steps", "10", "--final-weights", "lowest", "--out", str(out)])
+    summary, metrics = read_summary(out), rows(out)
+    cold = [r for r in metrics if r["temperature"] == 0]
+    assert 0 < len(cold) < len(metrics)  # the annealed steps are not candidates
+    best = min(cold, key=lambda r: r["energy"])
+    assert summary.final_weights == {"kind": "lowest", "step": best["step"], "training_energy": best["energy"],
+                                     "training_energy_err": best["energy_err"]}
+    tol = 5 * (best["energy_err"] ** 2 + summary.energy_err ** 2) ** 0.5
+    assert summary.energy == pytest.approx(best["energy"], abs=tol)
+    assert f"those of step {best['step']}" in capsys.readouterr().err
+    main([*exact, "--steps", "1", "--anneal-t0", "0", "--init-from", str(out / "checkpoints" / "lowest.ckpt"),
+          "--out", str(again)])
+    assert rows(again)[0]["energy"] == pytest.approx(best["energy"], abs=tol)
+    main([*exact, "--steps", "10", "--out", str(last)])
+    assert read_summary(last).final_weights == {"kind": "last", "step": 10}
+    assert abs(read_summary(last).energy - best["energy"]) > 10 * tol
+
+
 @pytest.mark.parametrize("optimiser", [[], ["--optimizer", "sr", "--lr", "0.3", "--sr-rows", "32", "--sr-momentum", "0.9"]],
                          ids=["adam", "spring"])
 def test_resume_continues_to_the_same_result(tmp_path, optimiser):
@@ -82,6 +108,20 @@ def test_resume_continues_to_the_same_result(tmp_path, optimiser):
         assert ra["energy"] == pytest.approx(rb["energy"], abs=1e-10)
     sa, sb = read_summary(straight), read_summary(interrupted)
     assert sa.energy == pytest.approx(sb.energy, abs=1e-10) and sa.d_prime == pytest.approx(sb.d_prime)
+
+
+def test_resume_keeps_the_lowest_step(tmp_path):
+    """--final-weights lowest: the lowest step's weights travel in the checkpoint. At lr 0.3 the energy rises
+    after step 4, so a run interrupted after 5 steps must still end with step 4's weights."""
+    args = [*FAST, "--anneal-t0", "0", "--optimizer", "adam", "--lr", "0.3", "--lr-final", "0.3", "--warmup", "0",
+            "--steps", "7", "--checkpoint-every", "100", "--final-weights", "lowest"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    main([*args, "--out", str(straight)])
+    assert cli(*args, "--out", str(interrupted), "--interrupt-after", "5").returncode == 130
+    main(["--resume", str(interrupted), "--no-progress"])
+    sa, sb = read_summary(straight), read_summary(interrupted)
+    assert sa.final_weights["step"] < 5 and sa.final_weights == sb.final_weights
+    assert sa.energy == pytest.approx(sb.energy, abs=1e-10)
 
 
 @pytest.mark.slow
@@ -108,6 +148,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     (["--local-energy", "fast"], "unknown local_energy 'fast'"),
     (["--local-energy", "semi-stochastic", "--semi-threshold", "-0.1"], "semi_threshold must be"),
     (["--semi-draws", "0"], "semi_draws must be"),
+    (["--final-weights", "best"], "unknown final_weights 'best'"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, needle, capsys):
     one_error_line(capsys, *args, "--out", str(tmp_path / "x"), needle=needle)

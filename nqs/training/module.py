@@ -75,6 +75,18 @@ class Totals:
     framework_s: float = 0.0  # the part of wall_s outside the VMC step and the optimiser
 
 
+@dataclass(frozen=True)
+class LowestStep:
+    """`--final-weights lowest`: the step with the lowest training energy at T = 0 so far, its energy and
+    standard error (Hartree), and the model's weights that energy was measured with (before the step's update;
+    CPU copies, as in `state_dict()`)."""
+
+    step: int
+    energy: float
+    energy_err: float
+    weights: dict
+
+
 def make_optimizer(model: AutoregressiveAnsatz, cfg: TrainConfig, decay_start: Callable[[], int | None] = lambda: None):
     """The optimiser and its learning-rate schedule (`nqs.training.schedules.lr_factor`).
 
@@ -146,6 +158,7 @@ class VMCModule(L.LightningModule):
                              cfg.optim.sr_trust, cfg.optim.sr_rows, momentum=cfg.optim.sr_momentum)
         self.sr_info: dict = {}
         self.sr_previous: torch.Tensor | None = None  # the last SR direction taken (SPRING's d_prev)
+        self.lowest: LowestStep | None = None  # --final-weights lowest
         self.stop_now = False
         self.last: StepResult | None = None
         self.t_backward = self.t_optimizer = 0.0
@@ -178,6 +191,8 @@ class VMCModule(L.LightningModule):
         checkpoint["vmc_stopping"] = self.stopping.state_dict()
         if self.sr_previous is not None:
             checkpoint["vmc_sr_previous"] = self.sr_previous.cpu()
+        if self.lowest is not None:
+            checkpoint["vmc_lowest"] = {f.name: getattr(self.lowest, f.name) for f in dataclasses.fields(LowestStep)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("vmc_totals", checkpoint.get("vmc_state"))  # vmc_state: before the Totals record
@@ -189,6 +204,8 @@ class VMCModule(L.LightningModule):
             self.stopping = StopMonitor(self.cfg, StopState(**checkpoint["vmc_stopping"]))
         if checkpoint.get("vmc_sr_previous") is not None:
             self.sr_previous = checkpoint["vmc_sr_previous"]
+        if checkpoint.get("vmc_lowest") is not None:
+            self.lowest = LowestStep(**checkpoint["vmc_lowest"])
 
     @property
     def nominal_fraction(self) -> float:
@@ -209,6 +226,7 @@ class VMCModule(L.LightningModule):
         except FloatingPointError as exc:
             raise UserError(f"training diverged at step {step} ({exc}): lower --lr (now {cfg.optim.lr:g}) or set "
                             f"--clip-local-energy 5; the last checkpoint is intact, resume with --resume") from None
+        self._keep_if_lowest(step, result)
         index, use_sr = self.active(step)
         opts, scheds = _as_list(self.optimizers()), _as_list(self.lr_schedulers())
         precondition = None
@@ -246,6 +264,15 @@ class VMCModule(L.LightningModule):
                     warnings.filterwarnings("ignore", message=r".*lr_scheduler.step\(\)` before `optimizer.step")
                     sched.step()
         self.last = result
+
+    def _keep_if_lowest(self, step: int, result: StepResult) -> None:
+        """`--final-weights lowest`: copy the weights this step's energy was measured with when it is the lowest
+        so far among the steps at T = 0 (an annealed step's energy belongs to F = E - TS's optimum, not E's)."""
+        if self.cfg.stop.final_weights != "lowest" or self.cfg.temperature(step) != 0:
+            return
+        if self.lowest is None or result.stats.mean < self.lowest.energy:
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.lowest = LowestStep(step, result.stats.mean, result.stats.error, weights)
 
     def _previous_direction(self, device: torch.device) -> torch.Tensor | None:
         """SPRING's d_prev on the run's device; None when momentum is off or no SR step was taken yet (a run

@@ -21,7 +21,8 @@ from nqs.errors import UserError
 from nqs.models import build_model
 from nqs.molecules import resolve_molecule
 from nqs.problem import MolecularProblem, build_problem
-from nqs.record import CHECKPOINT, ERROR_BAR_COVERS, METRICS_FILE, RunSummary, StepRecord, branch_checkpoint
+from nqs.record import (CHECKPOINT, ERROR_BAR_COVERS, LOWEST_CHECKPOINT, METRICS_FILE, RunSummary, StepRecord,
+                        branch_checkpoint)
 from nqs.references import LABELS, best_reference
 from nqs.training.config import TrainConfig
 from nqs.training.module import VMCModule, evaluate_energy
@@ -278,6 +279,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
     if files.interrupted:
         raise KeyboardInterrupt
     model.eval()
+    weights_used, weights_notes = final_weights(cfg, module, trainer.global_step, out, trainer.is_global_zero)
     final = evaluate_energy(model, module.hamiltonian, cfg.sampling.final_samples, cfg.sampling.final_unique,
                             cfg.run.seed, cfg.optim.eval_chunk, cfg.final_local_energy_mode())
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -286,7 +288,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
     if not trainer.is_global_zero:
         return None  # DDP: only rank 0 writes and reports
     told = len(notes)
-    notes = list(notes) + reference_notes(problem.references)
+    notes = list(notes) + weights_notes + reference_notes(problem.references)
     stats = final.stats
     if stats.kept_mass < 1 - KEPT_MASS_WARNING:
         notes.append(f"the final sample kept {stats.kept_mass:.8f} of the probability mass (unique cap "
@@ -300,9 +302,33 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
     for note in notes[told:]:
         print(f"note: {note}", file=sys.stderr)
     summary = run_summary(cfg, problem, model, module, final, trainer.global_step, time.perf_counter() - start,
-                          scan, tuple(notes), branch)
+                          scan, tuple(notes), branch, weights_used)
     summary.write(out)
     return summary
+
+
+def final_weights(cfg: TrainConfig, module: VMCModule, steps: int, out: Path, write: bool) -> tuple[dict, list[str]]:
+    """The weights the final energy is evaluated with, as the summary's record ({"kind", "step", ...}) and notes.
+    `--final-weights lowest` loads the lowest-energy step's (`VMCModule.lowest`) into the model and, on rank 0
+    (`write`), saves them as checkpoints/lowest.ckpt, a file `--init-from` reads; last.ckpt keeps the training
+    state that `--resume` continues."""
+    last = {"kind": "last", "step": steps}
+    if cfg.stop.final_weights != "lowest":
+        return last, []
+    low = module.lowest
+    if low is None:
+        return last, ["final weights: no step ran at T = 0 (annealing), so the last step's are used "
+                      "(--final-weights lowest)"]
+    module.model.load_state_dict(low.weights)
+    if write:
+        path = out / LOWEST_CHECKPOINT
+        torch.save({"state_dict": {"model." + k: v for k, v in low.weights.items()}, "step": low.step,
+                    "energy": low.energy}, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+    final_step = "" if module.last is None else f"; the last step's: {module.last.stats.mean:.8f} Ha"
+    return ({"kind": "lowest", "step": low.step, "training_energy": low.energy, "training_energy_err": low.energy_err},
+            [f"final weights: those of step {low.step}, the lowest training energy ({low.energy:.8f} Ha{final_step}; "
+             f"--final-weights lowest), saved as {LOWEST_CHECKPOINT} for --init-from"])
 
 
 def reference_notes(refs) -> list[str]:
@@ -317,7 +343,8 @@ def reference_notes(refs) -> list[str]:
 
 
 def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCModule, final, steps: int,
-                command_wall_s: float, scan: dict | None, notes: tuple, branch: dict | None = None) -> RunSummary:
+                command_wall_s: float, scan: dict | None, notes: tuple, branch: dict | None = None,
+                weights_used: dict | None = None) -> RunSummary:
     refs, stats, t, o = problem.references, final.stats, module.totals, cfg.optim
     best = best_reference(refs)
     stop = module.stopping.record(steps)
@@ -346,7 +373,7 @@ def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCM
         torch_threads=torch.get_num_threads(), optimizer=o.optimizer, schedule=schedule,
         local_energy=module.local_energy_mode.resolve(model).name, estimator=module.local_energy_mode.estimator,
         connections=problem.connections(cfg.connections_used),
-        stop_reason=stop["stop_reason"], criteria_met=stop["criteria_met"],
+        stop_reason=stop["stop_reason"], criteria_met=stop["criteria_met"], final_weights=weights_used,
         branch=None if branch is None else {"trunk": str(branch["trunk"]), "step": branch["step"]},
         scan=scan, notes=notes)
 
