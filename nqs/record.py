@@ -242,7 +242,7 @@ class RunSummary:
         "help": "what training's E_loc estimated: exact | sampled | semi-stochastic(weighted_threshold=..,draws=..); "
                 "None in runs before it was recorded (they were exact); the final energy is always exact"})
     schedule: dict | None = None  # learning-rate and annealing schedule as run: kind, warmup, decay, decay_start
-    stop_reason: str | None = None  # steps | converged | max_time
+    stop_reason: str | None = None  # steps | converged | max_time | patience
     criteria_met: dict | None = None  # stopping criterion -> first step at which it held
     final_weights: dict | None = field(default=None, metadata={
         "help": "the weights the final energy was evaluated with: {kind: last | lowest, step: the optimisation "

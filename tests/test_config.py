@@ -1,13 +1,14 @@
 """The grouped training configuration: flat files and flags, coercion from type hints, help, suggestions."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from nqs.cli.train import build_parser
 from nqs.errors import UserError
-from nqs.training.config import FIELDS, RESULT_NEUTRAL, TrainConfig, load_yaml, resolve
+from nqs.training.config import FIELDS, GROUPS, RESULT_NEUTRAL, TrainConfig, load_yaml, resolve
 
 OLD_CONFIG = Path(__file__).parent / "data" / "run_v1" / "config.yaml"  # a config.yaml of the earlier code
 
@@ -84,3 +85,11 @@ def test_invalid_values_are_caught_before_any_work():
                            ({"steps": 0}, "steps must be at least 1")]:
         with pytest.raises(UserError, match=needle):
             TrainConfig().updated(**values)
+
+
+def test_the_guides_option_table_lists_every_option_in_its_group():
+    """docs/guide.md, "Configuration": one row per group, the options in the dataclass's order."""
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide.md").read_text()
+    for group, cls in GROUPS.items():
+        row = f"| {group} | `{', '.join(f.name for f in dataclasses.fields(cls))}` |"
+        assert row in guide, f"docs/guide.md's row for {group} is out of date: {row}"

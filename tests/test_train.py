@@ -124,6 +124,19 @@ def test_resume_keeps_the_lowest_step(tmp_path):
     assert sa.energy == pytest.approx(sb.energy, abs=1e-10)
 
 
+def test_stop_patience_ends_the_run_after_the_lowest_step(tmp_path):
+    """At lr 0.3 the energy rises after step 4: with a patience of 2 steps the run ends 2 steps after its
+    lowest T = 0 step, and the final energy comes from that step's weights."""
+    out = tmp_path / "run"
+    main([*FAST, "--anneal-t0", "0", "--optimizer", "adam", "--lr", "0.3", "--lr-final", "0.3", "--warmup", "0",
+          "--steps", "12", "--stop-patience", "2", "--final-weights", "lowest", "--out", str(out)])
+    summary, metrics = read_summary(out), rows(out)
+    lowest = min(metrics, key=lambda r: r["energy"])["step"]
+    assert len(metrics) == lowest + 3 < 12 and summary.steps == lowest + 3
+    assert summary.stop_reason == "patience" and summary.criteria_met == {"patience": lowest + 2}
+    assert summary.final_weights["step"] == lowest
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     args = ["--mol", "LiH", "--no-progress", "--steps", "20", "--dtype", "float64", "--device", "cpu",
@@ -149,6 +162,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     (["--local-energy", "semi-stochastic", "--semi-threshold", "-0.1"], "semi_threshold must be"),
     (["--semi-draws", "0"], "semi_draws must be"),
     (["--final-weights", "best"], "unknown final_weights 'best'"),
+    (["--stop-patience", "0"], "stop_patience must be at least 1"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, needle, capsys):
     one_error_line(capsys, *args, "--out", str(tmp_path / "x"), needle=needle)

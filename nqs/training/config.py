@@ -167,6 +167,8 @@ class StopConfig:
     stop_vscore: float | None = option(None, "V-score test: converged when the window's mean V-score is below "
                                        "this (null: off)")
     max_time: float | None = option(None, "training wall-time budget, seconds (wsd: the decay is fitted in)")
+    stop_patience: int | None = option(None, "end the run when this many steps have passed since the lowest "
+                                       "training energy at T = 0 (e.g. after a divergence; null: off)")
     final_weights: str = option("last", "the weights of the final energy: last (the last step's) | lowest (those "
                                 "of the step with the lowest training energy at T = 0, kept in the checkpoint and "
                                 "written to checkpoints/lowest.ckpt; the summary names the step)")
@@ -311,6 +313,8 @@ class TrainConfig:
         if (st.stop_window is not None and st.stop_window < 2) or st.stop_sigma <= 0 or (
                 st.max_time is not None and st.max_time <= 0):
             raise UserError("stop_window must be at least 2, stop_sigma and max_time positive")
+        if st.stop_patience is not None and st.stop_patience < 1:
+            raise UserError(f"stop_patience must be at least 1 step, got {st.stop_patience}")
         if st.final_weights not in FINAL_WEIGHTS:
             raise UserError(f"unknown final_weights {st.final_weights!r}: choose one of {', '.join(FINAL_WEIGHTS)}")
         if r.strategy not in ("auto", "ddp"):

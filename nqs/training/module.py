@@ -267,10 +267,9 @@ class VMCModule(L.LightningModule):
 
     def _keep_if_lowest(self, step: int, result: StepResult) -> None:
         """`--final-weights lowest`: copy the weights this step's energy was measured with when it is the lowest
-        so far among the steps at T = 0 (an annealed step's energy belongs to F = E - TS's optimum, not E's)."""
-        if self.cfg.stop.final_weights != "lowest" or self.cfg.temperature(step) != 0:
-            return
-        if self.lowest is None or result.stats.mean < self.lowest.energy:
+        so far (`StopMonitor.is_new_lowest`, which records it after the step)."""
+        if self.cfg.stop.final_weights == "lowest" and self.stopping.is_new_lowest(result.stats.mean,
+                                                                                  self.cfg.temperature(step)):
             weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             self.lowest = LowestStep(step, result.stats.mean, result.stats.error, weights)
 

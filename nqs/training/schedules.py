@@ -57,6 +57,8 @@ class StopState:
     decay_start: int | None = None  # WSD: the step the decay began (None: at steps - decay)
     stop_after: int | None = None  # the last step to run (None: steps)
     reason: str | None = None
+    lowest_energy: float | None = None  # the lowest training energy of a step at T = 0 (Hartree)
+    lowest_step: int | None = None  # ... and its step
 
 
 class StopMonitor:
@@ -66,15 +68,18 @@ class StopMonitor:
         self.optim, self.stop = cfg.optim, cfg.stop
         self.state = state or StopState()
 
-    @property
-    def enabled(self) -> bool:
-        s = self.stop
-        return s.stop_window is not None or s.stop_vscore is not None or s.max_time is not None
+    def is_new_lowest(self, energy: float, temperature_now: float) -> bool:
+        """Whether a step's training energy at this temperature would be the lowest so far: steps at T = 0
+        only (an annealed step's weights minimise F = E - TS, not E)."""
+        low = self.state.lowest_energy
+        return temperature_now == 0 and (low is None or energy < low)
 
     def update(self, step: int, energy: float, vscore: float | None, temperature_now: float, elapsed: float,
                mean_step_s: float) -> bool:
         """Record step `step`; True when the run must end after it."""
         st, s = self.state, self.stop
+        if self.is_new_lowest(energy, temperature_now):
+            st.lowest_energy, st.lowest_step = energy, step
         if s.stop_window is not None:
             st.energies = (st.energies + [energy])[-2 * s.stop_window:]
             if temperature_now == 0 and len(st.energies) == 2 * s.stop_window and self._energy_flat():
@@ -104,6 +109,10 @@ class StopMonitor:
                 st.stop_after = step
         if s.max_time is not None and elapsed >= s.max_time and (st.stop_after is None or st.stop_after > step):
             st.stop_after, st.reason = step, "max_time"
+        if (s.stop_patience is not None and st.lowest_step is not None and step - st.lowest_step >= s.stop_patience
+                and (st.stop_after is None or st.stop_after > step)):
+            st.met.setdefault("patience", step)
+            st.stop_after, st.reason = step, "patience"
         return st.stop_after is not None and step >= st.stop_after
 
     def _energy_flat(self) -> bool:
