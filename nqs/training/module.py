@@ -75,18 +75,6 @@ class Totals:
     framework_s: float = 0.0  # the part of wall_s outside the VMC step and the optimiser
 
 
-@dataclass(frozen=True)
-class LowestStep:
-    """`--final-weights lowest`: the step with the lowest training energy at T = 0 so far, its energy and
-    standard error (Hartree), and the model's weights that energy was measured with (before the step's update;
-    CPU copies, as in `state_dict()`)."""
-
-    step: int
-    energy: float
-    energy_err: float
-    weights: dict
-
-
 def make_optimizer(model: AutoregressiveAnsatz, cfg: TrainConfig, decay_start: Callable[[], int | None] = lambda: None):
     """The optimiser and its learning-rate schedule (`nqs.training.schedules.lr_factor`).
 
@@ -158,7 +146,9 @@ class VMCModule(L.LightningModule):
                              cfg.optim.sr_trust, cfg.optim.sr_rows, momentum=cfg.optim.sr_momentum)
         self.sr_info: dict = {}
         self.sr_previous: torch.Tensor | None = None  # the last SR direction taken (SPRING's d_prev)
-        self.lowest: LowestStep | None = None  # --final-weights lowest
+        # --final-weights lowest: the weights the lowest step's energy was measured with (the step, its energy:
+        # self.stopping.state), copies on the run's device taken before that step's update
+        self.lowest_weights: dict | None = None
         self.stop_now = False
         self.last: StepResult | None = None
         self.t_backward = self.t_optimizer = 0.0
@@ -191,8 +181,8 @@ class VMCModule(L.LightningModule):
         checkpoint["vmc_stopping"] = self.stopping.state_dict()
         if self.sr_previous is not None:
             checkpoint["vmc_sr_previous"] = self.sr_previous.cpu()
-        if self.lowest is not None:
-            checkpoint["vmc_lowest"] = {f.name: getattr(self.lowest, f.name) for f in dataclasses.fields(LowestStep)}
+        if self.lowest_weights is not None:
+            checkpoint["vmc_lowest_weights"] = {k: v.cpu() for k, v in self.lowest_weights.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("vmc_totals", checkpoint.get("vmc_state"))  # vmc_state: before the Totals record
@@ -204,8 +194,8 @@ class VMCModule(L.LightningModule):
             self.stopping = StopMonitor(self.cfg, StopState(**checkpoint["vmc_stopping"]))
         if checkpoint.get("vmc_sr_previous") is not None:
             self.sr_previous = checkpoint["vmc_sr_previous"]
-        if checkpoint.get("vmc_lowest") is not None:
-            self.lowest = LowestStep(**checkpoint["vmc_lowest"])
+        if checkpoint.get("vmc_lowest_weights") is not None:
+            self.lowest_weights = checkpoint["vmc_lowest_weights"]
 
     @property
     def nominal_fraction(self) -> float:
@@ -267,11 +257,11 @@ class VMCModule(L.LightningModule):
 
     def _keep_if_lowest(self, step: int, result: StepResult) -> None:
         """`--final-weights lowest`: copy the weights this step's energy was measured with when it is the lowest
-        so far (`StopMonitor.is_new_lowest`, which records it after the step)."""
+        so far (`StopMonitor.is_new_lowest`; `StopMonitor.update` records the step and energy after it). The copy
+        stays on the run's device (no host transfer on the step's path)."""
         if self.cfg.stop.final_weights == "lowest" and self.stopping.is_new_lowest(result.stats.mean,
                                                                                   self.cfg.temperature(step)):
-            weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            self.lowest = LowestStep(step, result.stats.mean, result.stats.error, weights)
+            self.lowest_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _previous_direction(self, device: torch.device) -> torch.Tensor | None:
         """SPRING's d_prev on the run's device; None when momentum is off or no SR step was taken yet (a run
@@ -308,7 +298,7 @@ class VMCModule(L.LightningModule):
         step, tot = self.global_step - 1, self.totals
         vscore = stats.vscore(p.sector.n_electrons, p.e_inf)
         self.stop_now = self.stopping.update(step, stats.mean, vscore, cfg.temperature(step), tot.wall_s,
-                                             tot.wall_s / (step + 1))
+                                             tot.wall_s / (step + 1), energy_err=stats.error)
         return StepRecord(step=step, energy=stats.mean, energy_err=stats.error, variance=stats.variance,
                           vscore=vscore, e_fci=p.references.e_fci,
                           e_ref=self.reference.energy if self.reference else None,

@@ -309,26 +309,27 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
 
 def final_weights(cfg: TrainConfig, module: VMCModule, steps: int, out: Path, write: bool) -> tuple[dict, list[str]]:
     """The weights the final energy is evaluated with, as the summary's record ({"kind", "step", ...}) and notes.
-    `--final-weights lowest` loads the lowest-energy step's (`VMCModule.lowest`) into the model and, on rank 0
+    `--final-weights lowest` loads the lowest-energy step's (`VMCModule.lowest_weights`) into the model and, on rank 0
     (`write`), saves them as checkpoints/lowest.ckpt, a file `--init-from` reads; last.ckpt keeps the training
     state that `--resume` continues."""
     last = {"kind": "last", "step": steps}
     if cfg.stop.final_weights != "lowest":
         return last, []
-    low = module.lowest
-    if low is None:
-        return last, ["final weights: no step ran at T = 0 (annealing), so the last step's are used "
-                      "(--final-weights lowest)"]
-    module.model.load_state_dict(low.weights)
+    low, weights = module.stopping.state, module.lowest_weights
+    if weights is None:
+        return last, ["final weights: no lowest step's weights were kept (every step annealed, or a branch's "
+                      "trunk held a lower energy), so the last step's are used (--final-weights lowest)"]
+    module.model.load_state_dict(weights)
     if write:
         path = out / LOWEST_CHECKPOINT
-        torch.save({"state_dict": {"model." + k: v for k, v in low.weights.items()}, "step": low.step,
-                    "energy": low.energy}, path.with_suffix(".tmp"))
+        torch.save({"state_dict": {"model." + k: v.cpu() for k, v in weights.items()}, "step": low.lowest_step,
+                    "energy": low.lowest_energy}, path.with_suffix(".tmp"))
         os.replace(path.with_suffix(".tmp"), path)
     final_step = "" if module.last is None else f"; the last step's: {module.last.stats.mean:.8f} Ha"
-    return ({"kind": "lowest", "step": low.step, "training_energy": low.energy, "training_energy_err": low.energy_err},
-            [f"final weights: those of step {low.step}, the lowest training energy ({low.energy:.8f} Ha{final_step}; "
-             f"--final-weights lowest), saved as {LOWEST_CHECKPOINT} for --init-from"])
+    return ({"kind": "lowest", "step": low.lowest_step, "training_energy": low.lowest_energy,
+             "training_energy_err": low.lowest_energy_err},
+            [f"final weights: those of step {low.lowest_step}, the lowest training energy ({low.lowest_energy:.8f} "
+             f"Ha{final_step}; --final-weights lowest), saved as {LOWEST_CHECKPOINT} for --init-from"])
 
 
 def reference_notes(refs) -> list[str]:

@@ -58,6 +58,7 @@ class StopState:
     stop_after: int | None = None  # the last step to run (None: steps)
     reason: str | None = None
     lowest_energy: float | None = None  # the lowest training energy of a step at T = 0 (Hartree)
+    lowest_energy_err: float | None = None  # ... its standard error
     lowest_step: int | None = None  # ... and its step
 
 
@@ -75,11 +76,11 @@ class StopMonitor:
         return temperature_now == 0 and (low is None or energy < low)
 
     def update(self, step: int, energy: float, vscore: float | None, temperature_now: float, elapsed: float,
-               mean_step_s: float) -> bool:
+               mean_step_s: float, energy_err: float | None = None) -> bool:
         """Record step `step`; True when the run must end after it."""
         st, s = self.state, self.stop
         if self.is_new_lowest(energy, temperature_now):
-            st.lowest_energy, st.lowest_step = energy, step
+            st.lowest_energy, st.lowest_energy_err, st.lowest_step = energy, energy_err, step
         if s.stop_window is not None:
             st.energies = (st.energies + [energy])[-2 * s.stop_window:]
             if temperature_now == 0 and len(st.energies) == 2 * s.stop_window and self._energy_flat():
