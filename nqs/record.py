@@ -230,6 +230,10 @@ class RunSummary:
     seed: int | None = None
     device: str | None = None
     torch_threads: int | None = None
+    peak_rss_gib: float | None = field(default=None, metadata={
+        "help": "the process's peak resident memory over the command (GiB; None in runs before it was recorded)"})
+    peak_device_gib: float | None = field(default=None, metadata={
+        "help": "CUDA: the most memory torch held allocated on the run's GPU (GiB); None on the CPU"})
     exact: bool = False
     energy_enum: float | None = None
     optimizer: str | None = None

@@ -45,30 +45,31 @@ class TailRows:
 
 @torch.no_grad()
 def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float, k: int, cap: float = 2.0,
-              pool: int = 4, log_psi_bits: torch.Tensor | None = None, missing: float = 0.0) -> TailRows:
+              pool: int = 4, log_psi_bits: torch.Tensor | None = None, missing: float = 0.0,
+              memory_bytes: int = 256 * 2**20) -> TailRows:
     """The `k` configurations x' ∉ `bits` (U, n) of largest |ψ̃(x')|² among those the imaginary-time step
     ψ̃ = (ψ − τ H_off ψ) / (1 + τ(H_x'x' − E)) (τ in 1/Hartree, `energy` E in Hartree) grows at least
     e^½-fold (none: K = 0).
     Candidates: the `pool`·k connections of largest |(Hψ)_S(x')|, whose log ψ is then evaluated.
     `log_psi_bits` (U,): the samples' log ψ when the step already has it (else evaluated here). `missing`: the
     probability outside the sample, 1 − Σ_S |ψ|²; a candidate is kept only where its sum over the sample exceeds
-    twice the most the rest could add, √missing·‖H_x'·‖ (Cauchy–Schwarz), so that the step is the sample's."""
+    twice the most the rest could add, √missing·‖H_x'·‖ (Cauchy–Schwarz), so that the step is the sample's.
+    Memory: the sample's connections are held `memory_bytes` at a time (`_largest_outside`), the candidates'."""
     n = bits.shape[1]
     evaluations = 0 if log_psi_bits is not None else bits.shape[0]
     psi = torch.exp((model.log_psi(bits) if log_psi_bits is None else log_psi_bits).to(torch.complex128))
-    conn = connections(hamiltonian, bits)
-    distinct, inverse = unique(conn.keys, n)
-    h_psi = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=bits.device).index_add_(
-        0, inverse, conn.element.to(torch.complex128).conj() * psi.index_select(0, conn.sample))
-    outside = index_of(pack(bits), distinct, n) < 0
-    candidates, h_psi = distinct[outside], h_psi[outside]
-    top = torch.topk(h_psi.abs(), min(pool * k, candidates.shape[0])).indices
-    cand_bits, h_psi = unpack(candidates[top], n).to(bits.dtype), h_psi[top]
+    candidates, h_psi, exact = _largest_outside(hamiltonian, bits, psi, pool * k, memory_bytes)
+    cand_bits = unpack(candidates, n).to(bits.dtype)
     if not cand_bits.shape[0]:  # the sample holds every connection (a small sector)
         return TailRows(cand_bits, h_psi.real, h_psi, evaluations, h_psi)
+    own = connections(hamiltonian, cand_bits, memory_bytes=memory_bytes)
+    if not exact:  # the blocks' partial sums chose them; (Hψ)_S(x') = Σ_{x∈S} H_x'x ψ(x) from their own rows
+        row = index_of(pack(bits), own.keys, n)
+        inside = row >= 0
+        h_psi = torch.zeros(cand_bits.shape[0], dtype=torch.complex128, device=bits.device).index_add_(
+            0, own.sample[inside], own.element[inside].to(torch.complex128) * psi.index_select(0, row[inside]))
     log_psi_c = model.log_psi(cand_bits).to(torch.complex128)
     psi_c = torch.exp(log_psi_c)
-    own = connections(hamiltonian, cand_bits)
     diagonal = own.diagonal.to(torch.complex128)
     row_norm = torch.zeros(cand_bits.shape[0], dtype=torch.float64, device=bits.device).index_add_(
         0, own.sample, own.element.abs().to(torch.float64) ** 2).sqrt()  # ‖H_x'·‖ off the diagonal
@@ -82,3 +83,34 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
                            torch.angle(new * old.conj()))
     return TailRows(cand_bits[keep], (new.abs() ** 2).to(torch.float64), target, evaluations + cand_bits.shape[0],
                     log_psi_c[keep])
+
+
+PAIR_BYTES = 160  # a (sample, x') pair held while a block is reduced: sample, key words, element, the sort's copies
+
+
+def _largest_outside(hamiltonian, bits: torch.Tensor, psi: torch.Tensor, count: int, memory_bytes: int):
+    """(keys (C, W), h (C,) complex128, exact): up to `count` configurations x' ∉ S connected to the sample S =
+    `bits` (U, n) with their (Hψ)_S(x') = Σ_{x∈S} H_x'x ψ(x), largest |h| first, reading the sample's connections
+    a block of samples at a time, about `memory_bytes` of pairs each. One block (the sample fits): the `count`
+    largest of the exact sums, `exact` True. Several: the union of each block's `count` largest partial sums,
+    re-ranked by their sums over the blocks that kept them, `exact` False (the caller sums them exactly); an x'
+    that is large only in total, small in every block, can be missed."""
+    n = bits.shape[1]
+    per_sample = getattr(hamiltonian, "n_candidates", None) or hamiltonian.n_flip_masks
+    rows = max(1, memory_bytes // (PAIR_BYTES * per_sample))
+    sample_keys = pack(bits)
+    keys, sums = [], []
+    for start in range(0, bits.shape[0], rows):
+        conn = connections(hamiltonian, bits[start:start + rows], memory_bytes=memory_bytes)
+        distinct, inverse = unique(conn.keys, n)
+        h = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=bits.device).index_add_(
+            0, inverse, conn.element.to(torch.complex128).conj() * psi[start:start + rows].index_select(0, conn.sample))
+        outside = index_of(sample_keys, distinct, n) < 0
+        distinct, h = distinct[outside], h[outside]
+        top = torch.topk(h.abs(), min(count, h.shape[0])).indices
+        keys.append(distinct[top])
+        sums.append(h[top])
+    distinct, inverse = unique(torch.cat(keys), n)
+    h = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=bits.device).index_add_(0, inverse, torch.cat(sums))
+    top = torch.topk(h.abs(), min(count, h.shape[0])).indices
+    return distinct[top], h[top], len(keys) == 1

@@ -169,3 +169,30 @@ def test_a_bad_connections_choice_exits_2_with_one_line(capsys):
         main(["--connections", "tables", "--steps", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and "choose one of auto, pauli, integrals" in err[0]
+
+
+def _sorted_pairs(conn) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, 1 + W) rows (sample, key words) in lexicographic order, and their (P,) elements, on the CPU."""
+    from nqs.keys import lexsort
+
+    rows = torch.cat([conn.sample[:, None], conn.keys], 1).cpu()
+    order = lexsort(rows)
+    return rows[order], conn.element.cpu()[order]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["H8", "H32"])
+def test_integral_connections_on_cuda_equal_cpu(name):
+    """The integral-driven kernel on CUDA: the same pairs, elements and diagonal as on the CPU (H32: 64 qubits,
+    two-word keys), in chunks small enough to split the samples."""
+    p = build_problem(resolve_molecule(name), references="hf")
+    gen = torch.Generator().manual_seed(1)
+    bits = torch.zeros(300, p.sector.n_qubits, dtype=torch.uint8)
+    for spin, m in ((0, p.sector.n_alpha), (1, p.sector.n_beta)):
+        bits[:, spin::2].scatter_(1, torch.rand(300, p.sector.n_orb, generator=gen).argsort(1)[:, :m], 1)
+    cpu = connections(p.compiled(connections="integrals"), bits, memory_bytes=2**20)
+    gpu = connections(p.compiled("cuda", connections="integrals"), bits.cuda(), memory_bytes=2**20)
+    assert gpu.keys.is_cuda and gpu.keys.shape[1] == (2 if name == "H32" else 1)
+    assert (cpu.diagonal - gpu.diagonal.cpu()).abs().max().item() < TOL
+    (rows_cpu, el_cpu), (rows_gpu, el_gpu) = _sorted_pairs(cpu), _sorted_pairs(gpu)
+    assert torch.equal(rows_cpu, rows_gpu) and (el_cpu - el_gpu).abs().max().item() < TOL

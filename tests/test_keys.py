@@ -80,3 +80,24 @@ def test_lookup_stays_exact_when_two_table_keys_share_a_hash():
     assert _fold(table)[0] == _fold(table)[1]
     queries = torch.tensor([[1, 5 + 7046029254386353131], [0, 5], [0, 6]])
     assert index_of(table, queries).tolist() == [1, 0, -1]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n_orb", [50, 64])
+def test_keys_on_cuda_equal_cpu(n_orb):
+    """The same functions on CUDA: packing, deduplication, order, lookup and flips agree with the CPU exactly."""
+    gen = torch.Generator().manual_seed(n_orb)
+    n = 2 * n_orb
+    bits = _in_sector(n_orb, n_orb // 2, n_orb // 2, 2000, gen)
+    keys, gpu_keys = pack(bits), pack(bits.cuda())
+    assert gpu_keys.is_cuda and torch.equal(gpu_keys.cpu(), keys)
+    assert torch.equal(unpack(gpu_keys, n).cpu(), bits)
+    distinct, inverse = unique(keys, n)
+    gpu_distinct, gpu_inverse = unique(gpu_keys, n)
+    assert torch.equal(gpu_distinct.cpu(), distinct) and torch.equal(gpu_inverse.cpu(), inverse)
+    assert torch.equal(lexsort(gpu_keys).cpu(), lexsort(keys))
+    qubits = torch.stack([torch.randperm(n, generator=gen)[:4] for _ in range(len(bits))])
+    moved = flip(keys, qubits)
+    assert torch.equal(flip(gpu_keys, qubits.cuda()).cpu(), moved)
+    queries = torch.cat([moved, keys])
+    assert torch.equal(index_of(gpu_distinct, queries.cuda(), n).cpu(), index_of(distinct, queries, n))

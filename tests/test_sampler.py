@@ -145,3 +145,19 @@ def test_schedules():
     assert const.update(1e5, 1) == 1e5
     with pytest.raises(UserError, match="unknown sample schedule"):
         SampleSchedule("linear")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ansatz", ANSATZE)
+def test_sampling_on_cuda_past_62_qubits(ansatz):
+    """H50's sector (100 qubits) sampled on CUDA: configurations in the sector, distinct, counts summing to N_s."""
+    from nqs.keys import pack as pack_words
+    from nqs.keys import unique as unique_keys
+
+    sector = Sector(50, 25, 25)
+    model = make(ansatz, sector).cuda()
+    s = sample(model, 1e8, max_unique=3000, generator=torch.Generator("cuda").manual_seed(0))
+    assert s.bits.is_cuda and s.bits.shape == (s.n_unique, 100) and 0 < s.n_unique <= 3000
+    assert bool(sector.contains(s.bits).all()) and (s.counts > 0).all()
+    assert unique_keys(pack_words(s.bits), 100)[0].shape[0] == s.n_unique
+    assert s.n_requested == 1e8 and s.counts.sum().item() == s.n_samples <= 1e8  # the cap drops prefixes' counts

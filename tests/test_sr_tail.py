@@ -137,3 +137,32 @@ def test_no_tail_rows_when_the_sample_is_the_whole_sector(problems):
     model, h, matrix, bits, psi, sample = _setup(problems)
     rows = tail_rows(model, h, bits, _energy(matrix, psi), 0.5, 12)
     assert rows.bits.shape[0] == 0 and rows.evaluations == len(bits)
+
+
+def test_blocks_of_the_sample_give_the_exact_step(problems):
+    """Memory (issue 16): the sample's connections are read a few samples at a time. With every candidate kept
+    per block the rows equal the one-block rows (the sums over the sample re-taken from the candidates' own
+    connections); with a small pool each row kept is still the exact imaginary-time step of its configuration."""
+    from nqs.sr_tail import PAIR_BYTES
+
+    model, h, matrix, bits, psi, sample = _setup(problems)
+    energy, tau, k = _energy(matrix, psi), 2.0, 12
+    three = 3 * PAIR_BYTES * h.n_flip_masks  # three samples a block: 14 blocks
+
+    def by_key(rows):
+        return dict(zip(map(tuple, pack(rows.bits).tolist()), rows.target.tolist()))
+
+    whole = by_key(tail_rows(model, h, bits[sample], energy, tau, k, pool=10**6))
+    blocks = by_key(tail_rows(model, h, bits[sample], energy, tau, k, pool=10**6, memory_bytes=three))
+    assert whole.keys() == blocks.keys() and len(whole) >= 2
+    assert max(abs(whole[key] - blocks[key]) for key in whole) < 1e-12
+    psi_s = torch.zeros_like(psi)
+    psi_s[sample] = psi[sample]
+    h_psi = torch.from_numpy(matrix @ psi_s.numpy())
+    diagonal = torch.from_numpy(matrix.diagonal()).to(torch.complex128)
+    stepped = (psi - tau * h_psi) / (1 + tau * (diagonal - energy).real.clamp_min(0))
+    few = tail_rows(model, h, bits[sample], energy, tau, k, pool=1, memory_bytes=three)
+    at = index_of(pack(bits), pack(few.bits), h.n_qubits)
+    expected = torch.complex(torch.log(stepped[at].abs() / psi[at].abs()).clamp(max=2.0),
+                             torch.angle(stepped[at] * psi[at].conj()))
+    assert 1 <= len(at) and (few.target - expected).abs().max().item() < 1e-10

@@ -50,6 +50,7 @@ def test_three_step_run_writes_the_run_directory(tmp_path, ansatz, mode, as_run,
     assert any((out / "tensorboard").iterdir())
     assert summary.energy >= summary.e_fci - 1e-6  # variational
     assert 0.99 < summary.final_kept_mass < 1 + 1e-6 and "kept mass" in printed
+    assert 0.1 < summary.peak_rss_gib < 20 and summary.peak_device_gib is None and "peak memory:" in printed
     assert summary.local_energy == as_run and {r.local_energy for r in metrics} == {as_run}
     assert summary.estimator == ("sampled" if mode == "sampled" else "exact")
     assert (mode == "sampled") == ("final energy uses the exact one" in captured.err)
@@ -89,6 +90,21 @@ def test_final_weights_lowest_evaluates_the_lowest_steps_weights(tmp_path, capsy
     main([*exact, "--steps", "10", "--out", str(last)])
     assert read_summary(last).final_weights == {"kind": "last", "step": 10}
     assert abs(read_summary(last).energy - best["energy"]) > 10 * tol
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("args", [["--ansatz", "retnet", "--optimizer", "sr", "--sr-rows", "64"],
+                                  ["--mol", "H8", "--ansatz", "transformer", "--local-energy", "semi-stochastic",
+                                   "--init-state", "cisd", "--init-steps", "50", "--anneal-t0", "0"]],
+                         ids=["lih-sr", "h8-cisd-semi"])
+def test_a_run_on_cuda(tmp_path, args):
+    """`--device cuda` end to end: the run trains there, records the device, and its final (exact) energy is
+    variational against FCI."""
+    out = tmp_path / "run"
+    main([*FAST, *args, "--device", "cuda", "--steps", "6", "--out", str(out)])
+    summary = read_summary(out)
+    assert summary.device.startswith("cuda") and len(rows(out)) == 6 and 0 < summary.peak_device_gib < 20
+    assert summary.e_fci - 5 * summary.energy_err - 1e-6 <= summary.energy < 0
 
 
 @pytest.mark.parametrize("optimiser", [[], ["--optimizer", "sr", "--lr", "0.3", "--sr-rows", "32", "--sr-momentum", "0.9"]],

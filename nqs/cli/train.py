@@ -167,6 +167,9 @@ def final_table(s: RunSummary) -> str:
     else:
         lines.append("NQS error unknown: no reference energy (see the notes)")
     lines.append(f"error bar: {s.error_bar_covers}; kept mass {s.final_kept_mass:.10f}")
+    if s.peak_rss_gib is not None:
+        on_gpu = "" if s.peak_device_gib is None else f", {s.peak_device_gib:.2f} GiB allocated on {s.device}"
+        lines.append(f"peak memory: {s.peak_rss_gib:.2f} GiB resident{on_gpu}")
     return "\n".join(lines)
 
 

@@ -343,6 +343,16 @@ def reference_notes(refs) -> list[str]:
     return out
 
 
+def peak_memory_gib(device: torch.device) -> dict:
+    """{peak_rss_gib, peak_device_gib}: the process's peak resident memory (Linux reports KiB) and, on CUDA, the
+    most memory torch's allocator held allocated on the device."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    gpu = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"peak_rss_gib": round(rss, 3), "peak_device_gib": None if gpu is None else round(gpu, 3)}
+
+
 def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCModule, final, steps: int,
                 command_wall_s: float, scan: dict | None, notes: tuple, branch: dict | None = None,
                 weights_used: dict | None = None) -> RunSummary:
@@ -371,7 +381,7 @@ def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCM
         d_prime=t.d_prime, d_prime_full=t.d_prime_full, d_prime_nominal=t.d_prime_nominal, flops_total=t.flops_total,
         wall_s=t.wall_s,
         t_framework_s=t.framework_s, command_wall_s=command_wall_s, seed=cfg.run.seed, device=str(module.device),
-        torch_threads=torch.get_num_threads(), optimizer=o.optimizer, schedule=schedule,
+        torch_threads=torch.get_num_threads(), **peak_memory_gib(module.device), optimizer=o.optimizer, schedule=schedule,
         local_energy=module.local_energy_mode.resolve(model).name, estimator=module.local_energy_mode.estimator,
         connections=problem.connections(cfg.connections_used),
         stop_reason=stop["stop_reason"], criteria_met=stop["criteria_met"], final_weights=weights_used,
