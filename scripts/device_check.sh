@@ -32,7 +32,8 @@ SR=(--anneal-t0 0 --optimizer sr --sr-lr 0.05 --lr-final 0.005 --lr-schedule wsd
 BIG=(--ansatz retnet --d-model 64 --layers 4 --heads 4 --d-ff 256)
 
 if [ "$TESTS" = 1 ]; then
-  (timeout 170 python3 -m pytest -q -n 6 -p no:cacheprovider tests > "$OUT/tests.log" 2>&1; echo "rc $?" >> "$OUT/tests.log") &
+  # the run archives (data/, 49 MB) stay behind: the working tree that travels is limited to 64 MiB
+  (timeout 170 python3 -m pytest -q -n 6 -p no:cacheprovider --ignore=tests/test_archive.py tests > "$OUT/tests.log" 2>&1; echo "rc $?" >> "$OUT/tests.log") &
 fi
 # H16 (32 qubits): the target is 1.6 mHa from DMRG (E_DMRG = -8.59928805 Ha, docs/benchmarks.md); DMRG needs
 # block2, absent there, so the runs' reference is CCSD(T) (0.683 mHa above DMRG). Two caps side by side (the GPU
