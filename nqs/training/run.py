@@ -181,8 +181,17 @@ def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.M
     from nqs.pretrain import describe, pretrain, target_state
 
     target = target_state(cfg.run.init_state, problem.integrals)
-    info = pretrain(model, target, cfg.run.init_steps, cfg.run.init_lr)
-    return describe(target, info, problem.references.e_hf)
+    device = fit_device(cfg)
+    info = pretrain(model.to(device), target, cfg.run.init_steps, cfg.run.init_lr)
+    model.cpu()  # where Lightning expects it; it moves the model to the run's device itself
+    return describe(target, info, problem.references.e_hf) + f" on {device}"
+
+
+def fit_device(cfg: TrainConfig) -> torch.device:
+    """The device of a fit before training: the run's GPU (a DDP rank's own, LOCAL_RANK), else the CPU."""
+    if cfg.run.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def read_checkpoint(path: Path, what: str) -> dict:
@@ -278,6 +287,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         raise
     if files.interrupted:
         raise KeyboardInterrupt
+    module.to(module.hamiltonian.device)  # Lightning's teardown moved it to the CPU; the final energy is the run's
     model.eval()
     weights_used, weights_notes = final_weights(cfg, module, trainer.global_step, out, trainer.is_global_zero)
     final = evaluate_energy(model, module.hamiltonian, cfg.sampling.final_samples, cfg.sampling.final_unique,
