@@ -2,7 +2,7 @@
 # Issue 16's checks on a GPU machine, as one script (docs/benchmarks.md, "On a GPU"): the test suite with CUDA
 # visible (its `gpu` tests run; every `--device auto` run takes the GPU), an H16 run from the CISD state with a
 # larger RetNet and a larger cap beside it, then H32 and H50 alone on the GPU for their seconds a step and peak
-# memory. Results land in $OUT: logs, and runs.tgz (each run's summary, metrics and config; no checkpoints).
+# memory. Results land in $OUT: logs, and runs.tgz (each run's summary, metrics, config and lowest.ckpt).
 #
 #   OUT=/tmp/device-out bash scripts/device_check.sh
 #
@@ -58,5 +58,5 @@ part h32 && timeout $H32_LIMIT "${TRAIN[@]}" --mol H32 --references hf,ccsd_t \
 part h50 && timeout 80 "${TRAIN[@]}" --mol H50 --references hf,ccsd_t --local-energy heat-bath \
   --semi-threshold 1e-4 --final-local-energy as-trained --final-unique 2000 --steps $H50_STEPS --device $DEVICE \
   --threads 16 --no-progress --out $RUNS/h50 > "$OUT/h50.log" 2>&1
-tar czf "$OUT/runs.tgz" --exclude='*.ckpt' --exclude='tensorboard' -C "$RUNS" . 2>/dev/null
+tar czf "$OUT/runs.tgz" --exclude='last.ckpt' --exclude='tensorboard' -C "$RUNS" . 2>/dev/null  # lowest.ckpt: --init-from
 tail -n 3 "$OUT"/tests.log 2>/dev/null; grep -h -E "NQS error|peak memory|steps in" "$OUT"/h*.log
