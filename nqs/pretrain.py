@@ -170,20 +170,23 @@ def fit_loss(model: torch.nn.Module, target: TargetState) -> torch.Tensor:
     return split_loss(model.log_psi(target.bits.to(next(model.parameters()).device)), target.amplitudes)
 
 
-def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3) -> dict:
+def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3, report=None) -> dict:
     """Adam on `fit_loss` for `steps` steps (learning rate `lr`); returns {"fidelity_start", "fidelity",
-    "steps", "seconds"}, the fidelity before the first step and after the last."""
+    "steps", "seconds"}, the fidelity before the first step and after the last. `report(step, loss, seconds)`,
+    when given, is called after each step."""
     start = time.perf_counter()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     with torch.no_grad():
         first = float(fidelity(model, target))
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         optimiser.zero_grad(set_to_none=True)
         loss = fit_loss(model, target)
         if not torch.isfinite(loss):
             raise UserError("--init-state: the fit became non-finite: lower --init-lr")
         loss.backward()
         optimiser.step()
+        if report is not None:
+            report(step, float(loss.detach()), time.perf_counter() - start)
     with torch.no_grad():
         last = float(fidelity(model, target))
     return {"fidelity_start": first, "fidelity": last, "steps": steps, "seconds": time.perf_counter() - start}

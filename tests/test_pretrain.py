@@ -120,7 +120,10 @@ def test_a_run_from_the_cisd_state_records_it_and_bad_choices_exit_2(tmp_path, c
     main(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "3", "--init-state", "cisd",
           "--init-steps", "30", "--init-lr", "1e-2", "--unique", "64", "--final-unique", "500", "--out", str(out)])
     notes = [n for n in read_summary(out).notes if n.startswith("initial state")]
-    assert len(notes) == 1 and "CISD state" in notes[0] and "fidelity" in notes[0]
+    assert len(notes) == 1 and "CISD state" in notes[0] and "fidelity" in notes[0] and notes[0].endswith("on cpu")
+    main(["--mol", "LiH", "--d-model", "8", "--steps", "1", "--init-state", "cisd", "--init-steps", "30",
+          "--unique", "64", "--final-unique", "500", "--out", str(tmp_path / "shown")])
+    assert capsys.readouterr().err.count("cisd fit: step 30/30 loss") == 1  # progress: the fit's last line too
     for bad in (["--init-state", "mp2"], ["--init-state", "cisd", "--init-from", str(out)],
                 ["--init-state", "cisd", "--init-steps", "0"]):
         with pytest.raises(SystemExit) as stop:

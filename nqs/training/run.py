@@ -125,7 +125,11 @@ class Progress:
         err = f" {r.error_mha:+.3f} mHa" if r.error_mha is not None else ""
         if err and r.ref_kind not in (None, "fci"):
             err += f" vs {LABELS.get(r.ref_kind, r.ref_kind)}"
-        self.pending = f"step {r.step + 1}/{self.steps} E = {r.energy:.6f} Ha{err} ({r.wall_s:.1f} s)"
+        self.show(f"step {r.step + 1}/{self.steps} E = {r.energy:.6f} Ha{err} ({r.wall_s:.1f} s)")
+
+    def show(self, line: str) -> None:
+        """`line` now if the last one is old enough, else kept for the next call or `close`."""
+        self.pending = line
         now = time.perf_counter()
         if now - self.last >= self.every:
             self.last = now
@@ -182,7 +186,13 @@ def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.M
 
     target = target_state(cfg.run.init_state, problem.integrals)
     device = fit_device(cfg)
-    info = pretrain(model.to(device), target, cfg.run.init_steps, cfg.run.init_lr)
+    progress = Progress(cfg.run.init_steps) if cfg.run.progress else None
+    report = None if progress is None else (
+        lambda step, loss, seconds: progress.show(f"{cfg.run.init_state} fit: step {step}/{cfg.run.init_steps} "
+                                                  f"loss {loss:.5f} ({seconds:.1f} s)"))
+    info = pretrain(model.to(device), target, cfg.run.init_steps, cfg.run.init_lr, report)
+    if progress is not None:
+        progress.close()
     model.cpu()  # where Lightning expects it; it moves the model to the run's device itself
     return describe(target, info, problem.references.e_hf) + f" on {device}"
 
