@@ -54,7 +54,8 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
     `log_psi_bits` (U,): the samples' log ψ when the step already has it (else evaluated here). `missing`: the
     probability outside the sample, 1 − Σ_S |ψ|²; a candidate is kept only where its sum over the sample exceeds
     twice the most the rest could add, √missing·‖H_x'·‖ (Cauchy–Schwarz), so that the step is the sample's.
-    Memory: the sample's connections are held `memory_bytes` at a time (`_largest_outside`), the candidates'."""
+    Memory: the sample's connections are held about `memory_bytes` at a time (`_largest_outside`); the `pool`·k
+    candidates' own connections are held whole (H32: 256 × ~95,000 pairs)."""
     n = bits.shape[1]
     evaluations = 0 if log_psi_bits is not None else bits.shape[0]
     psi = torch.exp((model.log_psi(bits) if log_psi_bits is None else log_psi_bits).to(torch.complex128))
@@ -111,6 +112,7 @@ def _largest_outside(hamiltonian, bits: torch.Tensor, psi: torch.Tensor, count: 
         keys.append(distinct[top])
         sums.append(h[top])
     distinct, inverse = unique(torch.cat(keys), n)
-    h = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=bits.device).index_add_(0, inverse, torch.cat(sums))
+    h = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=bits.device).index_add_(
+        0, inverse, torch.cat(sums))
     top = torch.topk(h.abs(), min(count, h.shape[0])).indices
     return distinct[top], h[top], len(keys) == 1
