@@ -25,6 +25,7 @@ docs/benchmarks.md, "The sign trap").
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -170,8 +171,44 @@ def fit_loss(model: torch.nn.Module, target: TargetState) -> torch.Tensor:
     return split_loss(model.log_psi(target.bits.to(next(model.parameters()).device)), target.amplitudes)
 
 
+FIT_CHUNK = 4096  # determinants per forward and backward pass of the fit: its memory, not its result
+
+
+def fit_gradient(model: torch.nn.Module, target: TargetState, chunk: int = FIT_CHUNK) -> float:
+    """Accumulate the gradient of `fit_loss` into the parameters' .grad, `chunk` determinants at a time, and
+    return the loss. Exact: the modulus term is a sum over determinants; the phase term −log|R|, R = Σ_k w_k
+    e^{iΔφ_k}, has the gradient −Re(R̄ ∂R)/|R|², so a first pass without gradients gives R and each chunk then
+    back-propagates −Re(R̄ Σ_chunk w_k e^{iΔφ_k})/|R|². Memory: the activations of one chunk (H32's 47,489 CISD
+    determinants, RetNet d_model 32: a two-step fit peaked at 8.9 GiB in one pass, 3.7 GiB in chunks)."""
+    device = next(model.parameters()).device
+    bits = target.bits.to(device)
+    if bits.shape[0] <= chunk:
+        loss = fit_loss(model, target)
+        if torch.isfinite(loss):
+            loss.backward()
+        return float(loss.detach())
+    c = target.amplitudes.to(device)
+    weight = c.abs().to(torch.float64) ** 2
+    total = weight.sum()
+    wanted = c.angle() if c.is_complex() else torch.where(c < 0, torch.pi, 0.0)
+    parts = range(0, bits.shape[0], chunk)
+    with torch.no_grad():
+        log_psi = torch.cat([model.log_psi(bits[i:i + chunk]).to(torch.complex128) for i in parts])
+        resultant = (weight * torch.exp(1j * (log_psi.imag - wanted))).sum()
+        loss = -(weight * 2 * log_psi.real).sum() / total - torch.log(resultant.abs() / total)
+    if not torch.isfinite(loss):
+        return float(loss)
+    for i in parts:
+        lp = model.log_psi(bits[i:i + chunk]).to(torch.complex128)
+        w, phase = weight[i:i + chunk], torch.exp(1j * (lp.imag - wanted[i:i + chunk]))
+        surrogate = (-(w * 2 * lp.real).sum() / total
+                     - (resultant.conj() * (w * phase).sum()).real / resultant.abs() ** 2)
+        surrogate.backward()
+    return float(loss)
+
+
 def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3, report=None) -> dict:
-    """Adam on `fit_loss` for `steps` steps (learning rate `lr`); returns {"fidelity_start", "fidelity",
+    """Adam on `fit_loss` (`fit_gradient`) for `steps` steps (learning rate `lr`); returns {"fidelity_start", "fidelity",
     "steps", "seconds"}, the fidelity before the first step and after the last. `report(step, loss, seconds)`,
     when given, is called after each step."""
     start = time.perf_counter()
@@ -180,13 +217,12 @@ def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float 
         first = float(fidelity(model, target))
     for step in range(1, steps + 1):
         optimiser.zero_grad(set_to_none=True)
-        loss = fit_loss(model, target)
-        if not torch.isfinite(loss):
+        loss = fit_gradient(model, target)
+        if not math.isfinite(loss):
             raise UserError("--init-state: the fit became non-finite: lower --init-lr")
-        loss.backward()
         optimiser.step()
         if report is not None:
-            report(step, float(loss.detach()), time.perf_counter() - start)
+            report(step, loss, time.perf_counter() - start)
     with torch.no_grad():
         last = float(fidelity(model, target))
     return {"fidelity_start": first, "fidelity": last, "steps": steps, "seconds": time.perf_counter() - start}
