@@ -147,6 +147,11 @@ def fidelity(model: torch.nn.Module, target: TargetState) -> torch.Tensor:
     return (target.amplitudes.to(psi.device).to(torch.complex128) * psi).sum().abs() ** 2
 
 
+def _phase(c: torch.Tensor) -> torch.Tensor:
+    """The target amplitudes' phases (K,): arg c, or 0 / π for real amplitudes."""
+    return c.angle() if c.is_complex() else torch.where(c < 0, torch.pi, 0.0)
+
+
 def split_loss(log_psi: torch.Tensor, amplitudes: torch.Tensor, rest: float = 0.0) -> torch.Tensor:
     """The fit's loss for a model's log ψ (K,) (complex, with grad) on the target's determinants, the target's
     amplitudes (K,) (real or complex, any scale) and `rest`, the target's probability outside them on the scale
@@ -161,7 +166,7 @@ def split_loss(log_psi: torch.Tensor, amplitudes: torch.Tensor, rest: float = 0.
     if rest > 0:
         inside = torch.exp(2 * log_psi.real).sum()
         modulus = modulus - rest / total * torch.log((1 - inside).clamp_min(1e-300))
-    phase_error = log_psi.imag - (c.angle() if c.is_complex() else torch.where(c < 0, torch.pi, 0.0))
+    phase_error = log_psi.imag - _phase(c)
     resultant = torch.complex(weight * torch.cos(phase_error), weight * torch.sin(phase_error)).sum().abs()
     return modulus - torch.log((resultant / weight.sum()).clamp_min(1e-300))
 
@@ -189,13 +194,12 @@ def fit_gradient(model: torch.nn.Module, target: TargetState, chunk: int = FIT_C
         return float(loss.detach())
     c = target.amplitudes.to(device)
     weight = c.abs().to(torch.float64) ** 2
-    total = weight.sum()
-    wanted = c.angle() if c.is_complex() else torch.where(c < 0, torch.pi, 0.0)
+    total, wanted = weight.sum(), _phase(c)
     parts = range(0, bits.shape[0], chunk)
     with torch.no_grad():
         log_psi = torch.cat([model.log_psi(bits[i:i + chunk]).to(torch.complex128) for i in parts])
         resultant = (weight * torch.exp(1j * (log_psi.imag - wanted))).sum()
-        loss = -(weight * 2 * log_psi.real).sum() / total - torch.log(resultant.abs() / total)
+        loss = split_loss(log_psi, c)
     if not torch.isfinite(loss):
         return float(loss)
     for i in parts:
@@ -208,9 +212,9 @@ def fit_gradient(model: torch.nn.Module, target: TargetState, chunk: int = FIT_C
 
 
 def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3, report=None) -> dict:
-    """Adam on `fit_loss` (`fit_gradient`) for `steps` steps (learning rate `lr`); returns {"fidelity_start", "fidelity",
-    "steps", "seconds"}, the fidelity before the first step and after the last. `report(step, loss, seconds)`,
-    when given, is called after each step."""
+    """Adam on `fit_loss` (gradients from `fit_gradient`) for `steps` steps (learning rate `lr`); returns
+    {"fidelity_start", "fidelity", "steps", "seconds"}, the fidelity before the first step and after the last.
+    `report(step, loss, seconds)`, when given, is called after each step."""
     start = time.perf_counter()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     with torch.no_grad():

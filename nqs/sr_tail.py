@@ -103,16 +103,20 @@ def _largest_outside(hamiltonian, bits: torch.Tensor, psi: torch.Tensor, count: 
     keys, sums = [], []
     for start in range(0, bits.shape[0], rows):
         conn = connections(hamiltonian, bits[start:start + rows], memory_bytes=memory_bytes)
-        distinct, inverse = unique(conn.keys, n)
-        h = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=bits.device).index_add_(
-            0, inverse, conn.element.to(torch.complex128).conj() * psi[start:start + rows].index_select(0, conn.sample))
+        distinct, h = _sum_by_key(conn.keys, conn.element.to(torch.complex128).conj()
+                                  * psi[start:start + rows].index_select(0, conn.sample), n)
         outside = index_of(sample_keys, distinct, n) < 0
         distinct, h = distinct[outside], h[outside]
         top = torch.topk(h.abs(), min(count, h.shape[0])).indices
         keys.append(distinct[top])
         sums.append(h[top])
-    distinct, inverse = unique(torch.cat(keys), n)
-    h = torch.zeros(distinct.shape[0], dtype=torch.complex128, device=bits.device).index_add_(
-        0, inverse, torch.cat(sums))
+    distinct, h = _sum_by_key(torch.cat(keys), torch.cat(sums), n)
     top = torch.topk(h.abs(), min(count, h.shape[0])).indices
     return distinct[top], h[top], len(keys) == 1
+
+
+def _sum_by_key(keys: torch.Tensor, values: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distinct keys (D, W), the sum of `values` (P,) over each) for keys (P, W) of n-qubit configurations."""
+    distinct, inverse = unique(keys, n)
+    return distinct, torch.zeros(distinct.shape[0], dtype=values.dtype, device=values.device).index_add_(
+        0, inverse, values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -366,8 +367,6 @@ def reference_notes(refs) -> list[str]:
 def peak_memory_gib(device: torch.device) -> dict:
     """{peak_rss_gib, peak_device_gib}: the process's peak resident memory (Linux reports KiB) and, on CUDA, the
     most memory torch's allocator held allocated on the device."""
-    import resource
-
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     gpu = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"peak_rss_gib": round(rss, 3), "peak_device_gib": None if gpu is None else round(gpu, 3)}
