@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -100,6 +101,9 @@ def complete(refs: References, ints: Integrals, sel: Selection, fci_max_dets: fl
         refs = dataclasses.replace(refs, e_fci=e_fci, s2_fci=s2)
     run, _ = dmrg_decision(sel, refs.e_fci, ints.n_orb)
     if run and (refs.e_dmrg is None or (refs.dmrg or {}).get("bond_dim") != dmrg_max_bond):
+        print(f"note: DMRG reference: M = {dmrg_max_bond} on {ints.n_orb} orbitals, {threads} thread(s); silent "
+              f"until it ends (one core: H16 4 min and H32 23 min at M = 250, H50 63 min at M = 150)",
+              file=sys.stderr, flush=True)
         result = dmrg.run_dmrg(localized() if localized else ints, max_bond=dmrg_max_bond, threads=threads)
         where = ", Boys-localized orbitals" if localized else ""
         notes = [n for n in notes if not n.startswith("DMRG")] + [result.describe() + where]

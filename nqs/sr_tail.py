@@ -54,26 +54,19 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
     `log_psi_bits` (U,): the samples' log ψ when the step already has it (else evaluated here). `missing`: the
     probability outside the sample, 1 − Σ_S |ψ|²; a candidate is kept only where its sum over the sample exceeds
     twice the most the rest could add, √missing·‖H_x'·‖ (Cauchy–Schwarz), so that the step is the sample's.
-    Memory: the sample's connections are held about `memory_bytes` at a time (`_largest_outside`); the `pool`·k
-    candidates' own connections are held whole (H32: 256 × ~95,000 pairs)."""
+    Memory: the sample's connections and the candidates' own are held about `memory_bytes` of pairs at a time
+    (`_largest_outside`, `_candidate_rows`), whatever the sample size and n."""
     n = bits.shape[1]
     evaluations = 0 if log_psi_bits is not None else bits.shape[0]
     psi = torch.exp((model.log_psi(bits) if log_psi_bits is None else log_psi_bits).to(torch.complex128))
-    candidates, h_psi, exact = _largest_outside(hamiltonian, bits, psi, pool * k, memory_bytes)
-    cand_bits = unpack(candidates, n).to(bits.dtype)
+    cand_bits = unpack(_largest_outside(hamiltonian, bits, psi, pool * k, memory_bytes), n).to(bits.dtype)
     if not cand_bits.shape[0]:  # the sample holds every connection (a small sector)
-        return TailRows(cand_bits, h_psi.real, h_psi, evaluations, h_psi)
-    own = connections(hamiltonian, cand_bits, memory_bytes=memory_bytes)
-    if not exact:  # the blocks' partial sums chose them; (Hψ)_S(x') = Σ_{x∈S} H_x'x ψ(x) from their own rows
-        row = index_of(pack(bits), own.keys, n)
-        inside = row >= 0
-        h_psi = torch.zeros(cand_bits.shape[0], dtype=torch.complex128, device=bits.device).index_add_(
-            0, own.sample[inside], own.element[inside].to(torch.complex128) * psi.index_select(0, row[inside]))
+        none = torch.zeros(0, dtype=torch.complex128, device=bits.device)
+        return TailRows(cand_bits, none.real, none, evaluations, none)
+    # (Hψ)_S(x') taken exactly from the candidates' own rows (the blocks' partial sums only ranked them)
+    h_psi, diagonal, row_norm = _candidate_rows(hamiltonian, cand_bits, pack(bits), psi, memory_bytes)
     log_psi_c = model.log_psi(cand_bits).to(torch.complex128)
     psi_c = torch.exp(log_psi_c)
-    diagonal = own.diagonal.to(torch.complex128)
-    row_norm = torch.zeros(cand_bits.shape[0], dtype=torch.float64, device=bits.device).index_add_(
-        0, own.sample, own.element.abs().to(torch.float64) ** 2).sqrt()  # ‖H_x'·‖ off the diagonal
     determined = h_psi.abs() > 2.0 * math.sqrt(max(missing, 0.0)) * row_norm
     stepped = (psi_c - tau * h_psi) / (1 + tau * (diagonal - energy).real.clamp_min(0))  # implicit diagonal
     grows = (stepped.abs() > psi_c.abs() * math.exp(0.5)) & determined
@@ -89,16 +82,21 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
 PAIR_BYTES = 160  # a (sample, x') pair held while a block is reduced: sample, key words, element, the sort's copies
 
 
+def _rows_per_block(hamiltonian, memory_bytes: int) -> int:
+    """Configurations whose connections (at most n_candidates or K pairs each) fit `memory_bytes`: at least 1."""
+    per_row = getattr(hamiltonian, "n_candidates", None) or hamiltonian.n_flip_masks
+    return max(1, memory_bytes // (PAIR_BYTES * per_row))
+
+
 def _largest_outside(hamiltonian, bits: torch.Tensor, psi: torch.Tensor, count: int, memory_bytes: int):
-    """(keys (C, W), h (C,) complex128, exact): up to `count` configurations x' ∉ S connected to the sample S =
-    `bits` (U, n) with their (Hψ)_S(x') = Σ_{x∈S} H_x'x ψ(x), largest |h| first, reading the sample's connections
-    a block of samples at a time, about `memory_bytes` of pairs each. One block (the sample fits): the `count`
-    largest of the exact sums, `exact` True. Several: the union of each block's `count` largest partial sums,
-    re-ranked by their sums over the blocks that kept them, `exact` False (the caller sums them exactly); an x'
-    that is large only in total, small in every block, can be missed."""
+    """Keys (C, W) of up to `count` configurations x' ∉ S connected to the sample S = `bits` (U, n), ranked by
+    (Hψ)_S(x') = Σ_{x∈S} H_x'x ψ(x), largest |·| first, reading the sample's connections a block of samples at a
+    time, about `memory_bytes` of pairs each. One block (the sample fits): the `count` largest of the exact sums.
+    Several: the union of each block's `count` largest partial sums, re-ranked by their sums over the blocks that
+    kept them (the caller retakes the exact sums); an x' that is large only in total, small in every block, can
+    be missed."""
     n = bits.shape[1]
-    per_sample = getattr(hamiltonian, "n_candidates", None) or hamiltonian.n_flip_masks
-    rows = max(1, memory_bytes // (PAIR_BYTES * per_sample))
+    rows = _rows_per_block(hamiltonian, memory_bytes)
     sample_keys = pack(bits)
     keys, sums = [], []
     for start in range(0, bits.shape[0], rows):
@@ -111,8 +109,28 @@ def _largest_outside(hamiltonian, bits: torch.Tensor, psi: torch.Tensor, count: 
         keys.append(distinct[top])
         sums.append(h[top])
     distinct, h = _sum_by_key(torch.cat(keys), torch.cat(sums), n)
-    top = torch.topk(h.abs(), min(count, h.shape[0])).indices
-    return distinct[top], h[top], len(keys) == 1
+    return distinct[torch.topk(h.abs(), min(count, h.shape[0])).indices]
+
+
+def _candidate_rows(hamiltonian, cand_bits: torch.Tensor, sample_keys: torch.Tensor, psi: torch.Tensor,
+                    memory_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For candidates x' (C, n) outside the sample (keys (U, W), amplitudes ψ (U,)): (Hψ)_S(x') =
+    Σ_{x∈S} H_x'x ψ(x) (C,) complex128, H_x'x' (C,) complex128 and ‖H_x'·‖ off the diagonal (C,) float64, from
+    the candidates' own connections read a block of candidates at a time, about `memory_bytes` of pairs each."""
+    n, count = cand_bits.shape[1], cand_bits.shape[0]
+    rows = _rows_per_block(hamiltonian, memory_bytes)
+    h_psi = torch.zeros(count, dtype=torch.complex128, device=cand_bits.device)
+    norm2 = torch.zeros(count, dtype=torch.float64, device=cand_bits.device)
+    diagonal = []
+    for start in range(0, count, rows):
+        own = connections(hamiltonian, cand_bits[start:start + rows], memory_bytes=memory_bytes)
+        at = own.sample + start
+        row = index_of(sample_keys, own.keys, n)
+        inside = row >= 0
+        h_psi.index_add_(0, at[inside], own.element[inside].to(torch.complex128) * psi.index_select(0, row[inside]))
+        norm2.index_add_(0, at, own.element.abs().to(torch.float64) ** 2)
+        diagonal.append(own.diagonal.to(torch.complex128))
+    return h_psi, torch.cat(diagonal), norm2.sqrt()
 
 
 def _sum_by_key(keys: torch.Tensor, values: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
