@@ -146,9 +146,6 @@ class StepRecord:
     sr_distance: float | None = field(default=None, metadata={
         "help": "sr: realised Fubini-Study distance of the step over the sample and tail rows, radians "
                 "(with --sr-max-leak or --sr-max-distance; nqs.sr_leak)"})
-    sr_rollback: bool | None = field(default=None, metadata={
-        "help": "sr, with --sr-rollback: whether this step's energy sent the weights back to the lowest step's "
-                "(no update from this step; the SR learning rate halved)"})
 
     @property
     def error_mha(self) -> float | None:

@@ -154,29 +154,6 @@ def test_stop_patience_ends_the_run_after_the_lowest_step(tmp_path):
     assert summary.final_weights["step"] == lowest
 
 
-def test_sr_rollback_returns_to_the_lowest_weights_with_half_the_rate(tmp_path, capsys):
-    """LiH's whole sector drawn 8e15 times: a step's energy is its weights' to ~1e-9 Ha. At a constant SR rate of
-    0.5 without a trust region the energy rises at step 4; --sr-rollback sends the weights back to step 3's (step
-    5 measures step 3's energy again) at half the rate, and a run interrupted after the rollback resumes to the
-    same result (the halved rate and the rollback travel in the checkpoint)."""
-    args = ["--mol", "LiH", "--no-progress", "--unique", "1000", "--final-unique", "1000", "--samples", "8e15",
-            "--final-samples", "8e15", "--dtype", "float64", "--optimizer", "sr", "--lr", "0.5", "--sr-lr", "0.5",
-            "--lr-final", "0.5", "--warmup", "0", "--anneal-t0", "0", "--sr-trust", "100", "--sr-shift", "1e-4",
-            "--sr-shift-final", "1e-4", "--steps", "8", "--checkpoint-every", "100", "--sr-rollback", "1e-4"]
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    main([*args, "--out", str(straight)])
-    r = rows(straight)
-    assert [row["sr_rollback"] for row in r] == [False] * 4 + [True] + [False] * 3
-    assert r[4]["energy"] > r[3]["energy"] + 1e-3 and r[5]["energy"] == pytest.approx(r[3]["energy"], abs=1e-8)
-    assert (r[3]["lr"], r[5]["lr"], r[7]["lr"]) == (0.5, 0.25, 0.25) and r[4]["sr_metric_step"] is None
-    assert "sr rollback: 1 time(s), at steps 4" in capsys.readouterr().err
-    assert cli(*args, "--out", str(interrupted), "--interrupt-after", "6").returncode == 130
-    main(["--resume", str(interrupted), "--no-progress"])
-    for ra, rb in zip(r, rows(interrupted), strict=True):
-        assert (ra["energy"], ra["lr"]) == (pytest.approx(rb["energy"], abs=1e-10), rb["lr"])
-    assert any("sr rollback: 1 time(s)" in note for note in read_summary(interrupted).notes)
-
-
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     args = ["--mol", "LiH", "--no-progress", "--steps", "20", "--dtype", "float64", "--device", "cpu",

@@ -103,10 +103,6 @@ class OptimConfig:
     sr_max_distance: float | None = option(None, "sr: the most a step may move in realised Fubini-Study distance "
                                            "over the sample and tail rows, measured after the step (radians; "
                                            "halved until it does not; nqs.sr_leak; null: off)")
-    sr_rollback: float | None = option(None, "sr: when a step's training energy at T = 0 lies more than this "
-                                       "(Hartree) plus three standard errors above the lowest so far, the weights "
-                                       "go back to the lowest step's, SPRING's last direction is dropped and the SR "
-                                       "learning rate is halved for the rest of the run (null: off)")
     clip_local_energy: float | None = option(None, "clip Re E_loc to mean ± k·MAD (null: off)")
     dtype: str = option("float32", "float32 | float64 parameters and activations")
     eval_chunk: int = option(65536, "configurations per network call in the local energy (memory bound)",
@@ -307,11 +303,9 @@ class TrainConfig:
             raise UserError(f"warmup {o.warmup} + decay {schedules.decay_length(o)} steps exceed steps {o.steps}")
         if not (o.sr_shift > 0 and o.sr_shift_final > 0 and o.sr_shift_steps >= 1 and o.sr_rows >= 1
                 and o.sr_tail >= 0 and 0 <= o.sr_momentum < 1 and (o.sr_max_leak is None or o.sr_max_leak >= 0)
-                and (o.sr_max_distance is None or o.sr_max_distance > 0)
-                and (o.sr_rollback is None or o.sr_rollback > 0)):
+                and (o.sr_max_distance is None or o.sr_max_distance > 0)):
             raise UserError("sr_shift and sr_shift_final must be positive, sr_shift_steps and sr_rows at least 1, "
-                            "sr_tail and sr_max_leak at least 0, sr_momentum in [0, 1), sr_max_distance and "
-                            "sr_rollback positive")
+                            "sr_tail and sr_max_leak at least 0, sr_momentum in [0, 1), sr_max_distance positive")
         if o.optimizer != "adam" and (r.devices * r.num_nodes > 1 or r.strategy == "ddp"):
             raise UserError("--optimizer sr runs in one process (the Jacobian rows are not split across ranks): "
                             "use --devices 1 --num-nodes 1, or --optimizer adam for DDP")

@@ -8,7 +8,6 @@ the step is timed here and the framework's share of a step can be recorded apart
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -151,7 +150,6 @@ class VMCModule(L.LightningModule):
         # self.stopping.state), copies on the run's device taken before that step's update
         self.lowest_weights: dict | None = None
         self.stop_now = False
-        self.rolled_back = False  # --sr-rollback: this step sent the weights back
         self.last: StepResult | None = None
         self.t_backward = self.t_optimizer = 0.0
 
@@ -222,11 +220,7 @@ class VMCModule(L.LightningModule):
         index, use_sr = self.active(step)
         opts, scheds = _as_list(self.optimizers()), _as_list(self.lr_schedulers())
         precondition = None
-        self.rolled_back = use_sr and self._rolls_back(step, result)
-        if self.rolled_back:
-            def precondition(lr: float) -> None:  # after backward, which used the weights in place
-                self._roll_back(step, scheds[index])
-        elif use_sr:
+        if use_sr:
             sr_step = step - cfg.optim.sr_start
 
             def precondition(lr: float) -> None:
@@ -262,32 +256,12 @@ class VMCModule(L.LightningModule):
         self.last = result
 
     def _keep_if_lowest(self, step: int, result: StepResult) -> None:
-        """`--final-weights lowest` or `--sr-rollback`: copy the weights this step's energy was measured with when
-        it is the lowest so far (`StopMonitor.is_new_lowest`; `StopMonitor.update` records the step and energy
-        after it). The copy stays on the run's device (no host transfer on the step's path)."""
-        keep = self.cfg.stop.final_weights == "lowest" or self.cfg.optim.sr_rollback is not None
-        if keep and self.stopping.is_new_lowest(result.stats.mean, self.cfg.temperature(step)):
+        """`--final-weights lowest`: copy the weights this step's energy was measured with when it is the lowest
+        so far (`StopMonitor.is_new_lowest`; `StopMonitor.update` records the step and energy after it). The copy
+        stays on the run's device (no host transfer on the step's path)."""
+        if self.cfg.stop.final_weights == "lowest" and self.stopping.is_new_lowest(result.stats.mean,
+                                                                                  self.cfg.temperature(step)):
             self.lowest_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    def _rolls_back(self, step: int, result: StepResult) -> bool:
-        """`--sr-rollback δ`: whether this step's training energy at T = 0 lies above the lowest so far by more
-        than δ plus three standard errors of the difference."""
-        delta, low = self.cfg.optim.sr_rollback, self.stopping.state
-        if delta is None or low.lowest_energy is None or self.cfg.temperature(step) != 0:
-            return False
-        sigma = math.hypot(result.stats.error or 0.0, low.lowest_energy_err or 0.0)
-        return result.stats.mean > low.lowest_energy + delta + 3.0 * sigma
-
-    def _roll_back(self, step: int, scheduler) -> None:
-        """Back to the lowest step's weights with a zero update (the SR optimiser is plain SGD), SPRING's last
-        direction dropped and the SR learning rate halved from now on (the schedule's base rates, which the
-        checkpoint keeps)."""
-        self.model.load_state_dict(self.lowest_weights)
-        for q in self.model.parameters():
-            q.grad = torch.zeros_like(q)
-        self.sr_previous, self.sr_info = None, {}
-        scheduler.base_lrs = [base / 2 for base in scheduler.base_lrs]
-        self.stopping.state.rollbacks.append(step)
 
     def _previous_direction(self, device: torch.device) -> torch.Tensor | None:
         """SPRING's d_prev on the run's device; None when momentum is off or no SR step was taken yet (a run
@@ -342,8 +316,7 @@ class VMCModule(L.LightningModule):
                           sr_metric_step=self.sr_info.get("metric_step"),
                           sr_tail_rows=self.sr_info.get("tail_rows") if cfg.optim.sr_tail else None,
                           sr_leak=self.sr_info.get("leak"), sr_leak_halvings=self.sr_info.get("leak_halvings"),
-                          sr_distance=self.sr_info.get("distance"),
-                          sr_rollback=self.rolled_back if cfg.optim.sr_rollback is not None else None)
+                          sr_distance=self.sr_info.get("distance"))
 
 
 def _as_list(x) -> list:

@@ -309,8 +309,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
     if not trainer.is_global_zero:
         return None  # DDP: only rank 0 writes and reports
     told = len(notes)
-    notes = list(notes) + weights_notes + rollback_notes(module.stopping.state.rollbacks) + reference_notes(
-        problem.references)
+    notes = list(notes) + weights_notes + reference_notes(problem.references)
     stats = final.stats
     if stats.kept_mass < 1 - KEPT_MASS_WARNING:
         notes.append(f"the final sample kept {stats.kept_mass:.8f} of the probability mass (unique cap "
@@ -352,15 +351,6 @@ def final_weights(cfg: TrainConfig, module: VMCModule, steps: int, out: Path, wr
              "training_energy_err": low.lowest_energy_err},
             [f"final weights: those of step {low.lowest_step}, the lowest training energy ({low.lowest_energy:.8f} "
              f"Ha{final_step}; --final-weights lowest), saved as {LOWEST_CHECKPOINT} for --init-from"])
-
-
-def rollback_notes(steps: list[int]) -> list[str]:
-    """What `--sr-rollback` did, in words (nothing when it never fired)."""
-    if not steps:
-        return []
-    shown = ", ".join(map(str, steps[:10])) + (", …" if len(steps) > 10 else "")
-    return [f"sr rollback: {len(steps)} time(s), at steps {shown}: each went back to the lowest step's weights "
-            f"and halved the SR learning rate (now ×{0.5 ** len(steps):g} of the schedule's; --sr-rollback)"]
 
 
 def reference_notes(refs) -> list[str]:

@@ -60,7 +60,6 @@ class StopState:
     lowest_energy: float | None = None  # the lowest training energy of a step at T = 0 (Hartree)
     lowest_energy_err: float | None = None  # ... its standard error
     lowest_step: int | None = None  # ... and its step
-    rollbacks: list = field(default_factory=list)  # --sr-rollback: the steps whose energy sent the weights back
 
 
 class StopMonitor:
