@@ -59,12 +59,14 @@ def tail_rows(model, hamiltonian, bits: torch.Tensor, energy: float, tau: float,
     n = bits.shape[1]
     evaluations = 0 if log_psi_bits is not None else bits.shape[0]
     psi = torch.exp((model.log_psi(bits) if log_psi_bits is None else log_psi_bits).to(torch.complex128))
-    cand_bits = unpack(_largest_outside(hamiltonian, bits, psi, pool * k, memory_bytes), n).to(bits.dtype)
+    sample_keys = pack(bits)
+    candidates = _largest_outside(hamiltonian, bits, sample_keys, psi, pool * k, memory_bytes)
+    cand_bits = unpack(candidates, n).to(bits.dtype)
     if not cand_bits.shape[0]:  # the sample holds every connection (a small sector)
         none = torch.zeros(0, dtype=torch.complex128, device=bits.device)
         return TailRows(cand_bits, none.real, none, evaluations, none)
     # (Hψ)_S(x') taken exactly from the candidates' own rows (the blocks' partial sums only ranked them)
-    h_psi, diagonal, row_norm = _candidate_rows(hamiltonian, cand_bits, pack(bits), psi, memory_bytes)
+    h_psi, diagonal, row_norm = _candidate_rows(hamiltonian, cand_bits, sample_keys, psi, memory_bytes)
     log_psi_c = model.log_psi(cand_bits).to(torch.complex128)
     psi_c = torch.exp(log_psi_c)
     determined = h_psi.abs() > 2.0 * math.sqrt(max(missing, 0.0)) * row_norm
@@ -88,16 +90,16 @@ def _rows_per_block(hamiltonian, memory_bytes: int) -> int:
     return max(1, memory_bytes // (PAIR_BYTES * per_row))
 
 
-def _largest_outside(hamiltonian, bits: torch.Tensor, psi: torch.Tensor, count: int, memory_bytes: int):
-    """Keys (C, W) of up to `count` configurations x' ∉ S connected to the sample S = `bits` (U, n), ranked by
-    (Hψ)_S(x') = Σ_{x∈S} H_x'x ψ(x), largest |·| first, reading the sample's connections a block of samples at a
-    time, about `memory_bytes` of pairs each. One block (the sample fits): the `count` largest of the exact sums.
+def _largest_outside(hamiltonian, bits: torch.Tensor, sample_keys: torch.Tensor, psi: torch.Tensor, count: int,
+                     memory_bytes: int):
+    """Keys (C, W) of up to `count` configurations x' ∉ S connected to the sample S = `bits` (U, n), keys
+    `sample_keys` (U, W), ranked by (Hψ)_S(x') = Σ_{x∈S} H_x'x ψ(x), largest |·| first, reading the sample's
+    connections a block of samples at a time, about `memory_bytes` of pairs each. One block (the sample fits): the `count` largest of the exact sums.
     Several: the union of each block's `count` largest partial sums, re-ranked by their sums over the blocks that
     kept them (the caller retakes the exact sums); an x' that is large only in total, small in every block, can
     be missed."""
     n = bits.shape[1]
     rows = _rows_per_block(hamiltonian, memory_bytes)
-    sample_keys = pack(bits)
     keys, sums = [], []
     for start in range(0, bits.shape[0], rows):
         conn = connections(hamiltonian, bits[start:start + rows], memory_bytes=memory_bytes)
