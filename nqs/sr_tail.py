@@ -94,10 +94,10 @@ def _largest_outside(hamiltonian, bits: torch.Tensor, sample_keys: torch.Tensor,
                      memory_bytes: int):
     """Keys (C, W) of up to `count` configurations x' ∉ S connected to the sample S = `bits` (U, n), keys
     `sample_keys` (U, W), ranked by (Hψ)_S(x') = Σ_{x∈S} H_x'x ψ(x), largest |·| first, reading the sample's
-    connections a block of samples at a time, about `memory_bytes` of pairs each. One block (the sample fits): the `count` largest of the exact sums.
-    Several: the union of each block's `count` largest partial sums, re-ranked by their sums over the blocks that
-    kept them (the caller retakes the exact sums); an x' that is large only in total, small in every block, can
-    be missed."""
+    connections a block of samples at a time, about `memory_bytes` of pairs each. One block (the sample fits):
+    the `count` largest of the exact sums. Several: the union of each block's `count` largest partial sums,
+    re-ranked by their sums over the blocks that kept them (the caller retakes the exact sums); an x' that is
+    large only in total, small in every block, can be missed."""
     n = bits.shape[1]
     rows = _rows_per_block(hamiltonian, memory_bytes)
     keys, sums = [], []
