@@ -1,4 +1,5 @@
-"""Start the network from a quantum-chemistry state: the CISD vector, signs included (`--init-state cisd`).
+"""Start the network from a quantum-chemistry state, signs included: CISD's vector (`--init-state cisd`) or the
+CCSD state e^{T1+T2}|HF⟩ up to quadruples (`--init-state ccsd`, `nqs.coupled_cluster`).
 
 Why: on hydrogen chains a randomly initialised network settles on a plateau whose error is mostly the sign
 structure (H10, +24 mHa against FCI: 1.6e-3 of FCI weight on determinants with the wrong sign, in the sampled
@@ -10,7 +11,8 @@ fitted first) are how PyNQS reached chemical accuracy on H50 (Wu et al., arXiv 2
   are: the HF reference is the identity in them), its c0, c1, c2 written as determinants in the qubit basis
   (`cisd_determinants`): PySCF's addresses and signs of `pyscf.ci.cisd.to_fcivec`, without building the FCI
   vector, then the interleaved order's sign (`nqs.hilbert.from_pyscf_strings`). Closed shells only.
-* `pretrain(model, target, steps, lr)`: Adam on the modulus and the phases separately (`split_loss`): the
+* `pretrain(model, target, steps, lr)`: Adam (on a stratified draw of `FIT_BATCH` determinants a step when the
+  target has more: the largest half always, the rest drawn in proportion to c², which keeps both sums unbiased) on the modulus and the phases separately (`split_loss`): the
   cross-entropy −Σ_k c_k² log p_θ(x_k) (the KL divergence from the target's distribution, up to its entropy)
   plus −log of the phases' mean resultant length |Σ_k c_k² exp(i(φ_θ(x_k) − arg c_k))| / Σ_k c_k² (1 when
   every phase matches up to a global one). Progress is reported as the fidelity F = |Σ_k c_k ψ_θ(x_k)|² of the
@@ -36,19 +38,20 @@ from nqs.chem import Integrals
 from nqs.errors import UserError
 from nqs.hilbert import from_pyscf_strings
 
-STATES = ("cisd",)
+STATES = ("cisd", "ccsd")
 ZERO = 1e-13  # amplitudes below this fraction of the largest are dropped (symmetry zeros, ~1e-16)
 
 
 @dataclass(frozen=True)
 class TargetState:
     """bits (K, n) uint8 of the determinants, amplitudes (K,) float64 normalised, energy (Hartree, with
-    e_core), kind."""
+    e_core), kind, and `detail`: what the notes add about how it was built."""
 
     bits: torch.Tensor
     amplitudes: torch.Tensor
     energy: float
     kind: str
+    detail: str = ""
 
 
 def _mean_field(ints: Integrals):
@@ -137,14 +140,21 @@ def target_state(kind: str, ints: Integrals) -> TargetState:
     """The state `kind` (one of STATES) of the active space."""
     if kind == "cisd":
         return cisd_state(ints)
+    if kind == "ccsd":
+        from nqs.coupled_cluster import ccsd_state
+
+        return ccsd_state(ints)
     raise UserError(f"unknown --init-state {kind!r}: choose one of {', '.join(STATES)}")
 
 
-def fidelity(model: torch.nn.Module, target: TargetState) -> torch.Tensor:
-    """|Σ_k c_k ψ_θ(x_k)|² for the normalised target c (differentiable; float64)."""
-    bits = target.bits.to(next(model.parameters()).device)
-    psi = torch.exp(model.log_psi(bits).to(torch.complex128))
-    return (target.amplitudes.to(psi.device).to(torch.complex128) * psi).sum().abs() ** 2
+def fidelity(model: torch.nn.Module, target: TargetState, chunk: int = 1 << 15) -> torch.Tensor:
+    """|Σ_k c_k ψ_θ(x_k)|² for the normalised target c (differentiable; float64), `chunk` determinants a pass."""
+    device = next(model.parameters()).device
+    overlap = torch.zeros((), dtype=torch.complex128, device=device)
+    for i in range(0, target.bits.shape[0], chunk):
+        psi = torch.exp(model.log_psi(target.bits[i:i + chunk].to(device)).to(torch.complex128))
+        overlap = overlap + (target.amplitudes[i:i + chunk].to(device).to(torch.complex128) * psi).sum()
+    return overlap.abs() ** 2
 
 
 def _phase(c: torch.Tensor) -> torch.Tensor:
@@ -211,17 +221,39 @@ def fit_gradient(model: torch.nn.Module, target: TargetState, chunk: int = FIT_C
     return float(loss)
 
 
+FIT_BATCH = 4096  # determinants a fit step reads at most (H16's CCSD state: 451,103)
+
+
+def stratified_batch(target: TargetState, size: int = FIT_BATCH) -> TargetState:
+    """The target itself when it has ≤ `size` determinants; else its size/2 largest with their amplitudes and
+    size/2 drawn from the rest in proportion to c² (torch's global generator), each drawn one with amplitude
+    sign(c)·√(W_rest/(size/2)), W_rest the rest's weight: every weighted sum over the batch is then an unbiased
+    estimate of the sum over the target. Not normalised (`split_loss` takes any scale)."""
+    if target.bits.shape[0] <= size:
+        return target
+    c = target.amplitudes
+    head = torch.topk(c.abs(), size // 2).indices
+    weight = c.abs().to(torch.float64) ** 2
+    rest = weight.clone()
+    rest[head] = 0
+    drawn = torch.multinomial(rest, size - head.numel(), replacement=True)
+    scale = math.sqrt(float(rest.sum()) / drawn.numel())
+    amplitudes = torch.cat([c[head], torch.where(c[drawn] < 0, -1.0, 1.0).to(c.dtype) * scale])
+    return TargetState(target.bits[torch.cat([head, drawn])], amplitudes, target.energy, target.kind)
+
+
 def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3, report=None) -> dict:
-    """Adam on `fit_loss` (gradients from `fit_gradient`) for `steps` steps (learning rate `lr`); returns
-    {"fidelity_start", "fidelity", "steps", "seconds"}, the fidelity before the first step and after the last.
-    `report(step, loss, seconds)`, when given, is called after each step."""
+    """Adam on `fit_loss` (gradients from `fit_gradient`; on a `stratified_batch` of the target each step when it
+    has more than FIT_BATCH determinants) for `steps` steps (learning rate `lr`); returns {"fidelity_start",
+    "fidelity", "steps", "seconds"}, the fidelity over the whole target before the first step and after the
+    last. `report(step, loss, seconds)`, when given, is called after each step."""
     start = time.perf_counter()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     with torch.no_grad():
         first = float(fidelity(model, target))
     for step in range(1, steps + 1):
         optimiser.zero_grad(set_to_none=True)
-        loss = fit_gradient(model, target)
+        loss = fit_gradient(model, stratified_batch(target, FIT_BATCH))
         if not math.isfinite(loss):
             raise UserError("--init-state: the fit became non-finite: lower --init-lr")
         optimiser.step()
@@ -236,6 +268,6 @@ def describe(target: TargetState, info: dict, e_hf: float | None) -> str:
     """One line for the notes: what was fitted and how well."""
     hf = "" if e_hf is None else f" ({1000 * (target.energy - e_hf):+.3f} mHa from HF)"
     return (f"initial state: the network was fitted to the {target.kind.upper()} state ({target.bits.shape[0]:,} "
-            f"determinants, E = {target.energy:.8f} Ha{hf}) for {info['steps']} Adam steps in {info['seconds']:.1f} "
+            f"determinants{target.detail}, E = {target.energy:.8f} Ha{hf}) for {info['steps']} Adam steps in {info['seconds']:.1f} "
             f"s: fidelity {info['fidelity_start']:.4f} -> {info['fidelity']:.4f}")
 

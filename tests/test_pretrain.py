@@ -77,6 +77,25 @@ def test_pretraining_raises_the_fidelity(problems):
     assert info["fidelity"] > 0.98 and info["fidelity_start"] < 0.5
     with torch.no_grad():
         assert float(fidelity(model, state)) == pytest.approx(info["fidelity"], abs=1e-12)
+        assert float(fidelity(model, state, chunk=7)) == pytest.approx(info["fidelity"], abs=1e-12)
+
+
+def test_a_target_larger_than_a_batch_is_fitted_on_stratified_batches(problems, monkeypatch):
+    """Above FIT_BATCH determinants each step reads a stratified batch (the CCSD states of long chains): the fit
+    still raises the fidelity over the whole target."""
+    import nqs.pretrain
+    from nqs.coupled_cluster import ccsd_state
+    from nqs.models import build_model
+    from tests.test_natural_gradient import SMALL
+
+    p = problems("H6")
+    torch.manual_seed(0)
+    model = build_model(SMALL["retnet"], p.sector).double()
+    state = ccsd_state(p.integrals)
+    monkeypatch.setattr(nqs.pretrain, "FIT_BATCH", 40)
+    assert state.bits.shape[0] > 4 * 40
+    info = pretrain(model, state, steps=200, lr=1e-2)
+    assert info["fidelity"] > 0.95 and info["fidelity_start"] < 0.5
 
 
 @pytest.mark.parametrize("signs", ["real", "complex"])

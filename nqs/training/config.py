@@ -145,7 +145,8 @@ class RunConfig:
                              affects_result=False)
     init_from: str | None = option(None, "run directory or .ckpt whose weights start this run (same sizes)")
     init_state: str | None = option(None, "fit the network to a quantum-chemistry state before VMC: cisd (the CISD "
-                                    "vector, signs included; closed shells; nqs.pretrain); null: none")
+                                    "vector, signs included; closed shells; nqs.pretrain), ccsd (e^T|HF> up to "
+                                    "quadruples, screened; nqs.coupled_cluster); null: none")
     init_steps: int = option(3000, "init_state: Adam steps of the fit (H10's CISD state: fidelity 0.977 after "
                              "1,000, 0.997 after 3,000, in 36 s on one core; H16's 2,913 determinants: ~0.2 s a step)")
     init_lr: float = option(3e-3, "init_state: Adam learning rate of the fit")
