@@ -1,0 +1,72 @@
+"""What an `--init-state` fit aims at: the target state's size and its exact variational energy.
+
+For each molecule, builds the state `nqs.pretrain.target_state` gives (`--state cisd` or `ccsd`; for ccsd also
+`--max-rank` and `--tol` of `nqs.coupled_cluster.ccsd_state`), then ⟨c|H|c⟩ over its determinants with the exact
+local energy (amplitudes looked up, zero outside the state), against the best reference of the molecule's cache
+(`--references`, e.g. hf,ccsd_t,dmrg: a DMRG energy is read from the cache, or computed once). Prints one JSON
+line per molecule and a table.
+
+    .venv/bin/python scripts/target_state_energy.py --mol H10 H16 --state ccsd --references hf,ccsd_t,dmrg
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from nqs.coupled_cluster import MAX_RANK, TOL, ccsd_state
+from nqs.exact import amplitude_lookup
+from nqs.local_energy import local_energy
+from nqs.molecules import resolve_molecule
+from nqs.pretrain import cisd_state
+from nqs.problem import build_problem
+from nqs.references import best_reference
+
+CHUNK = 20000  # determinants per local-energy call: the memory, not the result
+
+
+def variational_energy(problem, bits: torch.Tensor, amplitudes: torch.Tensor) -> float:
+    """⟨c|H|c⟩ (Hartree) of the normalised real state c on `bits`."""
+    h, log_psi, energy = problem.compiled(), amplitude_lookup(bits, amplitudes), 0.0
+    for i in range(0, bits.shape[0], CHUNK):
+        e_loc = local_energy(h, bits[i:i + CHUNK], log_psi).values.real
+        energy += float((amplitudes[i:i + CHUNK] ** 2 * e_loc).sum())
+    return energy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mol", nargs="+", required=True, help="catalogue molecules")
+    parser.add_argument("--state", choices=("cisd", "ccsd"), default="ccsd")
+    parser.add_argument("--max-rank", type=int, default=MAX_RANK, help="ccsd: highest excitation rank kept")
+    parser.add_argument("--tol", type=float, default=TOL, help="ccsd: smallest |c| kept (c_HF = 1)")
+    parser.add_argument("--references", default="auto", help="as nqs-train's --references")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for name in args.mol:
+        problem = build_problem(resolve_molecule(name), references=args.references)
+        start = time.perf_counter()
+        state = (cisd_state(problem.integrals) if args.state == "cisd"
+                 else ccsd_state(problem.integrals, args.max_rank, args.tol))
+        built = time.perf_counter() - start
+        energy = variational_energy(problem, state.bits, state.amplitudes)
+        ref = best_reference(problem.references)
+        row = {"molecule": name, "state": args.state, "determinants": state.bits.shape[0], "detail": state.detail,
+               "e_state": state.energy, "e_variational": energy, "reference": ref.kind,
+               "e_reference": ref.energy, "error_mha": 1000 * (energy - ref.energy),
+               "state_error_mha": 1000 * (state.energy - ref.energy), "build_s": round(built, 1),
+               "energy_s": round(time.perf_counter() - start - built, 1)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print("\n| molecule | state | determinants | E_variational (Ha) | vs reference (mHa) | the method's own energy "
+          "vs reference (mHa) |\n|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['molecule']} | {r['state']} | {r['determinants']:,} | {r['e_variational']:.8f} | "
+              f"{r['error_mha']:+.2f} ({r['reference']}) | {r['state_error_mha']:+.2f} |")
+
+
+if __name__ == "__main__":
+    main()
