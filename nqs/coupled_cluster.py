@@ -15,10 +15,9 @@ to; VMC then takes the variational energy from there.
   T only raises the rank), each operator applied with its Jordan–Wigner signs (a_p on |x⟩ gives (−1)^{#occupied
   q < p}, OpenFermion's convention and ours).
 
-Tests (tests/test_coupled_cluster.py): the singles and doubles equal PySCF's CI coefficients of the CCSD state
-(c1 = t1, c2 = t2 + t1 t1) written by `nqs.pretrain.cisd_determinants`; E_loc(HF) is E_CCSD under our
-Hamiltonian; and on every single and double D the CCSD equations hold, (Hψ)_D = E_CCSD ψ_D, which needs the
-triples and quadruples with their signs.
+Tests (tests/test_coupled_cluster.py): E_loc(HF) is E_CCSD under our Hamiltonian, and on every single and double
+D the CCSD equations hold, (Hψ)_D = E_CCSD ψ_D, which needs the triples and quadruples with their signs; where
+nothing is truncated (H4) the expansion equals OpenFermion's expm(T)|HF⟩.
 """
 from __future__ import annotations
 

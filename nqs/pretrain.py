@@ -12,8 +12,9 @@ fitted first) are how PyNQS reached chemical accuracy on H50 (Wu et al., arXiv 2
   (`cisd_determinants`): PySCF's addresses and signs of `pyscf.ci.cisd.to_fcivec`, without building the FCI
   vector, then the interleaved order's sign (`nqs.hilbert.from_pyscf_strings`). Closed shells only.
 * `pretrain(model, target, steps, lr)`: Adam (on a stratified draw of `FIT_BATCH` determinants a step when the
-  target has more: the largest half always, the rest drawn in proportion to c², which keeps both sums unbiased) on the modulus and the phases separately (`split_loss`): the
-  cross-entropy −Σ_k c_k² log p_θ(x_k) (the KL divergence from the target's distribution, up to its entropy)
+  target has more: the largest half always, the rest drawn in proportion to c², which keeps both sums unbiased)
+  on the modulus and the phases separately (`split_loss`): the cross-entropy −Σ_k c_k² log p_θ(x_k) (the KL
+  divergence from the target's distribution, up to its entropy)
   plus −log of the phases' mean resultant length |Σ_k c_k² exp(i(φ_θ(x_k) − arg c_k))| / Σ_k c_k² (1 when
   every phase matches up to a global one). Progress is reported as the fidelity F = |Σ_k c_k ψ_θ(x_k)|² of the
   normalised model with the normalised target.
@@ -268,6 +269,6 @@ def describe(target: TargetState, info: dict, e_hf: float | None) -> str:
     """One line for the notes: what was fitted and how well."""
     hf = "" if e_hf is None else f" ({1000 * (target.energy - e_hf):+.3f} mHa from HF)"
     return (f"initial state: the network was fitted to the {target.kind.upper()} state ({target.bits.shape[0]:,} "
-            f"determinants{target.detail}, E = {target.energy:.8f} Ha{hf}) for {info['steps']} Adam steps in {info['seconds']:.1f} "
-            f"s: fidelity {info['fidelity_start']:.4f} -> {info['fidelity']:.4f}")
+            f"determinants{target.detail}, E = {target.energy:.8f} Ha{hf}) for {info['steps']} Adam steps in "
+            f"{info['seconds']:.1f} s: fidelity {info['fidelity_start']:.4f} -> {info['fidelity']:.4f}")
 
