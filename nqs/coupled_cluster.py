@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from nqs.errors import UserError
+from nqs.keys import sum_by_key, unpack
 
 PAIRS_PER_CHUNK = 1 << 22  # (determinant, operator) pairs tried at once: the expansion's memory, not its result
 
@@ -91,13 +92,11 @@ def _below(p: np.ndarray) -> np.ndarray:
 
 
 def _combine(keys: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """One entry per distinct key, the values summed; exact zeros dropped."""
-    k, c = np.concatenate(keys), np.concatenate(values)
-    unique, inverse = np.unique(k, return_inverse=True)
-    total = np.zeros(unique.size)
-    np.add.at(total, inverse, c)
-    nonzero = total != 0
-    return unique[nonzero], total[nonzero]
+    """One entry per distinct key (sorted), the values summed (`nqs.keys.sum_by_key`); exact zeros dropped."""
+    distinct, total = sum_by_key(torch.from_numpy(np.concatenate(keys)).unsqueeze(1),
+                                 torch.from_numpy(np.concatenate(values)))
+    distinct, total = distinct[:, 0].numpy(), total.numpy()
+    return distinct[total != 0], total[total != 0]
 
 
 def apply_excitations(keys: np.ndarray, values: np.ndarray, ops: Excitations, reference: int,
@@ -105,8 +104,8 @@ def apply_excitations(keys: np.ndarray, values: np.ndarray, ops: Excitations, re
     """Σ_m t_m E_m |v⟩ for the state v = Σ values |keys⟩ (packed int64 determinants), keeping the results of rank
     ≤ max_rank (rank: electrons outside the reference's spin-orbitals)."""
     order = ops.annihilate.shape[1]
-    rank = np.bitwise_count(keys & ~np.int64(reference))
-    keys, values = keys[rank + order <= max_rank], values[rank + order <= max_rank]
+    room = np.bitwise_count(keys & ~np.int64(reference)) + order <= max_rank
+    keys, values = keys[room], values[room]
     one = np.int64(1)
     occupied = np.bitwise_or.reduce(one << ops.annihilate, axis=1)
     empty = np.bitwise_or.reduce(one << ops.create, axis=1)
@@ -159,7 +158,6 @@ def ccsd_state(ints, max_rank: int = MAX_RANK, tol: float = TOL):
     """The CCSD state's determinants of rank ≤ max_rank with |c| ≥ tol (c_HF = 1), as a `TargetState` sorted by
     |c| (largest first), normalised over what is kept; its energy is E_CCSD (projective: the kept state's
     variational energy lies above it; H10 +1.1 mHa). Its detail names the rank, tol and the screened weight."""
-    from nqs.keys import unpack
     from nqs.pretrain import TargetState
 
     if ints.n_alpha != ints.n_beta:

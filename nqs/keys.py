@@ -87,6 +87,13 @@ def unique(keys: torch.Tensor, n: int | None = None) -> tuple[torch.Tensor, torc
     return ordered[new], inverse
 
 
+def sum_by_key(keys: torch.Tensor, values: torch.Tensor, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distinct keys (D, W) in sorted order, the sum of `values` (P,) over each) for keys (P, W)."""
+    distinct, inverse = unique(keys, n)
+    return distinct, torch.zeros(distinct.shape[0], dtype=values.dtype, device=values.device).index_add_(
+        0, inverse, values)
+
+
 def index_of(table: torch.Tensor, queries: torch.Tensor, n: int | None = None) -> torch.Tensor:
     """Row (Q,) int64 of each query (Q, W) in `table` (S, W) of distinct keys; -1 where it is absent."""
     S, Q = table.shape[0], queries.shape[0]

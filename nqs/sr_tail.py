@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nqs.keys import index_of, pack, unique, unpack
+from nqs.keys import index_of, pack, sum_by_key, unpack
 from nqs.local_energy import connections
 
 
@@ -103,14 +103,14 @@ def _largest_outside(hamiltonian, bits: torch.Tensor, sample_keys: torch.Tensor,
     keys, sums = [], []
     for start in range(0, bits.shape[0], rows):
         conn = connections(hamiltonian, bits[start:start + rows], memory_bytes=memory_bytes)
-        distinct, h = _sum_by_key(conn.keys, conn.element.to(torch.complex128).conj()
+        distinct, h = sum_by_key(conn.keys, conn.element.to(torch.complex128).conj()
                                   * psi[start:start + rows].index_select(0, conn.sample), n)
         outside = index_of(sample_keys, distinct, n) < 0
         distinct, h = distinct[outside], h[outside]
         top = torch.topk(h.abs(), min(count, h.shape[0])).indices
         keys.append(distinct[top])
         sums.append(h[top])
-    distinct, h = _sum_by_key(torch.cat(keys), torch.cat(sums), n)
+    distinct, h = sum_by_key(torch.cat(keys), torch.cat(sums), n)
     return distinct[torch.topk(h.abs(), min(count, h.shape[0])).indices]
 
 
@@ -133,10 +133,3 @@ def _candidate_rows(hamiltonian, cand_bits: torch.Tensor, sample_keys: torch.Ten
         norm2.index_add_(0, at, own.element.abs().to(torch.float64) ** 2)
         diagonal.append(own.diagonal.to(torch.complex128))
     return h_psi, torch.cat(diagonal), norm2.sqrt()
-
-
-def _sum_by_key(keys: torch.Tensor, values: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distinct keys (D, W), the sum of `values` (P,) over each) for keys (P, W) of n-qubit configurations."""
-    distinct, inverse = unique(keys, n)
-    return distinct, torch.zeros(distinct.shape[0], dtype=values.dtype, device=values.device).index_add_(
-        0, inverse, values)
