@@ -37,6 +37,11 @@ ERROR_BAR_COVERS = ("statistical error of the mean, sqrt(Var(E_loc) / N_s) for t
                     "by the unique-sample cap; it does not cover the bias of the dropped probability mass "
                     "(1 - kept_mass)")
 
+TAIL_ERROR_BAR_COVERS = ("statistical error of the final energy with its tail estimated: the configurations the "
+                         "unique cap kept (mass final_kept_mass) are summed with their exact p(x), the dropped part "
+                         "comes from an independent second draw (final_tail), and the error is that draw's; "
+                         "unbiased, so it covers the dropped mass")
+
 
 def error_mha(energy: float | None, reference: float | None) -> float | None:
     """(energy - reference) in milli-Hartree, None when either is unknown."""
@@ -102,7 +107,7 @@ class StepRecord:
 
     step: int
     energy: float = field(metadata={"help": "training estimate of <H> over the step's samples"})
-    energy_err: float = field(metadata={"help": "sqrt(Var/N_s); see ERROR_BAR_COVERS"})
+    energy_err: float = field(metadata={"help": "sqrt(Var/N_s), with --tail the tail draw's error; see ERROR_BAR_COVERS"})
     variance: float = field(metadata={"help": "Var(E_loc), Hartree^2"})
     vscore: float | None = field(default=None, metadata={"help": "N_e Var / (E - E_inf)^2"})
     e_fci: float | None = field(default=None, metadata={"help": "FCI energy; older records: the error's reference"})
@@ -113,6 +118,8 @@ class StepRecord:
     n_samples: float = field(default=0.0, metadata={"help": "N_s behind the weights (the samples the cap kept)"})
     n_requested: float | None = field(default=None, metadata={"help": "N_s asked of the sampler"})
     kept_mass: float | None = field(default=None, metadata={"help": "sum of p(x) over the sampled configurations"})
+    tail_correction: float | None = field(default=None, metadata={
+        "help": "with --tail: what the step's tail draw moved the energy from its capped sample's mean (Hartree)"})
     s_f: float = field(default=0.0, metadata={"help": "realised sample fraction n_unique / |sector|"})
     d_prime: float = field(default=0.0, metadata={"help": "running sum of s_f over the steps so far"})
     s_f_full: float = field(default=0.0, metadata={"help": "n_unique / 2^n_qubits"})
@@ -207,6 +214,10 @@ class RunSummary:
     final_n_samples: float | None = None
     final_n_requested: float | None = None
     final_kept_mass: float | None = None
+    final_tail: dict | None = field(default=None, metadata={
+        "help": "the dropped part of the final energy, from a second draw (nqs.final_energy.TailEstimate): "
+                "head_mass, head_energy, n_samples, draws, unique, correction, error (Hartree); None when the "
+                "final sample kept all the mass, with --final-tail 0, and in runs before it was recorded"})
     e_fci: float | None = None
     e_ref: float | None = field(default=None, metadata={
         "help": "the best available reference (ref_kind), which error_mha is taken against; None in older runs: e_fci"})

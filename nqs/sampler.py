@@ -2,7 +2,8 @@
 
 Starting from one empty prefix carrying all N_s samples, each position splits every prefix's count among its
 4 children by a multinomial draw (Barrett et al. 2022), so N_s can be astronomically large (1e12) at the cost
-of the unique prefixes only. Counts are float64: integers are exact up to 2^53 ~ 9e15.
+of the unique prefixes only. Counts are float64: integers are exact up to 2^53 ~ 9e15. `add_tail` adds to a
+capped sample what its cap dropped, from an independent second draw (a stratified sample).
 """
 from __future__ import annotations
 
@@ -11,11 +12,27 @@ from dataclasses import dataclass
 
 import torch
 
+from nqs import keys
 from nqs.errors import UserError
 from nqs.hilbert import tokens_to_bits
 from nqs.models.base import TOKEN_ALPHA, TOKEN_BETA, AutoregressiveAnsatz
 
 MAX_EXACT_COUNT = 2.0 ** 53
+
+
+TAIL_MASS_MIN = 1e-12  # a dropped mass below this is float64 round-off of a sample that kept everything
+
+
+@dataclass(frozen=True)
+class TailDraw:
+    """How `add_tail` stratified a sample: rows [0, n_head) are the capped sample K (the head, mass head_mass),
+    the rest the configurations outside K of an independent draw of n_samples. The counts are p(x)·scale on
+    the head and n_x·scale/n_samples on the tail, so counts / scale are unbiased weights of sum_x p(x) f(x)."""
+
+    n_head: int
+    head_mass: float
+    n_samples: float
+    scale: float
 
 
 @dataclass(frozen=True)
@@ -30,6 +47,8 @@ class Samples:
     rows_per_position: tuple[int, ...] = ()  # prefixes the model processed at each position (FLOP counting)
     n_requested: float = float("nan")
     kept_mass: float = float("nan")
+    log_prob: torch.Tensor | None = None  # (U,) float64 the model's exact log p(x) of each configuration
+    tail: TailDraw | None = None  # set by add_tail: the rows past tail.n_head come from a second draw
 
     @property
     def n_samples(self) -> float:
@@ -107,7 +126,32 @@ def sample(model: AutoregressiveAnsatz, n_samples: float, max_unique: int,
         alpha, beta = alpha[parent] + da[tok], beta[parent] + db[tok]
         state, prev, counts = model.reorder_state(state, parent), tok, c
     return Samples(bits=tokens_to_bits(tokens), counts=counts, rows_per_position=tuple(rows),
-                   n_requested=n_samples, kept_mass=float(log_prob.exp().sum()))
+                   n_requested=n_samples, kept_mass=float(log_prob.exp().sum()), log_prob=log_prob)
+
+
+@torch.no_grad()
+def add_tail(model: AutoregressiveAnsatz, head: Samples, n_tail: int, generator: torch.Generator) -> Samples:
+    """`head` (a capped sample K of mass P_K) with the part of the distribution it dropped: the configurations
+    outside K of a second draw of S = n_tail / (1 - P_K) samples (about n_tail draws land outside K),
+    independent of the one that chose K. Returns `head` itself when n_tail is 0 or K holds all the mass (within
+    TAIL_MASS_MIN). The draw is uncapped in effect: its unique count is at most |K| plus its draws outside K
+    (a prefix with a count has a configuration with that count below it), and its cap is set far above that.
+    See `nqs.vmc.stratified_stats` for the estimator; counts as in `TailDraw`."""
+    p_tail = 1.0 - head.kept_mass
+    if n_tail <= 0 or p_tail <= TAIL_MASS_MIN:
+        return head
+    n_samples = float(min(math.ceil(n_tail / p_tail), MAX_EXACT_COUNT))
+    draw = sample(model, n_samples, head.n_unique + 4 * n_tail + 1000, generator)
+    if draw.n_samples < n_samples:  # the draw put over 4 n_tail + 1000 configurations outside K
+        raise RuntimeError(f"the tail draw was capped ({draw.n_samples:.0f} of {n_samples:.0f} kept)")
+    outside = keys.index_of(keys.pack(head.bits), keys.pack(draw.bits), head.bits.shape[1]) < 0
+    scale = head.n_requested
+    log_prob = torch.cat([head.log_prob, draw.log_prob[outside]])
+    counts = torch.cat([head.log_prob.exp() * scale, draw.counts[outside] * (scale / n_samples)])
+    rows = tuple(a + b for a, b in zip(head.rows_per_position, draw.rows_per_position))
+    return Samples(bits=torch.cat([head.bits, draw.bits[outside]]), counts=counts, rows_per_position=rows,
+                   n_requested=head.n_requested, kept_mass=float(log_prob.exp().sum()), log_prob=log_prob,
+                   tail=TailDraw(head.n_unique, head.kept_mass, n_samples, scale))
 
 
 SCHEDULES = ("constant", "geometric", "adaptive")

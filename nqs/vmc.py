@@ -3,10 +3,12 @@
 With unique samples x_i of multinomial counts c_i (weights w_i = c_i / sum c), E = sum_i w_i E_loc(x_i) and
 grad E = 2 Re sum_i w_i (E_loc(x_i) - E)^* grad log psi(x_i); the surrogate loss below has that gradient.
 `vmc_step` is the one VMC step (samples -> local energy -> statistics -> loss) that training, the final
-evaluation and the step benchmark all run.
+evaluation and the step benchmark all run. A sample stratified by `nqs.sampler.add_tail` (the capped sample
+plus a second draw of what the cap dropped) has weights p(x) and n_x / S instead, and `stratified_stats`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import Callable
 import torch
 
 from nqs.local_energy_modes import LocalEnergyMode, estimate
-from nqs.sampler import Samples, sample
+from nqs.sampler import Samples, add_tail, sample
 
 KEPT_MASS_WARNING = 1e-6  # warn when the unique cap / the draw dropped more probability mass than this
 
@@ -52,6 +54,59 @@ def stats_from_sums(sums: torch.Tensor, n_samples: float, n_requested: float = f
     mean, imag = wr / w, wi / w
     variance = max(wabs2 / w - mean * mean - imag * imag, 0.0)
     return Stats(mean, math.sqrt(variance / n_samples), variance, imag, n_samples, n_requested, kept_mass)
+
+
+@dataclass(frozen=True)
+class TailEstimate:
+    """What a stratified sample's tail measured (energies in Hartree); `to_json` is the summary's `final_tail`."""
+
+    head_mass: float  # P_K, the exact mass of the capped sample K
+    head_energy: float  # c, the head's conditional mean of Re E_loc
+    n_samples: float  # S, the second draw's N_s
+    draws: float  # its draws outside K (expected: the n_tail asked for)
+    unique: int  # its distinct configurations outside K
+    correction: float  # E^ - c
+    error: float  # the standard error of E^ (the head is summed exactly)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _moments(e_loc: torch.Tensor) -> torch.Tensor:
+    """(B, 3) float64 [Re E_loc, Im E_loc, |E_loc|^2]."""
+    e = e_loc.to(torch.complex128)
+    return torch.stack([e.real, e.imag, e.abs() ** 2], dim=1)
+
+
+def stratified_stats(e_loc: torch.Tensor, samples: Samples, part: slice,
+                     ranks: "Ranks") -> tuple[Stats, TailEstimate]:
+    """Unbiased statistics of a sample stratified by `nqs.sampler.add_tail`, from this rank's rows `part`.
+
+    The head K is summed with its exact p(x); the tail, from the second draw D of S samples, enters as a control
+    variate around the head's mean c = sum_K p E_loc / P_K:
+
+        E = c + sum_{x not in K} p(x) (E_loc(x) - c)
+        E^ = c + (1/S) sum_{x in D, x not in K} n_x (E_loc(x) - c)
+
+    E[n_x] = S p(x), so E^ is unbiased for any c that K fixes; around c its variance,
+    (1/S) [sum_T p (E_loc - c)^2 - (sum_T p (E_loc - c))^2], is of order (1 - P_K)^2 Var_T / n_tail. The same form
+    gives <|E_loc|^2> and so Var(E_loc). e_loc (R,) complex: this rank's rows."""
+    t = samples.tail
+    rows = torch.arange(samples.n_unique, device=e_loc.device)[part]
+    head = rows < t.n_head
+    w = samples.counts[part].to(e_loc.device) / t.scale  # p(x) on the head, n_x / S on the tail
+    f = _moments(e_loc)
+    c = ranks.all_reduce((w[head, None] * f[head]).sum(0)) / t.head_mass
+    d, wt = f[~head] - c, w[~head]
+    sums = ranks.all_reduce(torch.cat([(wt[:, None] * d).sum(0), (wt * d[:, 0] ** 2).sum().view(1),
+                                       (wt * t.n_samples).sum().view(1), (~head).sum().view(1).to(torch.float64)]))
+    correction, m2 = sums[:3], float(sums[3])
+    mean, imag, second = (float(v) for v in c + correction)
+    error = math.sqrt(max(m2 - float(correction[0]) ** 2, 0.0) / t.n_samples)
+    variance = max(second - mean * mean - imag * imag, 0.0)
+    stats = Stats(mean, error, variance, imag, samples.n_samples, samples.n_requested, samples.kept_mass)
+    return stats, TailEstimate(t.head_mass, float(c[0]), t.n_samples, float(sums[4]), int(sums[5]),
+                               float(correction[0]), error)
 
 
 def clip_local_energy(e_loc: torch.Tensor, weights: torch.Tensor, mean: float, width: float | None) -> torch.Tensor:
@@ -103,6 +158,7 @@ class StepResult:
     le_rows: tuple[int, ...] = ()  # trie nodes per position when the n_evals went through the trie (all ranks)
     log_psi: torch.Tensor | None = None  # (U,) this rank's samples' log ψ, detached, when the loss computed it
     e_loc: torch.Tensor | None = None  # (U,) complex128 this rank's samples' local energies (Hartree)
+    tail: TailEstimate | None = None  # what the tail draw measured, when the sample was stratified
 
 
 def _sync(device: torch.device) -> None:
@@ -113,7 +169,8 @@ def _sync(device: torch.device) -> None:
 
 def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: torch.Generator, *,
              temperature: float = 0.0, clip_width: float | None = None, eval_chunk: int = 65536,
-             with_loss: bool = True, ranks: Ranks = Ranks(), mode: LocalEnergyMode = LocalEnergyMode()) -> StepResult:
+             with_loss: bool = True, ranks: Ranks = Ranks(), mode: LocalEnergyMode = LocalEnergyMode(),
+             tail_draws: int = 0) -> StepResult:
     """Sample, evaluate E_loc on this rank's share, reduce the statistics and build the surrogate loss.
 
     Sampling is identical on every rank (same `generator` state); rank r takes unique samples r, r + world, ...
@@ -123,11 +180,13 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
     (`nqs.local_energy_modes`); the sampled-space and semi-stochastic ones take log psi of the samples from the
     loss's forward pass (timed with the loss), and, with several ranks, evaluate the whole sample set once more
     (counted in n_evals). The semi-stochastic draws use `generator` after the sampler. Raises FloatingPointError on a
-    non-finite energy."""
+    non-finite energy. With `tail_draws` > 0 and mass dropped by the cap, the sample is stratified
+    (`nqs.sampler.add_tail`: a second draw of about that many configurations outside it) and the statistics, the
+    weights and so the loss are unbiased (`stratified_stats`)."""
     device = next(model.parameters()).device
     mode = mode.resolve(model)
     t0 = time.perf_counter()
-    samples = sample(model, n_samples, max_unique, generator)
+    samples = add_tail(model, sample(model, n_samples, max_unique, generator), tail_draws, generator)
     _sync(device)
     t1 = time.perf_counter()
     part = slice(ranks.rank, None, ranks.world)
@@ -145,10 +204,14 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
     t1b = time.perf_counter()
     le = estimate(model, hamiltonian, bits, mode, generator, eval_chunk, log_psi_bits=log_psi, weights=weights, **extra)
     n_evals = le.n_evals + (samples.n_unique if extra else 0) + (0 if with_loss or log_psi is None else bits.shape[0])
-    sums = ranks.all_reduce(weighted_sums(le.values, weights))
     counts = ranks.all_reduce(torch.tensor([n_evals, le.n_connected, *le.rows_per_position], dtype=torch.float64,
                                            device=device))
-    stats = stats_from_sums(sums, samples.n_samples, samples.n_requested, samples.kept_mass)
+    tail = None
+    if samples.tail is None:
+        sums = ranks.all_reduce(weighted_sums(le.values, weights))
+        stats = stats_from_sums(sums, samples.n_samples, samples.n_requested, samples.kept_mass)
+    else:
+        stats, tail = stratified_stats(le.values, samples, part, ranks)
     _sync(device)
     t2 = time.perf_counter()
     t_local_energy = t2 - t1b + (0.0 if with_loss else t_forward)
@@ -168,4 +231,4 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
     t_loss = time.perf_counter() - t2 + (t_forward if with_loss else 0.0)
     rows = tuple(int(c) for c in counts[2:].tolist())
     return StepResult(stats, samples, loss, int(counts[0]), int(counts[1]), t1 - t0, t_local_energy, t_loss,
-                      mode.name, rows, None if log_psi is None else log_psi.detach(), le.values)
+                      mode.name, rows, None if log_psi is None else log_psi.detach(), le.values, tail)

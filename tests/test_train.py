@@ -157,7 +157,7 @@ def test_stop_patience_ends_the_run_after_the_lowest_step(tmp_path):
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     args = ["--mol", "LiH", "--no-progress", "--steps", "20", "--dtype", "float64", "--device", "cpu",
-            "--unique", "200", "--samples", "1e8", "--final-unique", "300"]
+            "--unique", "200", "--samples", "1e8", "--final-unique", "20"]  # a cap that leaves a final tail
     one = cli(*args, "--out", str(tmp_path / "one"))
     two = cli(*args, "--out", str(tmp_path / "two"), "--devices", "2", "--strategy", "ddp",
               env_extra={"OMP_NUM_THREADS": "1"})
@@ -167,6 +167,9 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     e2 = [r["energy"] for r in rows(tmp_path / "two")]
     assert len(e1) == len(e2) == 20
     assert max(abs(x - y) for x, y in zip(e1, e2)) < 1e-6
+    s1, s2 = read_summary(tmp_path / "one"), read_summary(tmp_path / "two")
+    assert s1.final_tail is not None and s2.final_tail is not None
+    assert s1.final_tail["unique"] == s2.final_tail["unique"] and abs(s1.energy - s2.energy) < 1e-6
 
 
 @pytest.mark.parametrize("args,needle", [

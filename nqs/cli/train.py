@@ -166,7 +166,10 @@ def final_table(s: RunSummary) -> str:
                      f"({CHEMICAL_ACCURACY_MHA} mHa); V-score {s.vscore:.3e}")
     else:
         lines.append("NQS error unknown: no reference energy (see the notes)")
-    lines.append(f"error bar: {s.error_bar_covers}; kept mass {s.final_kept_mass:.10f}")
+    tail = s.final_tail
+    rest = "" if not tail else (f"; the rest, from a second draw of {tail['draws']:.0f} outside it, moved the "
+                                f"energy by {1e3 * tail['correction']:+.3f} ± {1e3 * tail['error']:.3f} mHa")
+    lines.append(f"error bar: {s.error_bar_covers}; kept mass {s.final_kept_mass:.10f}{rest}")
     if s.peak_rss_gib is not None:
         on_gpu = "" if s.peak_device_gib is None else f", {s.peak_device_gib:.2f} GiB allocated on {s.device}"
         lines.append(f"peak memory: {s.peak_rss_gib:.2f} GiB resident{on_gpu}")

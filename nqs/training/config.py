@@ -58,8 +58,13 @@ class SamplingConfig:
                                   "steps) | adaptive (N_s follows unique_window)")
     unique: int = option(2000, "cap B on unique samples per step (the most frequent are kept)")
     unique_window: tuple[int, int] = option((1000, 2000), "adaptive schedule: keep the unique count in [LO, HI]")
+    tail: int = option(0, "expected draws per step of a second sample outside the capped one, which makes the "
+                       "step's energy and gradient unbiased (a stratified step; docs/guide.md); 0: off")
     final_samples: float = option(1e12, "N_s of the fresh sample behind the final energy")
     final_unique: int = option(20000, "unique cap of the final energy's sample")
+    final_tail: int = option(4096, "expected draws of an independent second sample that estimates the part of "
+                             "the final energy the unique cap dropped (unbiased; docs/guide.md); 0 leaves that "
+                             "part out, and the energy is then biased by it")
     final_local_energy: str = option("exact", "the final energy's local energy: exact, or as-trained (the "
                                      "training estimator, semi-stochastic or heat-bath: unbiased, with its draws' "
                                      "noise in the error bar; for sizes where the exact one is too slow, e.g. H32)")
@@ -286,6 +291,8 @@ class TrainConfig:
         for name in ("steps", "unique", "final_unique", "devices", "num_nodes", "checkpoint_every", "eval_chunk"):
             if flat[name] < 1:
                 raise UserError(f"{name} must be at least 1, got {flat[name]}")
+        if s.final_tail < 0 or s.tail < 0:
+            raise UserError(f"tail and final_tail must be >= 0, got {s.tail} and {s.final_tail}")
         if not (s.samples >= 1 and s.final_samples >= 1 and 1 <= s.samples_start <= s.samples):
             raise UserError("samples and final_samples must be >= 1, and 1 <= samples_start <= samples")
         if not (o.anneal_t0 >= 0 and 0 < o.anneal_fraction <= 1):

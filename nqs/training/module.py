@@ -52,14 +52,15 @@ def ddp_ranks() -> Ranks:
 
 
 def evaluate_energy(model: AutoregressiveAnsatz, hamiltonian, n_samples: float, max_unique: int, seed: int,
-                    eval_chunk: int = 65536, mode: LocalEnergyMode = LocalEnergyMode()) -> StepResult:
+                    eval_chunk: int = 65536, mode: LocalEnergyMode = LocalEnergyMode(), n_tail: int = 0) -> StepResult:
     """The final energy: `vmc_step` without a loss on a fresh sample (every rank computes its share), with the
-    exact local energy whatever estimator trained the model unless `mode` says otherwise."""
+    exact local energy whatever estimator trained the model unless `mode` says otherwise, and the part the
+    unique cap dropped from a second draw of about `n_tail` configurations (`tail`; none when nothing dropped)."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(step_seed(seed, FINAL_STEP))
     with torch.no_grad():
         return vmc_step(model, hamiltonian, n_samples, max_unique, gen, eval_chunk=eval_chunk, with_loss=False,
-                        ranks=ddp_ranks(), mode=mode)
+                        ranks=ddp_ranks(), mode=mode, tail_draws=n_tail)
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,8 @@ class VMCModule(L.LightningModule):
         try:
             result = vmc_step(self.model, self.hamiltonian, self.totals.n_samples, cfg.sampling.unique, gen,
                               temperature=cfg.temperature(step), clip_width=cfg.optim.clip_local_energy,
-                              eval_chunk=cfg.optim.eval_chunk, ranks=ddp_ranks(), mode=self.local_energy_mode)
+                              eval_chunk=cfg.optim.eval_chunk, ranks=ddp_ranks(), mode=self.local_energy_mode,
+                              tail_draws=cfg.sampling.tail)
         except FloatingPointError as exc:
             raise UserError(f"training diverged at step {step} ({exc}): lower --lr (now {cfg.optim.lr:g}) or set "
                             f"--clip-local-energy 5; the last checkpoint is intact, resume with --resume") from None
@@ -304,7 +306,7 @@ class VMCModule(L.LightningModule):
                           e_ref=self.reference.energy if self.reference else None,
                           ref_kind=self.reference.kind if self.reference else None,
                           n_unique=samples.n_unique, n_samples=samples.n_samples, n_requested=samples.n_requested,
-                          kept_mass=samples.kept_mass,
+                          kept_mass=samples.kept_mass, tail_correction=None if r.tail is None else r.tail.correction,
                           s_f=s_f, d_prime=tot.d_prime, s_f_full=s_f_full, d_prime_full=tot.d_prime_full,
                           s_f_nominal=s_f_nominal, d_prime_nominal=tot.d_prime_nominal,
                           lr=self.lr_used, temperature=cfg.temperature(step), wall_s=tot.wall_s, t_step=t_step,

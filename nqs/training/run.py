@@ -22,8 +22,8 @@ from nqs.errors import UserError
 from nqs.models import build_model
 from nqs.molecules import resolve_molecule
 from nqs.problem import MolecularProblem, build_problem
-from nqs.record import (CHECKPOINT, ERROR_BAR_COVERS, LOWEST_CHECKPOINT, METRICS_FILE, RunSummary, StepRecord,
-                        branch_checkpoint)
+from nqs.record import (CHECKPOINT, ERROR_BAR_COVERS, LOWEST_CHECKPOINT, METRICS_FILE, TAIL_ERROR_BAR_COVERS,
+                        RunSummary, StepRecord, branch_checkpoint)
 from nqs.references import LABELS, best_reference
 from nqs.training.config import TrainConfig
 from nqs.training.module import VMCModule, evaluate_energy
@@ -302,7 +302,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
     model.eval()
     weights_used, weights_notes = final_weights(cfg, module, trainer.global_step, out, trainer.is_global_zero)
     final = evaluate_energy(model, module.hamiltonian, cfg.sampling.final_samples, cfg.sampling.final_unique,
-                            cfg.run.seed, cfg.optim.eval_chunk, cfg.final_local_energy_mode())
+                            cfg.run.seed, cfg.optim.eval_chunk, cfg.final_local_energy_mode(), cfg.sampling.final_tail)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # DDP is over: without this, gloo's threads outlive the interpreter and abort the exit about half the time
         torch.distributed.destroy_process_group()
@@ -310,11 +310,16 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         return None  # DDP: only rank 0 writes and reports
     told = len(notes)
     notes = list(notes) + weights_notes + reference_notes(problem.references)
-    stats = final.stats
-    if stats.kept_mass < 1 - KEPT_MASS_WARNING:
+    stats, tail = final.stats, final.tail
+    if tail is not None:
+        notes.append(f"the final sample kept {tail.head_mass:.8f} of the probability mass (unique cap "
+                     f"{cfg.sampling.final_unique}); the rest came from a second draw of N_s = {tail.n_samples:.4g} "
+                     f"({tail.draws:.0f} draws, {tail.unique} configurations outside the kept ones): it moved the "
+                     f"energy by {tail.correction * 1e3:+.3f} ± {tail.error * 1e3:.3f} mHa (unbiased; final_tail)")
+    elif stats.kept_mass < 1 - KEPT_MASS_WARNING:
         notes.append(f"the final sample kept {stats.kept_mass:.8f} of the probability mass (unique cap "
-                     f"{cfg.sampling.final_unique}): the energy is biased by the dropped part, which its error bar "
-                     f"does not cover; raise --final-unique")
+                     f"{cfg.sampling.final_unique}) and --final-tail 0 left the rest out: the energy is biased by "
+                     f"the dropped part, which its error bar does not cover")
     estimator = cfg.local_energy_mode().estimator
     if estimator != "exact":
         final_with = ("it too (--final-local-energy as-trained; unbiased, its draws' noise is in the error bar)"
@@ -375,7 +380,7 @@ def peak_memory_gib(device: torch.device) -> dict:
 def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCModule, final, steps: int,
                 command_wall_s: float, scan: dict | None, notes: tuple, branch: dict | None = None,
                 weights_used: dict | None = None) -> RunSummary:
-    refs, stats, t, o = problem.references, final.stats, module.totals, cfg.optim
+    refs, stats, tail, t, o = problem.references, final.stats, final.tail, module.totals, cfg.optim
     best = best_reference(refs)
     stop = module.stopping.record(steps)
     schedule = {"kind": o.lr_schedule, "warmup": o.warmup, "lr": o.lr, "lr_final": o.lr_final,
@@ -390,10 +395,12 @@ def run_summary(cfg: TrainConfig, problem: MolecularProblem, model, module: VMCM
         sector_size=problem.sector.size, n_params=model.n_params, n_params_modulus=model.n_params_modulus,
         n_params_phase=model.n_params_phase, n_params_effective=model.n_params_effective, steps=steps,
         samples=cfg.sampling.samples, unique=cfg.sampling.unique,
-        energy=stats.mean, energy_err=stats.error, error_bar_covers=ERROR_BAR_COVERS, variance=stats.variance,
+        energy=stats.mean, energy_err=stats.error,
+        error_bar_covers=ERROR_BAR_COVERS if tail is None else TAIL_ERROR_BAR_COVERS, variance=stats.variance,
         vscore=stats.vscore(problem.sector.n_electrons, problem.e_inf), final_n_unique=final.samples.n_unique,
         final_n_samples=final.samples.n_samples, final_n_requested=final.samples.n_requested,
-        final_kept_mass=stats.kept_mass, e_fci=refs.e_fci, e_dmrg=refs.e_dmrg,
+        final_kept_mass=stats.kept_mass, final_tail=None if tail is None else tail.to_json(), e_fci=refs.e_fci,
+        e_dmrg=refs.e_dmrg,
         e_ref=best.energy if best else None, ref_kind=best.kind if best else None,
         ref_uncertainty=best.uncertainty if best else None,
         e_ccsd_t=refs.e_ccsd_t, e_ccsd=refs.e_ccsd, e_mp2=refs.e_mp2, e_hf=refs.e_hf, e_inf=problem.e_inf,
