@@ -16,7 +16,8 @@ from typing import Callable
 
 import torch
 
-from nqs.local_energy_modes import LocalEnergyMode, estimate
+from nqs.local_energy import LocalEnergy
+from nqs.local_energy_modes import SEMI_STOCHASTIC, LocalEnergyMode, estimate
 from nqs.sampler import Samples, add_tail, sample
 
 KEPT_MASS_WARNING = 1e-6  # warn when the unique cap / the draw dropped more probability mass than this
@@ -167,10 +168,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _twice(first: LocalEnergy, second: LocalEnergy, samples: Samples, part: slice, weights: torch.Tensor,
+           ranks: Ranks) -> tuple[LocalEnergy, float]:
+    """Two independent estimates of the same rows' E_loc: their mean, and the variance (Hartree^2) its noise adds
+    to the energy through the rows of fixed weight (a plain sample's, or a stratified sample's head; the tail
+    draw's spread already holds its rows' noise): sum_x w_x^2 Var(mean_x), Var(mean_x) ~ |e1 - e2|^2 / 4."""
+    fixed = torch.ones_like(weights, dtype=torch.bool)
+    if samples.tail is not None:
+        fixed = torch.arange(samples.n_unique, device=weights.device)[part] < samples.tail.n_head
+    diff2 = (first.values - second.values).real.to(torch.float64) ** 2
+    noise = float(ranks.all_reduce((weights.to(torch.float64) ** 2 * diff2 * fixed).sum() / 4))
+    rows = tuple(a + b for a, b in zip(first.rows_per_position, second.rows_per_position))
+    mean = LocalEnergy((first.values + second.values) / 2, first.n_evals + second.n_evals,
+                       first.n_connected + second.n_connected, first.n_pairs_naive + second.n_pairs_naive, rows)
+    return mean, noise
+
+
 def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: torch.Generator, *,
              temperature: float = 0.0, clip_width: float | None = None, eval_chunk: int = 65536,
              with_loss: bool = True, ranks: Ranks = Ranks(), mode: LocalEnergyMode = LocalEnergyMode(),
-             tail_draws: int = 0) -> StepResult:
+             tail_draws: int = 0, noise_check: bool = False) -> StepResult:
     """Sample, evaluate E_loc on this rank's share, reduce the statistics and build the surrogate loss.
 
     Sampling is identical on every rank (same `generator` state); rank r takes unique samples r, r + world, ...
@@ -182,7 +199,9 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
     (counted in n_evals). The semi-stochastic draws use `generator` after the sampler. Raises FloatingPointError on a
     non-finite energy. With `tail_draws` > 0 and mass dropped by the cap, the sample is stratified
     (`nqs.sampler.add_tail`: a second draw of about that many configurations outside it) and the statistics, the
-    weights and so the loss are unbiased (`stratified_stats`)."""
+    weights and so the loss are unbiased (`stratified_stats`). `noise_check` (the final energy): a semi-stochastic
+    or heat-bath E_loc is estimated twice with independent draws and averaged, and the error bar gains the
+    noise this leaves on the configurations summed with fixed weights (`_twice`)."""
     device = next(model.parameters()).device
     mode = mode.resolve(model)
     t0 = time.perf_counter()
@@ -203,6 +222,10 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
         t_forward = time.perf_counter() - t1
     t1b = time.perf_counter()
     le = estimate(model, hamiltonian, bits, mode, generator, eval_chunk, log_psi_bits=log_psi, weights=weights, **extra)
+    noise = None
+    if noise_check and mode.name in SEMI_STOCHASTIC:
+        le, noise = _twice(le, estimate(model, hamiltonian, bits, mode, generator, eval_chunk, log_psi_bits=log_psi,
+                                        weights=weights, **extra), samples, part, weights, ranks)
     n_evals = le.n_evals + (samples.n_unique if extra else 0) + (0 if with_loss or log_psi is None else bits.shape[0])
     counts = ranks.all_reduce(torch.tensor([n_evals, le.n_connected, *le.rows_per_position], dtype=torch.float64,
                                            device=device))
@@ -212,6 +235,8 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
         stats = stats_from_sums(sums, samples.n_samples, samples.n_requested, samples.kept_mass)
     else:
         stats, tail = stratified_stats(le.values, samples, part, ranks)
+    if noise is not None:
+        stats = dataclasses.replace(stats, error=math.sqrt(stats.error ** 2 + noise))
     _sync(device)
     t2 = time.perf_counter()
     t_local_energy = t2 - t1b + (0.0 if with_loss else t_forward)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +17,7 @@ from nqs.vmc import surrogate_loss, vmc_step
 
 
 def _spread_model(problem, seed: int = 3):
-    """An untrained MADE in float64: spread over LiH's 225 configurations, so a cap of 8 keeps about a fifth of the mass."""
+    """An untrained MADE in float64: spread (on LiH's 225 configurations a cap of 8 keeps about a fifth of the mass)."""
     torch.manual_seed(seed)
     return build_model(ModelConfig("made"), problem.sector).double()
 
@@ -106,6 +109,11 @@ def test_a_capped_run_records_its_tail(tmp_path, capsys):
     assert math.isclose(summary.energy, tail["head_energy"] + tail["correction"], abs_tol=1e-12)
     assert tail["draws"] > 3000 and "the rest came from a second draw" in printed
     assert json.loads((tmp_path / "tail" / "summary.json").read_text())["final_tail"] == tail
+    script = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_energy.py"
+    again = subprocess.run([sys.executable, str(script), str(tmp_path / "tail")], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    row = json.loads(again.stdout.splitlines()[0])  # the same weights, sample and tail: the same energy
+    assert math.isclose(row["energy"], summary.energy, abs_tol=1e-9) and row["tail"]["draws"] == tail["draws"]
     main([*args, "--final-tail", "0", "--out", str(tmp_path / "head")])
     assert "--final-tail 0 left the rest out" in capsys.readouterr().err
     head = read_summary(tmp_path / "head")
@@ -156,3 +164,25 @@ def test_training_steps_with_a_tail_record_it(tmp_path):
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert len(rows) == 3 and all(r.tail_correction is not None and r.n_unique > 10 for r in rows)
     assert all(math.isfinite(r.energy) and 0 < r.energy_err < 0.1 for r in rows)
+
+
+def test_noise_check_puts_a_stochastic_local_energys_noise_in_the_error_bar(problems):
+    """A semi-stochastic E_loc on H6 (400 configurations) capped at 100 with no tail: 30 evaluations with independent
+    draws scatter about the same sample's exact mean as their noise-checked error bars say (z-scores' spread ~1),
+    and thousands of times beyond the plain bar sqrt(Var / N_s), which at N_s = 1e12 misses the noise."""
+    from nqs.local_energy_modes import LocalEnergyMode
+
+    p = problems("H6")
+    h, model = p.compiled(), _spread_model(p)
+    mode = LocalEnergyMode("semi-stochastic", threshold=1e-2, draws=1)
+    z, plain = [], []
+    for seed in range(30):
+        def step(**kwargs):
+            return vmc_step(model, h, 1e12, 100, torch.Generator().manual_seed(seed), with_loss=False, **kwargs)
+        exact = step().stats.mean  # the same sample (the sampler draws first), its exact E_loc
+        checked, once = step(mode=mode, noise_check=True), step(mode=mode)
+        z.append((checked.stats.mean - exact) / checked.stats.error)
+        plain.append(abs(once.stats.mean - exact) / once.stats.error)
+    z = torch.tensor(z)
+    assert 0.6 < float(z.std()) < 1.5 and abs(float(z.mean())) < 4 / math.sqrt(30), z
+    assert float(torch.tensor(plain).median()) > 100

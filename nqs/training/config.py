@@ -66,8 +66,9 @@ class SamplingConfig:
                              "the final energy the unique cap dropped (unbiased; docs/guide.md); 0 leaves that "
                              "part out, and the energy is then biased by it")
     final_local_energy: str = option("exact", "the final energy's local energy: exact, or as-trained (the "
-                                     "training estimator, semi-stochastic or heat-bath: unbiased, with its draws' "
-                                     "noise in the error bar; for sizes where the exact one is too slow, e.g. H32)")
+                                     "training estimator, semi-stochastic or heat-bath: unbiased, taken twice "
+                                     "and averaged, its noise in the error bar; for sizes where the exact one is "
+                                     "too slow, e.g. H32)")
 
 
 @dataclass(frozen=True)

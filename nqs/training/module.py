@@ -55,12 +55,13 @@ def evaluate_energy(model: AutoregressiveAnsatz, hamiltonian, n_samples: float, 
                     eval_chunk: int = 65536, mode: LocalEnergyMode = LocalEnergyMode(), n_tail: int = 0) -> StepResult:
     """The final energy: `vmc_step` without a loss on a fresh sample (every rank computes its share), with the
     exact local energy whatever estimator trained the model unless `mode` says otherwise, and the part the
-    unique cap dropped from a second draw of about `n_tail` configurations (`tail`; none when nothing dropped)."""
+    unique cap dropped from a second draw of about `n_tail` configurations (`tail`; none when nothing dropped).
+    A semi-stochastic or heat-bath E_loc is taken twice and averaged, its noise in the error bar (`noise_check`)."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(step_seed(seed, FINAL_STEP))
     with torch.no_grad():
         return vmc_step(model, hamiltonian, n_samples, max_unique, gen, eval_chunk=eval_chunk, with_loss=False,
-                        ranks=ddp_ranks(), mode=mode, tail_draws=n_tail)
+                        ranks=ddp_ranks(), mode=mode, tail_draws=n_tail, noise_check=True)
 
 
 @dataclass(frozen=True)

@@ -322,7 +322,8 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
                      f"the dropped part, which its error bar does not cover")
     estimator = cfg.local_energy_mode().estimator
     if estimator != "exact":
-        final_with = ("it too (--final-local-energy as-trained; unbiased, its draws' noise is in the error bar)"
+        final_with = ("it too (--final-local-energy as-trained; unbiased, taken twice with independent draws and "
+                      "averaged, the noise between the two in the error bar)"
                       if cfg.final_local_energy_mode().estimator == estimator else "the exact one")
         notes.append(f"trained with the {estimator} local energy; the final energy uses {final_with}")
     for note in notes[told:]:
