@@ -107,7 +107,8 @@ class StepRecord:
 
     step: int
     energy: float = field(metadata={"help": "training estimate of <H> over the step's samples"})
-    energy_err: float = field(metadata={"help": "sqrt(Var/N_s), with --tail the tail draw's error; see ERROR_BAR_COVERS"})
+    energy_err: float = field(metadata={
+        "help": "sqrt(Var/N_s), with --tail the tail draw's error; see ERROR_BAR_COVERS"})
     variance: float = field(metadata={"help": "Var(E_loc), Hartree^2"})
     vscore: float | None = field(default=None, metadata={"help": "N_e Var / (E - E_inf)^2"})
     e_fci: float | None = field(default=None, metadata={"help": "FCI energy; older records: the error's reference"})
@@ -215,7 +216,7 @@ class RunSummary:
     final_n_requested: float | None = None
     final_kept_mass: float | None = None
     final_tail: dict | None = field(default=None, metadata={
-        "help": "the dropped part of the final energy, from a second draw (nqs.final_energy.TailEstimate): "
+        "help": "the dropped part of the final energy, from a second draw (nqs.vmc.TailEstimate): "
                 "head_mass, head_energy, n_samples, draws, unique, correction, error (Hartree); None when the "
                 "final sample kept all the mass, with --final-tail 0, and in runs before it was recorded"})
     e_fci: float | None = None

@@ -50,7 +50,8 @@ def test_tail_estimate_is_unbiased_and_its_error_bar_is_calibrated(problems):
     for seed in range(30):
         head, result, tail = _final(model, h, 8, 400, seed)
         assert tail is not None and 0.2 < tail.head_mass < 0.95 and tail.draws > 300
-        assert math.isclose(tail.head_mass, head.stats.kept_mass) and result.samples.tail.n_head == head.samples.n_unique
+        assert math.isclose(tail.head_mass, head.stats.kept_mass)
+        assert result.samples.tail.n_head == head.samples.n_unique
         assert torch.equal(result.samples.bits[:head.samples.n_unique], head.samples.bits)
         z.append((result.stats.mean - exact) / result.stats.error)
         estimates.append(result.stats.mean)
@@ -63,8 +64,9 @@ def test_tail_estimate_is_unbiased_and_its_error_bar_is_calibrated(problems):
 
 
 def test_error_bar_is_the_estimators_exact_spread(problems):
-    """The reported error matches the exact standard deviation of E^, (1/S) [sum_T p (E_L - c)^2 - (sum_T p (E_L - c))^2],
-    enumerated over the tail T that the head left (within the noise of estimating it from ~400 draws)."""
+    """The reported error matches the exact standard deviation of E^,
+    (1/S) [sum_T p (E_L - c)^2 - (sum_T p (E_L - c))^2] enumerated over the tail T that the head left (within the
+    noise of estimating it from ~400 draws)."""
     from nqs.keys import index_of, pack
 
     p = problems("LiH")
