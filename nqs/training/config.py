@@ -59,7 +59,7 @@ class SamplingConfig:
     unique: int = option(2000, "cap B on unique samples per step (the most frequent are kept)")
     unique_window: tuple[int, int] = option((1000, 2000), "adaptive schedule: keep the unique count in [LO, HI]")
     tail: int = option(0, "expected draws per step of a second sample outside the capped one, which makes the "
-                       "step's energy and gradient unbiased (a stratified step; docs/guide.md); 0: off")
+                       "step's energy unbiased and its gradient nearly so (a stratified step; docs/guide.md); 0: off")
     final_samples: float = option(1e12, "N_s of the fresh sample behind the final energy")
     final_unique: int = option(20000, "unique cap of the final energy's sample")
     final_tail: int = option(4096, "expected draws of an independent second sample that estimates the part of "
