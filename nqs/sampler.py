@@ -18,8 +18,6 @@ from nqs.hilbert import tokens_to_bits
 from nqs.models.base import TOKEN_ALPHA, TOKEN_BETA, AutoregressiveAnsatz
 
 MAX_EXACT_COUNT = 2.0 ** 53
-
-
 TAIL_MASS_MIN = 1e-12  # a dropped mass below this is float64 round-off of a sample that kept everything
 
 

@@ -93,8 +93,7 @@ def stratified_stats(e_loc: torch.Tensor, samples: Samples, part: slice,
     (1/S) [sum_T p (E_loc - c)^2 - (sum_T p (E_loc - c))^2], is of order (1 - P_K)^2 Var_T / n_tail. The same form
     gives <|E_loc|^2> and so Var(E_loc). e_loc (R,) complex: this rank's rows."""
     t = samples.tail
-    rows = torch.arange(samples.n_unique, device=e_loc.device)[part]
-    head = rows < t.n_head
+    head = _fixed_rows(samples, part, e_loc.device)
     w = samples.counts[part].to(e_loc.device) / t.scale  # p(x) on the head, n_x / S on the tail
     f = _moments(e_loc)
     c = ranks.all_reduce((w[head, None] * f[head]).sum(0)) / t.head_mass
@@ -168,20 +167,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _twice(first: LocalEnergy, second: LocalEnergy, samples: Samples, part: slice, weights: torch.Tensor,
+def _fixed_rows(samples: Samples, part: slice, device) -> torch.Tensor:
+    """(R,) bool: this rank's rows whose weight is fixed (all of a plain sample; a stratified sample's head)."""
+    rows = torch.arange(samples.n_unique, device=device)[part]
+    return rows < (samples.tail.n_head if samples.tail is not None else samples.n_unique)
+
+
+def _twice(first: LocalEnergy, again: LocalEnergy, fixed: torch.Tensor, weights: torch.Tensor,
            ranks: Ranks) -> tuple[LocalEnergy, float]:
-    """Two independent estimates of the same rows' E_loc: their mean, and the variance (Hartree^2) its noise adds
-    to the energy through the rows of fixed weight (a plain sample's, or a stratified sample's head; the tail
-    draw's spread already holds its rows' noise): sum_x w_x^2 Var(mean_x), Var(mean_x) ~ |e1 - e2|^2 / 4."""
-    fixed = torch.ones_like(weights, dtype=torch.bool)
-    if samples.tail is not None:
-        fixed = torch.arange(samples.n_unique, device=weights.device)[part] < samples.tail.n_head
-    diff2 = (first.values - second.values).real.to(torch.float64) ** 2
-    noise = float(ranks.all_reduce((weights.to(torch.float64) ** 2 * diff2 * fixed).sum() / 4))
-    rows = tuple(a + b for a, b in zip(first.rows_per_position, second.rows_per_position))
-    mean = LocalEnergy((first.values + second.values) / 2, first.n_evals + second.n_evals,
-                       first.n_connected + second.n_connected, first.n_pairs_naive + second.n_pairs_naive, rows)
-    return mean, noise
+    """`first` with the rows `fixed` estimated `again` with independent draws: their mean there, and the variance
+    (Hartree^2) its noise adds to the energy through those rows, sum_x w_x^2 Var(mean_x) with
+    Var(mean_x) ~ |e1 - e2|^2 / 4. The tail draw's rows are left as they are: its spread holds their noise."""
+    values = first.values.clone()
+    diff2 = (values[fixed] - again.values).real.to(torch.float64) ** 2
+    values[fixed] = (values[fixed] + again.values) / 2
+    noise = float(ranks.all_reduce((weights[fixed].to(torch.float64) ** 2 * diff2).sum() / 4))
+    rows = tuple(a + b for a, b in zip(first.rows_per_position, again.rows_per_position)) or first.rows_per_position
+    return LocalEnergy(values, first.n_evals + again.n_evals, first.n_connected + again.n_connected,
+                       first.n_pairs_naive + again.n_pairs_naive, rows), noise
 
 
 def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: torch.Generator, *,
@@ -224,8 +227,10 @@ def vmc_step(model, hamiltonian, n_samples: float, max_unique: int, generator: t
     le = estimate(model, hamiltonian, bits, mode, generator, eval_chunk, log_psi_bits=log_psi, weights=weights, **extra)
     noise = None
     if noise_check and mode.name in SEMI_STOCHASTIC:
-        le, noise = _twice(le, estimate(model, hamiltonian, bits, mode, generator, eval_chunk, log_psi_bits=log_psi,
-                                        weights=weights, **extra), samples, part, weights, ranks)
+        fixed = _fixed_rows(samples, part, weights.device)
+        again = estimate(model, hamiltonian, bits[fixed], mode, generator, eval_chunk, weights=weights[fixed],
+                         log_psi_bits=None if log_psi is None else log_psi[fixed], **extra)
+        le, noise = _twice(le, again, fixed, weights, ranks)
     n_evals = le.n_evals + (samples.n_unique if extra else 0) + (0 if with_loss or log_psi is None else bits.shape[0])
     counts = ranks.all_reduce(torch.tensor([n_evals, le.n_connected, *le.rows_per_position], dtype=torch.float64,
                                            device=device))

@@ -20,12 +20,11 @@ import torch
 
 from nqs.cli.common import configure_process
 from nqs.errors import cli_entry
-from nqs.models import build_model
 from nqs.record import LOWEST_CHECKPOINT
 from nqs.references import best_reference
 from nqs.training.config import FIELDS, load_yaml, resolve
 from nqs.training.module import evaluate_energy
-from nqs.training.run import build_cfg_problem, load_model_weights
+from nqs.training.run import build
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -61,18 +60,13 @@ def main(argv=None) -> None:
     if dropped:  # a run of an older version: its options that no longer exist did not change the weights' energy
         print(f"note: {args.run / 'config.yaml'}: options this version does not have, ignored: {', '.join(dropped)}",
               file=sys.stderr)
+    ckpt = checkpoint_of(args.run, args.checkpoint)
     layers = [(str(args.run / "config.yaml"), {k: v for k, v in saved.items() if k not in dropped}),
-              ("arguments", {k: v for k, v in given.items() if v is not None} | {"init_from": None,
+              ("arguments", {k: v for k, v in given.items() if v is not None} | {"init_from": str(ckpt),
                                                                                   "init_state": None})]
     cfg = resolve(layers).validate()
     start = time.perf_counter()
-    problem = build_cfg_problem(cfg)
-    torch.manual_seed(cfg.run.seed)
-    model = build_model(cfg.model, problem.sector)
-    if cfg.optim.dtype == "float64":
-        model = model.double()
-    ckpt = checkpoint_of(args.run, args.checkpoint)
-    load_model_weights(model, ckpt)
+    problem, model = build(cfg)  # nqs-train's own: the problem, the model and the checkpoint's weights
     model.eval()
     hamiltonian = problem.compiled(torch.device("cpu"), cfg.connections_used)
     s = cfg.sampling
