@@ -30,11 +30,15 @@
 
 `estimate` returns `nqs.local_energy.LocalEnergy`; its `n_evals` counts the network evaluations this call made
 (with `rows_per_position` when they went through the trie), so the FLOP model counts what was executed.
+
+Memory: every mode but `sampled` takes the samples in chunks of `selection_rows` (`LocalEnergyMode.chunk_bytes`,
+`--local-energy-memory`), so a call holds one chunk's candidate pairs, not the batch's: H16's exact final at 12,097
+samples 12.3 -> 4.85 GiB, H50's heat-bath final at 55,419 samples 13.5 -> 3.9 GiB (docs/benchmarks.md, session 20).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -58,11 +62,13 @@ TRIE_BY_DEFAULT = ("transformer", "retnet")
 
 @dataclass(frozen=True)
 class LocalEnergyMode:
-    """Which estimator, with the semi-stochastic threshold on w_x |H_xx'| (Hartree) and draws per sample."""
+    """Which estimator, with the semi-stochastic threshold on w_x |H_xx'| (Hartree) and draws per sample, and the
+    bytes of candidate pairs one chunk of samples may hold (`selection_rows`; how, not what, it computes)."""
 
     name: str = "exact"
     threshold: float = 1e-5
     draws: int = 4
+    chunk_bytes: int = 1 << 30
 
     def __post_init__(self):
         if self.name not in MODES:
@@ -71,6 +77,8 @@ class LocalEnergyMode:
             raise UserError(f"semi_threshold must be a finite number >= 0 (Hartree), got {self.threshold}")
         if self.draws < 1:
             raise UserError(f"semi_draws must be at least 1, got {self.draws}")
+        if self.chunk_bytes < 1:
+            raise UserError(f"the local energy's chunk must hold at least one byte, got {self.chunk_bytes}")
 
     def resolve(self, model: AutoregressiveAnsatz) -> "LocalEnergyMode":
         """`exact` made concrete for this model: exact-trie for TRIE_BY_DEFAULT ansätze on at least
@@ -78,7 +86,7 @@ class LocalEnergyMode:
         if self.name != "exact":
             return self
         trie = type(model).__name__.lower() in TRIE_BY_DEFAULT and 2 * model.sector.n_orb >= TRIE_MIN_QUBITS
-        return LocalEnergyMode("exact-trie" if trie else "exact-dense", self.threshold, self.draws)
+        return replace(self, name="exact-trie" if trie else "exact-dense")
 
     @property
     def reuses_sample_log_psi(self) -> bool:
@@ -150,25 +158,58 @@ def _sample_set(h: Hamiltonian, distinct: torch.Tensor, inverse_x: torch.Tensor,
     return in_set, known, log_values
 
 
-def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: float, draws: int,
-                    generator: torch.Generator, weights: torch.Tensor | None = None,
-                    log_psi_bits: torch.Tensor | None = None, space_bits: torch.Tensor | None = None,
-                    space_log_psi: torch.Tensor | None = None) -> LocalEnergy:
-    """E_loc (B,) of bits (B, n) (module docstring): pairs inside the sample set and those with
-    w_x |H_xx'| >= threshold exactly, `draws` per x from the rest ∝ |H_xx'|. `weights` (B,): the samples'
-    count weights normalised over the whole sample set (default 1/B each); `log_psi_bits` (B,) (and
-    `space_bits`, `space_log_psi` when `bits` is one rank's share of the set): log psi of the sample set, which
-    is then not evaluated (without it the batch is evaluated and counted). `evaluate` maps distinct keys (U, W)
-    to log psi; n_evals counts what was evaluated."""
-    n, batch = h.n_qubits, bits.shape[0]
-    if weights is None:
-        weights = torch.full((batch,), 1.0 / max(batch, 1), dtype=torch.float64)
+def _candidates(h: Hamiltonian) -> int:
+    """Connections a sample can have before screening: the sector's singles and doubles, or the flip masks."""
+    return h.n_candidates if isinstance(h, IntegralHamiltonian) else h.n_flip_masks - 1
+
+
+def selection_rows(h: Hamiltonian, heat_bath: bool, chunk_bytes: int) -> int:
+    """Samples per chunk of a local-energy call, so that one chunk's candidates fit in `chunk_bytes`: every
+    connection at ~(8 W + 128) B (its key, sample and element, and the deduplication's and the sum's temporaries;
+    W words a key), or for heat-bath the singles at ~(8 W + 48) B and ~80 B per occupied pair (its doubles are
+    never enumerated). The exact modes evaluate each chunk's x' on their own; the semi-stochastic ones keep only
+    the selected pairs (about the threshold-kept and `draws` per sample) and evaluate their x' together."""
+    words = -(-h.n_qubits // 64)
+    if heat_bath:
+        n_a, n_b, n_orb = h.n_alpha, h.n_beta, h.n_orb
+        pairs = n_a * (n_a - 1) // 2 + n_b * (n_b - 1) // 2 + n_a * n_b
+        singles = n_a * (n_orb - n_a) + n_b * (n_orb - n_b)
+        per_row = 80 * pairs + (8 * words + 48) * singles
+    else:
+        per_row = (8 * words + 128) * _candidates(h)
+    return max(1, chunk_bytes // max(per_row, 1))
+
+
+def _exact(h: Hamiltonian, bits: torch.Tensor, evaluate, chunk_bytes: int) -> LocalEnergy:
+    """The exact local energy `selection_rows` samples at a time (each chunk's x' deduplicated and evaluated on
+    their own: a duplicate across chunks is evaluated again), so the pairs held never exceed one chunk's."""
+    rows = selection_rows(h, False, chunk_bytes)
+    parts = [from_connections(h, b, connections(h, b), evaluate) for b in torch.split(bits, rows)]
+    if len(parts) == 1:
+        return parts[0]
+    return LocalEnergy(torch.cat([p.values for p in parts]), sum(p.n_evals for p in parts),
+                       sum(p.n_connected for p in parts), sum(p.n_pairs_naive for p in parts),
+                       parts[-1].rows_per_position)
+
+
+def _in_chunks(select, bits: torch.Tensor, weights: torch.Tensor, rows: int):
+    """`select(bits_c, weights_c)` -> (diagonal, sample, keys, element, weight) over chunks of `rows` samples,
+    concatenated with the sample indices offset to the whole batch."""
+    parts = []
+    for start in range(0, bits.shape[0], rows):
+        diagonal, sample, keys, element, weight = select(bits[start:start + rows], weights[start:start + rows])
+        parts.append((diagonal, sample + start, keys, element, weight))
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
+def _semi_stochastic_pairs(h: Hamiltonian, bits: torch.Tensor, weights: torch.Tensor, threshold: float, draws: int,
+                           generator: torch.Generator, space_keys: torch.Tensor):
+    """One chunk's selection (`semi_stochastic`): diagonal (B,), and the pairs' sample (P,), keys (P, W),
+    element (P,) and weight (P,) (1 when exact, W_x / (K |H_k|) when drawn); `space_keys` (S, W) the sample set."""
+    batch = bits.shape[0]
     conn = connections(h, bits)
-    distinct, inverse = unique(torch.cat([pack(bits.to(h.device)), conn.keys]), n)  # (U, W): the batch and its x'
-    in_set = _sample_set(h, distinct, inverse[:batch], None, space_bits, None)[0]
-    inverse_c = inverse[batch:]
     magnitude = conn.element.abs().to(torch.float64)
-    big = in_set.index_select(0, inverse_c) | (
+    big = (index_of(space_keys, conn.keys, h.n_qubits) >= 0) | (
         weights.to(magnitude.device, torch.float64).index_select(0, conn.sample) * magnitude >= threshold)
     small = (~big).nonzero().squeeze(1)
     s_sample = conn.sample.index_select(0, small)
@@ -194,23 +235,45 @@ def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: flo
         scales.append(weight.index_select(0, drawn_rows).repeat_interleave(draws)
                       / (draws * s_abs.index_select(0, pick)))
     pair, scale = torch.cat(pairs), torch.cat(scales)
-    return _sum_selected(h, bits, conn.diagonal, conn.sample.index_select(0, pair), conn.keys.index_select(0, pair),
-                         conn.element.index_select(0, pair), scale, evaluate, log_psi_bits, space_bits,
-                         space_log_psi, conn.n_pairs_naive)
+    return (conn.diagonal, conn.sample.index_select(0, pair), conn.keys.index_select(0, pair),
+            conn.element.index_select(0, pair), scale)
+
+
+def semi_stochastic(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: float, draws: int,
+                    generator: torch.Generator, weights: torch.Tensor | None = None,
+                    log_psi_bits: torch.Tensor | None = None, space_bits: torch.Tensor | None = None,
+                    space_log_psi: torch.Tensor | None = None, chunk_bytes: int = 1 << 30) -> LocalEnergy:
+    """E_loc (B,) of bits (B, n) (module docstring): pairs inside the sample set and those with
+    w_x |H_xx'| >= threshold exactly, `draws` per x from the rest ∝ |H_xx'|. `weights` (B,): the samples'
+    count weights normalised over the whole sample set (default 1/B each); `log_psi_bits` (B,) (and
+    `space_bits`, `space_log_psi` when `bits` is one rank's share of the set): log psi of the sample set, which
+    is then not evaluated (without it the batch is evaluated and counted). `evaluate` maps distinct keys (U, W)
+    to log psi; n_evals counts what was evaluated. The pairs are selected `selection_rows` samples at a time (so
+    the connections are never all held), then their x' deduplicated and evaluated together."""
+    if weights is None:
+        weights = torch.full((bits.shape[0],), 1.0 / max(bits.shape[0], 1), dtype=torch.float64)
+    space_keys = unique(pack((bits if space_bits is None else space_bits).to(h.device)), h.n_qubits)[0]
+    select = lambda b, w: _semi_stochastic_pairs(h, b, w, threshold, draws, generator, space_keys)  # noqa: E731
+    diagonal, sample, keys, element, weight = _in_chunks(select, bits, weights, selection_rows(h, False, chunk_bytes))
+    naive = bits.shape[0] * _candidates(h)
+    return _sum_selected(h, bits, diagonal, sample, keys, element, weight, evaluate, log_psi_bits, space_bits,
+                         space_log_psi, naive)
 
 
 def heat_bath(h: Hamiltonian, bits: torch.Tensor, evaluate, threshold: float, draws: int,
               generator: torch.Generator, weights: torch.Tensor | None = None,
               log_psi_bits: torch.Tensor | None = None, space_bits: torch.Tensor | None = None,
-              space_log_psi: torch.Tensor | None = None) -> LocalEnergy:
+              space_log_psi: torch.Tensor | None = None, chunk_bytes: int = 1 << 30) -> LocalEnergy:
     """E_loc (B,) of bits (B, n) with the pairs of `nqs.heat_bath.select` (the doubles from sorted integrals,
-    never enumerated); arguments as `semi_stochastic`'s. Needs an `IntegralHamiltonian`."""
+    never enumerated), `selection_rows` samples a call; arguments as `semi_stochastic`'s. Needs an
+    `IntegralHamiltonian`."""
     if not isinstance(h, IntegralHamiltonian):
         raise UserError("--local-energy heat-bath reads the integrals: use --connections integrals (or auto)")
     if weights is None:
         weights = torch.full((bits.shape[0],), 1.0 / max(bits.shape[0], 1), dtype=torch.float64)
-    diagonal, sample, keys, element, weight = heat_bath_select(
-        h, bits, weights, threshold, draws, generator, bits if space_bits is None else space_bits)
+    space = bits if space_bits is None else space_bits
+    select = lambda b, w: heat_bath_select(h, b, w, threshold, draws, generator, space)  # noqa: E731
+    diagonal, sample, keys, element, weight = _in_chunks(select, bits, weights, selection_rows(h, True, chunk_bytes))
     return _sum_selected(h, bits, diagonal, sample, keys, element, weight, evaluate, log_psi_bits, space_bits,
                          space_log_psi, bits.shape[0] * h.n_candidates)
 
@@ -245,9 +308,9 @@ def estimate(model: AutoregressiveAnsatz, h: Hamiltonian, bits: torch.Tensor, mo
     mode = mode.resolve(model)
     with torch.no_grad():
         if mode.name == "exact-dense":
-            return from_connections(h, bits, connections(h, bits), _evaluator_dense(model, eval_chunk))
+            return _exact(h, bits, _evaluator_dense(model, eval_chunk), mode.chunk_bytes)
         if mode.name == "exact-trie":
-            return from_connections(h, bits, connections(h, bits), TrieEvaluator(model, eval_chunk))
+            return _exact(h, bits, TrieEvaluator(model, eval_chunk), mode.chunk_bytes)
         if mode.name == "sampled":
             if log_psi_bits is None:
                 raise ValueError("the sampled local energy needs log psi of the samples")
@@ -256,7 +319,7 @@ def estimate(model: AutoregressiveAnsatz, h: Hamiltonian, bits: torch.Tensor, mo
             raise ValueError("the semi-stochastic local energy needs a generator")
         form = heat_bath if mode.name == "heat-bath" else semi_stochastic
         return form(h, bits, _evaluator(model, eval_chunk), mode.threshold, mode.draws, generator,
-                               weights, log_psi_bits, space_bits, space_log_psi)
+                    weights, log_psi_bits, space_bits, space_log_psi, mode.chunk_bytes)
 
 
 def _evaluator_dense(model: AutoregressiveAnsatz, eval_chunk: int):

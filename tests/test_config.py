@@ -59,7 +59,7 @@ def test_geometry_without_mol_is_a_custom_molecule_with_its_label():
 
 
 def test_result_neutral_options_are_declared_on_the_fields():
-    assert {"out", "progress", "threads", "checkpoint_every", "eval_chunk"} <= RESULT_NEUTRAL
+    assert {"out", "progress", "threads", "checkpoint_every", "eval_chunk", "local_energy_memory"} <= RESULT_NEUTRAL
     assert not {"lr", "steps", "seed", "unique", "samples", "d_model", "ansatz", "mol"} & RESULT_NEUTRAL
     a, b = TrainConfig(), TrainConfig().updated(threads=2, out="x")
     assert a.result_fields() == b.result_fields() and a != b
@@ -82,7 +82,8 @@ def test_help_shows_each_options_text_with_units():
 def test_invalid_values_are_caught_before_any_work():
     for values, needle in [({"ansatz": "lstm"}, "unknown ansatz"), ({"d_model": 10, "heads": 3}, "divisible"),
                            ({"anneal_fraction": 0}, "anneal_fraction"), ({"device": "tpu"}, "unknown device"),
-                           ({"steps": 0}, "steps must be at least 1")]:
+                           ({"steps": 0}, "steps must be at least 1"),
+                           ({"local_energy_memory": 0}, "local_energy_memory must be a positive")]:
         with pytest.raises(UserError, match=needle):
             TrainConfig().updated(**values)
 

@@ -14,6 +14,7 @@ from nqs.excitations import IntegralHamiltonian, connections
 from nqs.heat_bath import select
 from nqs.hilbert import Sector
 from nqs.local_energy_modes import LocalEnergyMode, estimate
+from tests.test_local_energy_modes import in_chunks
 from nqs.models import ModelConfig, build_model
 from nqs.training.config import TrainConfig
 
@@ -79,22 +80,27 @@ def test_draws_are_connections_with_their_elements():
         assert abs(want[(s, k)] - e) < 1e-12
 
 
-@pytest.mark.parametrize("known", [False, True])
-def test_heat_bath_with_zero_threshold_is_exact(problems, known):
+@pytest.mark.parametrize("known,chunked", [(False, False), (True, False), (True, True)])
+def test_heat_bath_with_zero_threshold_is_exact(problems, known, chunked):
+    """threshold 0: every pair, exact values and evaluations (`chunked`: selected 9 samples a call, with the
+    whole batch as the sample set and the x' deduplicated across calls)."""
     p = problems("H2O")
     h, model = p.compiled(connections="integrals"), make(p.sector)
     bits = random_bits(p.sector, 120, seed=2)
     log_psi = model.log_psi(bits).detach() if known else None
     exact = estimate(model, h, bits, LocalEnergyMode("exact-dense"))
-    hb = estimate(model, h, bits, LocalEnergyMode("heat-bath", threshold=0.0), torch.Generator(),
-                  log_psi_bits=log_psi)
+    mode = LocalEnergyMode("heat-bath", threshold=0.0)
+    mode = in_chunks(mode, h, 9, bits.shape[0]) if chunked else mode
+    hb = estimate(model, h, bits, mode, torch.Generator(), log_psi_bits=log_psi)
     assert (hb.values - exact.values).abs().max().item() < 1e-10
     assert hb.n_connected == exact.n_connected
     assert hb.n_evals == exact.n_evals - (bits.shape[0] if known else 0)
 
 
-def test_heat_bath_is_unbiased(problems):
-    """Per sample, the mean of 800 estimates against exact: z-scores of a correct estimator, skewed weights."""
+@pytest.mark.parametrize("chunked", [False, True])
+def test_heat_bath_is_unbiased(problems, chunked):
+    """Per sample, the mean of 800 estimates against exact: z-scores of a correct estimator, skewed weights
+    (`chunked`: selected 4 samples a call)."""
     p = problems("LiH")
     h, model = p.compiled(connections="integrals"), make(p.sector)
     bits = random_bits(p.sector, 30, seed=4)
@@ -104,6 +110,7 @@ def test_heat_bath_is_unbiased(problems):
     weights /= weights.sum()
     exact = estimate(model, h, bits, LocalEnergyMode("exact-dense")).values.real
     mode, g, reps = LocalEnergyMode("heat-bath", threshold=1e-3, draws=4), torch.Generator().manual_seed(5), 800
+    mode = in_chunks(mode, h, 4, bits.shape[0]) if chunked else mode
     runs = torch.stack([estimate(model, h, bits, mode, g, log_psi_bits=log_psi, weights=weights).values.real
                         for _ in range(reps)])
     spread = runs.std(0)

@@ -1,6 +1,8 @@
 """The local-energy estimators (nqs.local_energy_modes) against the exact one on tiny molecules (float64)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from nqs.exact import sector_matrix
 from nqs.flops import flop_counter, step_flops
 from nqs.keys import index_of, pack, unique
 from nqs.local_energy import connections
-from nqs.local_energy_modes import LocalEnergyMode, estimate, sampled_space
+from nqs.local_energy_modes import LocalEnergyMode, estimate, sampled_space, selection_rows
 from nqs.models import ModelConfig, build_model
 from nqs.vmc import vmc_step
 
@@ -17,6 +19,15 @@ from nqs.vmc import vmc_step
 def make(ansatz: str, sector, dtype=torch.float64):
     torch.manual_seed(0)
     return build_model(ModelConfig(ansatz, phase_layers=2), sector).to(dtype)
+
+
+def in_chunks(mode: LocalEnergyMode, h, rows: int, batch: int) -> LocalEnergyMode:
+    """`mode` with a chunk budget of about `rows` samples (fewer than the batch's `batch`)."""
+    heat_bath = mode.name == "heat-bath"
+    per_row = 2**40 // selection_rows(h, heat_bath, 2**40)
+    mode = replace(mode, chunk_bytes=rows * per_row)
+    assert 1 < selection_rows(h, heat_bath, mode.chunk_bytes) < batch
+    return mode
 
 
 @pytest.mark.parametrize("ansatz", ["transformer", "retnet", "made"])
@@ -30,6 +41,20 @@ def test_exact_paths_agree(problems, ansatz):
     assert not exact.rows_per_position  # LiH: 12 qubits, below TRIE_MIN_QUBITS, exact means exact-dense
     trie = estimate(model, h, bits, LocalEnergyMode("exact-trie"))  # every ansatz has an incremental step
     assert (trie.values - dense.values).abs().max().item() < 1e-10 and trie.rows_per_position
+
+
+@pytest.mark.parametrize("name", ["exact-dense", "exact-trie"])
+def test_exact_in_chunks_equals_one_call(problems, name):
+    """With the chunk budget shrunk to 6 samples, the exact local energy holds one chunk's pairs at a time and
+    gives the same values (1e-12 Ha) and connections; a configuration shared by two chunks is evaluated in each."""
+    p = problems("LiH")
+    h, model = p.compiled(), make("transformer", p.sector)
+    bits = p.sector.enumerate_bits()[::3]
+    whole = estimate(model, h, bits, LocalEnergyMode(name))
+    chunked = estimate(model, h, bits, in_chunks(LocalEnergyMode(name), h, 6, bits.shape[0]))
+    assert (chunked.values - whole.values).abs().max().item() < 1e-12
+    assert chunked.n_connected == whole.n_connected and chunked.n_evals > whole.n_evals
+    assert bool(chunked.rows_per_position) == (name == "exact-trie")
 
 
 def test_exact_takes_the_trie_from_sixteen_qubits(problems):
@@ -70,17 +95,19 @@ def test_sampled_space_is_the_restricted_sum(problems):
     assert (got - (sub @ psi) / psi).abs().max().item() < 1e-10
 
 
-@pytest.mark.parametrize("known", [False, True])
-def test_semi_stochastic_with_zero_threshold_is_exact(problems, known):
-    """threshold 0: every pair exact; with log psi of the sample set given, only the x' outside it are evaluated."""
+@pytest.mark.parametrize("known,chunked", [(False, False), (True, False), (True, True)])
+def test_semi_stochastic_with_zero_threshold_is_exact(problems, known, chunked):
+    """threshold 0: every pair exact; with log psi of the sample set given, only the x' outside it are evaluated
+    (also when the pairs are selected a few samples at a time: the x' are still deduplicated across chunks)."""
     p = problems("H2O")
     h, model = p.compiled(), make("transformer", p.sector)
     bits = p.sector.enumerate_bits()[::2]
     exact = estimate(model, h, bits, LocalEnergyMode("exact"))
+    mode = LocalEnergyMode("semi-stochastic", threshold=0.0, draws=1)
+    mode = in_chunks(mode, h, 7, bits.shape[0]) if chunked else mode
     with torch.no_grad():
         log_psi = model.log_psi(bits) if known else None
-    semi = estimate(model, h, bits, LocalEnergyMode("semi-stochastic", threshold=0.0, draws=1),
-                    torch.Generator().manual_seed(0), log_psi_bits=log_psi)
+    semi = estimate(model, h, bits, mode, torch.Generator().manual_seed(0), log_psi_bits=log_psi)
     assert (semi.values - exact.values).abs().max().item() < 1e-12
     conn = connections(h, bits)
     outside = index_of(pack(bits), unique(conn.keys, h.n_qubits)[0], h.n_qubits) < 0
@@ -106,10 +133,12 @@ def test_semi_stochastic_on_one_ranks_share_uses_the_whole_sample_set(problems, 
     assert semi.n_evals == int((index_of(pack(space), distinct, h.n_qubits) < 0).sum())
 
 
-@pytest.mark.parametrize("threshold,draws,known", [(2e-3, 2, True), (10.0, 3, True), (2e-3, 2, False)])
-def test_semi_stochastic_is_unbiased(problems, threshold, draws, known):
+@pytest.mark.parametrize("threshold,draws,known,chunked", [(2e-3, 2, True, False), (10.0, 3, True, False),
+                                                           (2e-3, 2, False, False), (2e-3, 2, True, True)])
+def test_semi_stochastic_is_unbiased(problems, threshold, draws, known, chunked):
     """Mean over 300 draws within 3 sigma of exact: the weighted energy, and every sample's E_loc; on a
-    subset of the sector, so that pairs inside and outside the sample set both occur."""
+    subset of the sector, so that pairs inside and outside the sample set both occur (`chunked`: selected five
+    samples at a time)."""
     p = problems("LiH")
     h, model = p.compiled(), make("retnet", p.sector)
     bits = p.sector.enumerate_bits()[::5]
@@ -119,6 +148,7 @@ def test_semi_stochastic_is_unbiased(problems, threshold, draws, known):
         log_psi = model.log_psi(bits) if known else None
     exact = estimate(model, h, bits, LocalEnergyMode("exact")).values
     mode, g = LocalEnergyMode("semi-stochastic", threshold=threshold, draws=draws), torch.Generator().manual_seed(3)
+    mode = in_chunks(mode, h, 5, bits.shape[0]) if chunked else mode
     draws_ = torch.stack([estimate(model, h, bits, mode, g, log_psi_bits=log_psi, weights=weights).values
                           for _ in range(300)])  # (300, B)
     sigma = draws_.real.std(0) / 300 ** 0.5

@@ -113,6 +113,11 @@ class OptimConfig:
     dtype: str = option("float32", "float32 | float64 parameters and activations")
     eval_chunk: int = option(65536, "configurations per network call in the local energy (memory bound)",
                              affects_result=False)
+    local_energy_memory: float = option(1.0, "GiB of candidate pairs one chunk of the local energy's samples may "
+                                        "hold (memory bound; nqs.local_energy_modes.selection_rows): more samples "
+                                        "than fit are taken in chunks; the energy is unchanged, the exact modes "
+                                        "evaluate each chunk's configurations on their own (more evaluations)",
+                                        affects_result=False)
     # exact: the prefix trie where the ansatz has an incremental step (N2: 1.9-2.1x faster steps, same energies;
     # docs/benchmarks.md); the cost model fits the trie's executed share (nqs.scaling.cost, network_scale)
     local_energy: str = option("exact", "local-energy estimator: exact-dense | exact (exact-trie for "
@@ -259,11 +264,12 @@ class TrainConfig:
     def final_local_energy_mode(self) -> LocalEnergyMode:
         """The final energy's estimator: the exact one unless final_local_energy is as-trained."""
         as_trained = self.sampling.final_local_energy == "as-trained"
-        return self.local_energy_mode() if as_trained else LocalEnergyMode()
+        chunk = int(self.optim.local_energy_memory * 2**30)
+        return self.local_energy_mode() if as_trained else LocalEnergyMode(chunk_bytes=chunk)
 
     def local_energy_mode(self) -> LocalEnergyMode:
         o = self.optim
-        return LocalEnergyMode(o.local_energy, o.semi_threshold, o.semi_draws)
+        return LocalEnergyMode(o.local_energy, o.semi_threshold, o.semi_draws, int(o.local_energy_memory * 2**30))
 
     def schedule(self) -> SampleSchedule:
         s = self.sampling
@@ -292,6 +298,8 @@ class TrainConfig:
         for name in ("steps", "unique", "final_unique", "devices", "num_nodes", "checkpoint_every", "eval_chunk"):
             if flat[name] < 1:
                 raise UserError(f"{name} must be at least 1, got {flat[name]}")
+        if not o.local_energy_memory > 0:
+            raise UserError(f"local_energy_memory must be a positive number of GiB, got {o.local_energy_memory}")
         if s.final_tail < 0 or s.tail < 0:
             raise UserError(f"tail and final_tail must be >= 0, got {s.tail} and {s.final_tail}")
         if not (s.samples >= 1 and s.final_samples >= 1 and 1 <= s.samples_start <= s.samples):
