@@ -38,6 +38,8 @@ def parse(argv=None) -> argparse.Namespace:
                                                                  "4,096 for runs before it existed)")
     ap.add_argument("--final-local-energy", default=None, help="exact | as-trained (default: the run's)")
     ap.add_argument("--seed", type=int, default=None, help="the sample's seed (default: the run's)")
+    ap.add_argument("--local-energy-memory", type=float, default=None,
+                    help="GiB of candidate pairs a chunk of the local energy holds (default: the run's)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return ap.parse_args(argv)
 
@@ -54,7 +56,8 @@ def main(argv=None) -> None:
     args = parse(argv)
     configure_process(args.threads)
     given = {"final_samples": args.final_samples, "final_unique": args.final_unique, "final_tail": args.final_tail,
-             "final_local_energy": args.final_local_energy, "seed": args.seed}
+             "final_local_energy": args.final_local_energy, "seed": args.seed,
+             "local_energy_memory": args.local_energy_memory}
     saved = load_yaml(args.run / "config.yaml")
     dropped = sorted(k for k in saved if str(k).replace("-", "_") not in FIELDS)
     if dropped:  # a run of an older version: its options that no longer exist did not change the weights' energy
