@@ -33,7 +33,7 @@
 
 Memory: every mode but `sampled` takes the samples in chunks of `selection_rows` (`LocalEnergyMode.chunk_bytes`,
 `--local-energy-memory`), so a call holds one chunk's candidate pairs, not the batch's: H16's exact final at 12,097
-samples 12.3 -> 4.85 GiB, H50's heat-bath final at 55,419 samples 13.5 -> 3.9 GiB (docs/benchmarks.md, session 20).
+samples 12.0 -> 3.3 GiB, H50's heat-bath final at 55,419 samples 13.5 -> 3.9 GiB (docs/benchmarks.md, session 20).
 """
 from __future__ import annotations
 
@@ -167,8 +167,8 @@ def selection_rows(h: Hamiltonian, heat_bath: bool, chunk_bytes: int) -> int:
     """Samples per chunk of a local-energy call, so that one chunk's candidates fit in `chunk_bytes`: every
     connection at ~(8 W + 128) B (its key, sample and element, and the deduplication's and the sum's temporaries;
     W words a key), or for heat-bath the singles at ~(8 W + 48) B and ~80 B per occupied pair (its doubles are
-    never enumerated). The exact modes evaluate each chunk's x' on their own; the semi-stochastic ones keep only
-    the selected pairs (about the threshold-kept and `draws` per sample) and evaluate their x' together."""
+    never enumerated). The exact modes evaluate chunk by chunk (`_exact`); the semi-stochastic ones keep only the
+    selected pairs (about the threshold-kept and `draws` per sample) and evaluate their x' together."""
     words = -(-h.n_qubits // 64)
     if heat_bath:
         n_a, n_b, n_orb = h.n_alpha, h.n_beta, h.n_orb
@@ -180,16 +180,50 @@ def selection_rows(h: Hamiltonian, heat_bath: bool, chunk_bytes: int) -> int:
     return max(1, chunk_bytes // max(per_row, 1))
 
 
+class _Remembered:
+    """`evaluate` that keeps the keys it evaluated and their log psi, up to `capacity` keys, so that the chunks
+    of one exact call evaluate a configuration they share once; `n_evals` counts what was evaluated."""
+
+    def __init__(self, evaluate, n_qubits: int, capacity: int):
+        self.evaluate, self.n_qubits, self.capacity, self.n_evals = evaluate, n_qubits, capacity, 0
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    @property
+    def rows_per_position(self) -> tuple[int, ...]:
+        return tuple(getattr(self.evaluate, "rows_per_position", ()))
+
+    def __call__(self, keys: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(keys.shape[0], dtype=torch.complex128, device=keys.device)
+        row = (index_of(self.keys, keys, self.n_qubits) if self.keys is not None
+               else torch.full((keys.shape[0],), -1, dtype=torch.int64, device=keys.device))
+        hit = row >= 0
+        out[hit] = self.values.index_select(0, row[hit]) if self.values is not None else out[hit]
+        miss = (~hit).nonzero().squeeze(1)
+        if miss.numel():
+            new_keys = keys.index_select(0, miss)
+            out[miss] = self.evaluate(new_keys).to(torch.complex128)
+            self.n_evals += int(miss.numel())
+            held = 0 if self.keys is None else self.keys.shape[0]
+            if held + miss.numel() <= self.capacity:
+                self.keys = new_keys if self.keys is None else torch.cat([self.keys, new_keys])
+                self.values = out[miss] if self.values is None else torch.cat([self.values, out[miss]])
+        return out
+
+
 def _exact(h: Hamiltonian, bits: torch.Tensor, evaluate, chunk_bytes: int) -> LocalEnergy:
-    """The exact local energy `selection_rows` samples at a time (each chunk's x' deduplicated and evaluated on
-    their own: a duplicate across chunks is evaluated again), so the pairs held never exceed one chunk's."""
+    """The exact local energy `selection_rows` samples at a time, so the pairs held never exceed one chunk's.
+    The chunks share one memory of the configurations evaluated (up to chunk_bytes at ~(8 W + 48) B a key, its
+    lookup included), so a configuration two chunks share is evaluated once while the memory lasts."""
     rows = selection_rows(h, False, chunk_bytes)
-    parts = [from_connections(h, b, connections(h, b), evaluate) for b in torch.split(bits, rows)]
-    if len(parts) == 1:
-        return parts[0]
-    return LocalEnergy(torch.cat([p.values for p in parts]), sum(p.n_evals for p in parts),
+    if bits.shape[0] <= rows:
+        return from_connections(h, bits, connections(h, bits), evaluate)
+    words = -(-h.n_qubits // 64)
+    remembered = _Remembered(evaluate, h.n_qubits, chunk_bytes // (8 * words + 48))
+    parts = [from_connections(h, b, connections(h, b), remembered) for b in torch.split(bits, rows)]
+    return LocalEnergy(torch.cat([p.values for p in parts]), remembered.n_evals,
                        sum(p.n_connected for p in parts), sum(p.n_pairs_naive for p in parts),
-                       parts[-1].rows_per_position)
+                       remembered.rows_per_position)
 
 
 def _in_chunks(select, bits: torch.Tensor, weights: torch.Tensor, rows: int):

@@ -141,7 +141,7 @@ def _counts(blocks: np.ndarray) -> str:
     return "{" + ", ".join(f"{v}: {c}" for v, c in zip(values, counts)) + "}"
 
 
-def localize(orbitals: Orbitals) -> Orbitals:
+def localize(orbitals: Orbitals, split: bool = False) -> Orbitals:
     """The active orbitals Boys-localized (a unitary rotation among them, so every active-space energy is
     unchanged), ordered by their centroid along the molecule's longest axis and signed so that each one's
     largest AO coefficient is positive, so an autoregressive model conditions each orbital on its spatial
@@ -153,16 +153,25 @@ def localize(orbitals: Orbitals) -> Orbitals:
     active = np.flatnonzero(orbitals.blocks // 10 == ACTIVE)  # contiguous: after the frozen core
     if active.size < 2:
         return orbitals
-    mo = boys_active(mol, orbitals.mo, int(active[0]), active.size)
+    if split:  # occupied and virtual apart: the HF determinant stays the same state (up to sign)
+        n_occ = int((orbitals.blocks[active] % 10 == 2).sum())
+        mo = boys_active(mol, orbitals.mo, int(active[0]), n_occ)
+        mo = boys_active(mol, mo, int(active[0]) + n_occ, active.size - n_occ)
+    else:
+        mo = boys_active(mol, orbitals.mo, int(active[0]), active.size)
     local = mo[:, active]
     coords = mol.atom_coords(unit="Angstrom")
     axis = np.linalg.svd(coords - coords.mean(0))[2][0] if len(coords) > 1 else np.array([0.0, 0.0, 1.0])
     axis = axis if axis[np.argmax(np.abs(axis))] > 0 else -axis
     r = mol.intor_symmetric("int1e_r")  # (3, n_ao, n_ao) dipole integrals: the centroids <phi|r|phi>
     centroid = np.einsum("xij,ip,jp->px", r, local, local) @ axis
-    local = local[:, np.argsort(centroid, kind="stable")]
+    blocks = np.array(orbitals.blocks)
+    if split:  # the occupied block first, as in canonical order: the HF determinant is still the first N orbitals
+        order = np.lexsort((centroid, -(blocks[active] % 10)))
+    else:
+        order = np.argsort(centroid, kind="stable")
+        blocks[active] = 10 * ACTIVE + 9  # one block: localized orbitals have no occupation
+    local = local[:, order]
     local *= np.where(local[np.argmax(np.abs(local), axis=0), np.arange(local.shape[1])] < 0, -1.0, 1.0)
     mo[:, active] = local
-    blocks = np.array(orbitals.blocks)
-    blocks[active] = 10 * ACTIVE + 9  # one block: localized orbitals have no occupation
     return replace(orbitals, mo=mo, blocks=blocks)

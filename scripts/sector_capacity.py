@@ -76,8 +76,9 @@ def main() -> None:
     parser.add_argument("--inner", type=int, default=20, help="itime: Adam steps of each fit")
     parser.add_argument("--min-weight", type=float, default=0.0,
                         help="fit: only the FCI determinants above this weight (the rest as one term)")
-    parser.add_argument("--orbitals", choices=("canonical", "boys"), default="canonical",
-                        help="boys: active orbitals Boys-localized, ordered along the molecule (nqs.orbitals.localize)")
+    parser.add_argument("--orbitals", choices=("canonical", "boys", "split"), default="canonical",
+                        help="boys: active orbitals Boys-localized, ordered along the molecule; split: the occupied and "
+                             "the virtual ones localized apart, occupied first (nqs.orbitals.localize)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
@@ -85,8 +86,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     spec = resolve_molecule(args.mol)
     problem = build_problem(spec)
-    if args.orbitals == "boys":
-        problem = build_problem(spec, orbitals=localize(problem.orbitals))
+    if args.orbitals != "canonical":
+        problem = build_problem(spec, orbitals=localize(problem.orbitals, split=args.orbitals == "split"))
     ints = problem.integrals
     bits, psi_fci, e_fci = fci_state(problem)  # PySCF's order, its sign folded in
     _, sign, shape = pyscf_determinants(ints)

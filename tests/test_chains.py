@@ -110,3 +110,27 @@ def test_localized_orbitals_keep_the_energy_and_follow_the_chain():
     order = np.argsort(mol.atom_coords() @ np.array([0.0, 0.0, 1.0]))
     assert list(nearest) == list(order) or list(nearest) == list(order[::-1])
     assert (local.mo[np.argmax(np.abs(local.mo), axis=0), np.arange(6)] > 0).all()
+
+
+def test_split_localized_orbitals_keep_the_hf_determinant_and_the_cc_states():
+    """`orbitals: split` localizes the occupied and the virtual orbitals apart: the FCI energy, the HF determinant
+    (the first N orbitals) and the CISD state (invariant under such rotations) keep their energies (1e-8 Ha), while
+    the integrals change; an unknown choice is refused before any work."""
+    import numpy as np
+
+    from nqs.exact import fci_state
+    from nqs.orbitals import localize
+    from nqs.pretrain import cisd_state
+    from nqs.training.config import TrainConfig
+    from nqs.training.run import build_cfg_problem
+
+    spec = resolve_molecule("H6")
+    canonical = build_problem(spec, use_cache=False)
+    split = build_problem(spec, use_cache=False, orbitals=localize(canonical.orbitals, split=True))
+    assert abs(fci_state(split)[2] - fci_state(canonical)[2]) < 1e-8
+    assert abs(cisd_state(split.integrals).energy - cisd_state(canonical.integrals).energy) < 1e-8
+    assert not np.allclose(split.integrals.h1, canonical.integrals.h1, atol=1e-3)
+    via_config = build_cfg_problem(TrainConfig().updated(mol="H6", orbitals="split"))
+    assert np.allclose(via_config.integrals.h1, split.integrals.h1, atol=1e-10)
+    with pytest.raises(UserError, match="unknown orbitals 'boys'"):
+        TrainConfig().updated(mol="H6", orbitals="boys").validate()

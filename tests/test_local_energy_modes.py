@@ -6,11 +6,12 @@ from dataclasses import replace
 import pytest
 import torch
 
+from nqs import local_energy_modes
 from nqs.errors import UserError
 from nqs.exact import sector_matrix
 from nqs.flops import flop_counter, step_flops
-from nqs.keys import index_of, pack, unique
-from nqs.local_energy import connections
+from nqs.keys import index_of, pack, unique, unpack
+from nqs.local_energy import connections, from_connections
 from nqs.local_energy_modes import LocalEnergyMode, estimate, sampled_space, selection_rows
 from nqs.models import ModelConfig, build_model
 from nqs.vmc import vmc_step
@@ -46,15 +47,21 @@ def test_exact_paths_agree(problems, ansatz):
 @pytest.mark.parametrize("name", ["exact-dense", "exact-trie"])
 def test_exact_in_chunks_equals_one_call(problems, name):
     """With the chunk budget shrunk to 6 samples, the exact local energy holds one chunk's pairs at a time and
-    gives the same values (1e-12 Ha) and connections; a configuration shared by two chunks is evaluated in each."""
+    gives the same values (1e-12 Ha) and connections; the chunks' memory of evaluated configurations evaluates
+    each distinct one once, and without room in it (capacity 0) a configuration two chunks share is evaluated
+    in each."""
     p = problems("LiH")
     h, model = p.compiled(), make("transformer", p.sector)
     bits = p.sector.enumerate_bits()[::3]
     whole = estimate(model, h, bits, LocalEnergyMode(name))
     chunked = estimate(model, h, bits, in_chunks(LocalEnergyMode(name), h, 6, bits.shape[0]))
     assert (chunked.values - whole.values).abs().max().item() < 1e-12
-    assert chunked.n_connected == whole.n_connected and chunked.n_evals > whole.n_evals
+    assert chunked.n_connected == whole.n_connected and chunked.n_evals == whole.n_evals
     assert bool(chunked.rows_per_position) == (name == "exact-trie")
+    forgetful = local_energy_modes._Remembered(lambda keys: model.log_psi(unpack(keys, h.n_qubits)), h.n_qubits, 0)
+    rows = selection_rows(h, False, in_chunks(LocalEnergyMode(name), h, 6, bits.shape[0]).chunk_bytes)
+    values = torch.cat([from_connections(h, b, connections(h, b), forgetful).values for b in torch.split(bits, rows)])
+    assert (values - whole.values).abs().max().item() < 1e-12 and forgetful.n_evals > whole.n_evals
 
 
 def test_exact_takes_the_trie_from_sixteen_qubits(problems):

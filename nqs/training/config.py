@@ -28,6 +28,9 @@ from nqs.sampler import SCHEDULES, SampleSchedule
 from nqs.training import schedules
 
 
+ORBITAL_CHOICES = ("canonical", "split")
+
+
 @dataclass(frozen=True)
 class MoleculeConfig:
     """Which Hamiltonian: a catalogue molecule or a custom geometry, and the orbital space."""
@@ -41,6 +44,10 @@ class MoleculeConfig:
     frozen_core: int = option(0, "freeze this many lowest doubly occupied orbitals")
     active_orbitals: int | None = option(None, "keep this many orbitals above the frozen core")
     symmetry: bool = option(True, "point-group symmetry-adapted orbitals")
+    orbitals: str = option("canonical", "active orbitals: canonical (the SCF's, by energy) | split (the occupied and "
+                           "the virtual ones Boys-localized apart, each block ordered along the molecule: the HF "
+                           "determinant, CISD and CCSD states and every energy unchanged, their amplitudes local; "
+                           "nqs.orbitals.localize)")
     fci_max_dets: float = option(1e7, "skip FCI above this many determinants in the sector")
     spacing: float | None = option(None, "hydrogen chains (mol H4 ... H50): the H-H distance in Å (default 1.0)")
     references: str = option("auto", "reference energies: auto, all, or a comma list of hf, mp2, ccsd, ccsd_t, fci, "
@@ -115,8 +122,9 @@ class OptimConfig:
                              affects_result=False)
     local_energy_memory: float = option(1.0, "GiB of candidate pairs one chunk of the local energy's samples may "
                                         "hold (memory bound; nqs.local_energy_modes.selection_rows): more samples "
-                                        "than fit are taken in chunks; the energy is unchanged, the exact modes "
-                                        "evaluate each chunk's configurations on their own (more evaluations)",
+                                        "than fit are taken in chunks; the energy is unchanged; the exact modes "
+                                        "keep up to as much again of the configurations evaluated, so chunks "
+                                        "evaluate a shared one once)",
                                         affects_result=False)
     # exact: the prefix trie where the ansatz has an incremental step (N2: 1.9-2.1x faster steps, same energies;
     # docs/benchmarks.md); the cost model fits the trie's executed share (nqs.scaling.cost, network_scale)
@@ -280,6 +288,8 @@ class TrainConfig:
         s, o, r = self.sampling, self.optim, self.run
         self.model.validate()
         parse_references(self.molecule.references)  # a bad name fails before any work
+        if self.molecule.orbitals not in ORBITAL_CHOICES:
+            raise UserError(f"unknown orbitals {self.molecule.orbitals!r}: choose one of {', '.join(ORBITAL_CHOICES)}")
         if s.sample_schedule not in SCHEDULES:
             raise UserError(f"unknown sample_schedule {s.sample_schedule!r}: choose one of {', '.join(SCHEDULES)}")
         if o.dtype not in ("float32", "float64"):

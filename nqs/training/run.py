@@ -21,6 +21,7 @@ from nqs.chem import OrbitalOptions
 from nqs.errors import UserError
 from nqs.models import build_model
 from nqs.molecules import resolve_molecule
+from nqs.orbitals import localize
 from nqs.problem import MolecularProblem, build_problem
 from nqs.record import (CHECKPOINT, ERROR_BAR_COVERS, LOWEST_CHECKPOINT, METRICS_FILE, TAIL_ERROR_BAR_COVERS,
                         RunSummary, StepRecord, branch_checkpoint)
@@ -162,9 +163,15 @@ def molecule_of(cfg: TrainConfig):
 
 
 def build_cfg_problem(cfg: TrainConfig) -> MolecularProblem:
+    """The config's problem, in its canonical orbitals or (`orbitals: split`) in split-localized ones."""
     spec, options = molecule_of(cfg)
-    return build_problem(spec, options, fci_max_dets=cfg.molecule.fci_max_dets, references=cfg.molecule.references,
-                         dmrg_max_bond=cfg.molecule.dmrg_max_bond)
+    m = cfg.molecule
+    problem = build_problem(spec, options, fci_max_dets=m.fci_max_dets, references=m.references,
+                            dmrg_max_bond=m.dmrg_max_bond)
+    if m.orbitals == "split":
+        problem = build_problem(spec, options, fci_max_dets=m.fci_max_dets, references=m.references,
+                                dmrg_max_bond=m.dmrg_max_bond, orbitals=localize(problem.orbitals, split=True))
+    return problem
 
 
 def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[MolecularProblem, torch.nn.Module]:
