@@ -323,6 +323,9 @@ def run_curve(base: TrainConfig, settings: CurveSettings, out: Path, log: Callab
     """Every geometry of the scan, chain by chain (`parallel`: the chains at once, one process each, set up by
     `initializer(threads)`), returned in scan order. `notes` go into every run record. `stop_after`: testing
     aid, see run_chain (per chain)."""
+    if base.molecule.orbitals != "canonical":
+        raise UserError("nqs-curve trains in canonical orbitals matched from geometry to geometry; --orbitals "
+                        f"{base.molecule.orbitals} is not supported there: drop it")
     spec0 = base_molecule(base)
     scan = make_scan(spec0, settings.bond, settings.atom, settings.fragment)
     plan = chains(scan.values, settings.meet)

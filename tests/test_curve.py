@@ -69,12 +69,12 @@ def test_geometries_of_the_three_scan_modes():
 
 
 def test_bad_bond_exits_2_with_one_line(capsys, tmp_path):
-    for bad in (["--bond", "0.5:3.0:x"], ["--bond", "3.0:0.5:0.1"], []):
+    for bad in (["--bond", "0.5:3.0:x"], ["--bond", "3.0:0.5:0.1"], [], ["--bond", "0.5:1.0:0.5", "--orbitals", "split"]):
         with pytest.raises(SystemExit) as exc:
             main(["--mol", "H2", *bad, "--out", str(tmp_path / "c")])
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("error:") and len(err.splitlines()) == 1 and "--bond" in err
+        assert err.startswith("error:") and len(err.splitlines()) == 1 and ("--bond" in err or "--orbitals" in err)
 
 
 # --- exact limits ----------------------------------------------------------------------------------------
