@@ -195,10 +195,11 @@ class _Remembered:
 
     def __call__(self, keys: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(keys.shape[0], dtype=torch.complex128, device=keys.device)
-        row = (index_of(self.keys, keys, self.n_qubits) if self.keys is not None
-               else torch.full((keys.shape[0],), -1, dtype=torch.int64, device=keys.device))
-        hit = row >= 0
-        out[hit] = self.values.index_select(0, row[hit]) if self.values is not None else out[hit]
+        hit = torch.zeros(keys.shape[0], dtype=torch.bool, device=keys.device)
+        if self.keys is not None:
+            row = index_of(self.keys, keys, self.n_qubits)
+            hit = row >= 0
+            out[hit] = self.values.index_select(0, row[hit])
         miss = (~hit).nonzero().squeeze(1)
         if miss.numel():
             new_keys = keys.index_select(0, miss)
