@@ -10,6 +10,11 @@ energy of its spin); its uncertainty is the largest of the distance to the extra
 sweeps' energy change and the spread between the `max_bond` sweep and the lowest one (Davidson's tolerance), so the
 exact energy lies within [energy - uncertainty, energy] when the extrapolation is sound.
 
+`dmrg_state(integrals, max_bond, cutoff)` (`--init-state dmrg`) runs the same forward schedule without spin
+adaptation (SZ: the (N_alpha, N_beta) sector itself) and returns the MPS's determinants with |c| >= cutoff in the
+qubit basis (`block2_determinants`: block2's PySCF-convention signs over its Fiedler-ordered sites, mapped to the
+interleaved order over our orbitals), the state a network is fitted to before VMC.
+
 SU(2) DMRG finds the lowest state of total spin S = (N_alpha - N_beta) / 2; FCI here finds the lowest state of the
 (N_alpha, N_beta) sector. They agree whenever the ground state has the lowest spin its sector allows, as for every
 catalogue molecule (FCI <S^2> = S(S+1)) and chain; checked against FCI to <= 3e-10 Ha for H4-H10, N2 and H2O.
@@ -21,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from nqs.chem import Integrals
 from nqs.errors import UserError
@@ -76,24 +82,12 @@ def run_dmrg(ints: Integrals, max_bond: int = DEFAULT_MAX_BOND, threads: int = 1
         raise UserError(f"--dmrg-max-bond {max_bond} is too small: use at least 4 (e.g. 500)")
     core = _driver_module()
     start = time.perf_counter()
-    n, n_elec, spin = ints.n_orb, ints.n_alpha + ints.n_beta, ints.n_alpha - ints.n_beta
-    if n_elec == 0:
+    if ints.n_alpha + ints.n_beta == 0:
         return DMRGResult(ints.e_core, 0.0, None, 1, 0.0, True, 0.0)
     with tempfile.TemporaryDirectory(prefix="nqs-dmrg-", dir=scratch) as tmp:
         driver = core.DMRGDriver(scratch=tmp, symm_type=core.SymmetryTypes.SU2, n_threads=threads,
                                  stack_mem=2 << 30)
-        driver.initialize_system(n_sites=n, n_elec=n_elec, spin=spin)
-        order = driver.orbital_reordering(ints.h1, ints.h2)
-        h1 = ints.h1[order][:, order]
-        h2 = ints.h2[order][:, order][:, :, order][:, :, :, order]
-        mpo = driver.get_qc_mpo(h1e=h1, g2e=h2, ecore=ints.e_core, iprint=0)
-        ket = driver.get_random_mps(tag="KET", bond_dim=max(4, max_bond // 4), nroots=1)
-        bonds = [max(4, max_bond // 4)] * 4 + [max(4, max_bond // 2)] * 4 + [max_bond]
-        noises = [1e-4] * 4 + [1e-5] * 4 + [1e-6] * 2 + [0.0]
-        thrds = [1e-6] * 4 + [1e-7] * 4 + [1e-9]
-        driver.dmrg(mpo, ket, n_sweeps=max_sweeps, bond_dims=bonds, noises=noises, thrds=thrds, tol=tol, iprint=0)
-        m, dws, es = driver.get_dmrg_results()
-        energies = [float(np.min(e)) for e in es]
+        _, mpo, ket, m, dws, energies = _ground_state(driver, ints, max_bond, tol, max_sweeps)
         converged = len(energies) < max_sweeps and int(m[-1]) == max_bond
         change = abs(energies[-1] - energies[-2]) if len(energies) > 1 else 0.0
         points = [(int(m[-1]), float(dws[-1]), energies[-1])]
@@ -107,6 +101,85 @@ def run_dmrg(ints: Integrals, max_bond: int = DEFAULT_MAX_BOND, threads: int = 1
     uncertainty = max(change, points[0][2] - energy, abs(energy - extrapolated) if extrapolated is not None else 0.0)
     return DMRGResult(energy, uncertainty, extrapolated, max_bond, weight, converged,
                       time.perf_counter() - start, tuple(points))
+
+
+@dataclass(frozen=True)
+class DMRGState:
+    """The DMRG ground state's largest determinants: bits (K, 2 n_orb) uint8 in the interleaved qubit order,
+    amplitudes (K,) float64 as the MPS gives them (Σ amplitudes² = `weight` ≤ 1, the rest below the cutoff),
+    the MPS's energy (Hartree), its bond dimension and last discarded weight, and the seconds taken."""
+
+    bits: torch.Tensor
+    amplitudes: torch.Tensor
+    energy: float
+    weight: float
+    bond_dim: int
+    discarded_weight: float
+    seconds: float
+
+
+def dmrg_state(ints: Integrals, max_bond: int = DEFAULT_MAX_BOND, cutoff: float = 1e-5, threads: int = 1,
+               tol: float = 1e-8, max_sweeps: int = 40, scratch: str | None = None) -> DMRGState:
+    """Non-spin-adapted (SZ) DMRG of `ints` with `run_dmrg`'s forward schedule (the (N_alpha, N_beta) sector
+    itself, so open shells need no conversion), then every determinant whose amplitude is at least `cutoff` in
+    magnitude (block2's DeterminantTRIE: a depth-first search of the MPS that prunes below the cutoff), in PySCF's
+    sign convention over the sites, mapped to the qubits by `block2_determinants`. At the same M an SZ MPS is less
+    accurate than `run_dmrg`'s SU2 one; as a state to fit it only has to be far closer to exact than CCSD's."""
+    if max_bond < 4:
+        raise UserError(f"--dmrg-max-bond {max_bond} is too small: use at least 4 (e.g. 500)")
+    if not 0 < cutoff < 1:
+        raise UserError(f"the DMRG state's cutoff must lie in (0, 1), got {cutoff}")
+    core = _driver_module()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="nqs-dmrg-", dir=scratch) as tmp:
+        driver = core.DMRGDriver(scratch=tmp, symm_type=core.SymmetryTypes.SZ, n_threads=threads,
+                                 stack_mem=2 << 30)
+        order, _, ket, m, dws, energies = _ground_state(driver, ints, max_bond, tol, max_sweeps)
+        dets, values = driver.get_csf_coefficients(ket, cutoff=cutoff, fci_conv=True, iprint=0)
+    bits, sign = block2_determinants(np.asarray(dets), order)
+    amplitudes = torch.from_numpy(np.asarray(values, dtype=np.float64) * sign)
+    return DMRGState(bits, amplitudes, energies[-1], float((amplitudes ** 2).sum()), int(m[-1]), float(dws[-1]),
+                     time.perf_counter() - start)
+
+
+def block2_determinants(dets: np.ndarray, order: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """block2's determinants (K, n) uint8 over the sites (0 empty, 1 alpha, 2 beta, 3 both; site i is orbital
+    order[i]) as (bits (K, 2n) uint8 in the interleaved order over the orbitals, sign (K,) ±1.0) such that sign
+    times an amplitude in PySCF's convention over the sites (all alpha creators in site order, then all beta) is
+    the amplitude in ours. Two reorderings: alpha and beta interleaved per site, (−1)^{#(alpha at p, beta at q),
+    p > q}; then the sites' blocks put in orbital order, (−1)^{n_i n_j} for each pair of sites i < j with
+    order[i] > order[j]."""
+    alpha = ((dets == 1) | (dets == 3)).astype(np.int64)
+    beta = ((dets == 2) | (dets == 3)).astype(np.int64)
+    alpha_above = np.cumsum(alpha[:, ::-1], axis=1)[:, ::-1] - alpha
+    crossings = (alpha_above * beta).sum(axis=1)
+    occupation = alpha + beta
+    site = np.arange(order.size)
+    inverted = ((site[:, None] < site[None, :]) & (order[:, None] > order[None, :])).astype(np.int64)
+    swaps = np.einsum("ki,ij,kj->k", occupation, inverted, occupation)
+    bits = np.zeros((dets.shape[0], 2 * order.size), dtype=np.uint8)
+    bits[:, 2 * order], bits[:, 2 * order + 1] = alpha, beta
+    return torch.from_numpy(bits), 1.0 - 2.0 * ((crossings + swaps) % 2)
+
+
+def _ground_state(driver, ints: Integrals, max_bond: int, tol: float, max_sweeps: int):
+    """Two-site DMRG of `ints` on a fresh `driver` (SU2 or SZ) in block2's Fiedler order: a forward schedule of
+    bond dimensions up to `max_bond` with decreasing noise, until the energy changes by less than `tol` between
+    sweeps. Returns (order (n,) — site i is orbital order[i] —, mpo, ket, bond dimensions, discarded weights,
+    the sweeps' lowest energies (Hartree))."""
+    n, n_elec, spin = ints.n_orb, ints.n_alpha + ints.n_beta, ints.n_alpha - ints.n_beta
+    driver.initialize_system(n_sites=n, n_elec=n_elec, spin=spin)
+    order = np.asarray(driver.orbital_reordering(ints.h1, ints.h2))
+    h1 = ints.h1[order][:, order]
+    h2 = ints.h2[order][:, order][:, :, order][:, :, :, order]
+    mpo = driver.get_qc_mpo(h1e=h1, g2e=h2, ecore=ints.e_core, iprint=0)
+    ket = driver.get_random_mps(tag="KET", bond_dim=max(4, max_bond // 4), nroots=1)
+    bonds = [max(4, max_bond // 4)] * 4 + [max(4, max_bond // 2)] * 4 + [max_bond]
+    noises = [1e-4] * 4 + [1e-5] * 4 + [1e-6] * 2 + [0.0]
+    thrds = [1e-6] * 4 + [1e-7] * 4 + [1e-9]
+    driver.dmrg(mpo, ket, n_sweeps=max_sweeps, bond_dims=bonds, noises=noises, thrds=thrds, tol=tol, iprint=0)
+    m, dws, es = driver.get_dmrg_results()
+    return order, mpo, ket, m, dws, [float(np.min(e)) for e in es]
 
 
 def _extrapolate(points: list[tuple[int, float, float]]) -> float | None:

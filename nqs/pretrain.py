@@ -1,5 +1,6 @@
-"""Start the network from a quantum-chemistry state, signs included: CISD's vector (`--init-state cisd`) or the
-CCSD state e^{T1+T2}|HF⟩ up to quadruples (`--init-state ccsd`, `nqs.coupled_cluster`).
+"""Start the network from a quantum-chemistry state, signs included: CISD's vector (`--init-state cisd`), the
+CCSD state e^{T1+T2}|HF⟩ up to quadruples (`--init-state ccsd`, `nqs.coupled_cluster`) or the largest determinants
+of a DMRG ground state (`--init-state dmrg`, `nqs.dmrg.dmrg_state`; block2).
 
 Why: on hydrogen chains a randomly initialised network settles on a plateau whose error is mostly the sign
 structure (H10, +24 mHa against FCI: 1.6e-3 of FCI weight on determinants with the wrong sign, in the sampled
@@ -28,9 +29,14 @@ docs/benchmarks.md, "The sign trap").
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +45,7 @@ from nqs.chem import Integrals
 from nqs.errors import UserError
 from nqs.hilbert import from_pyscf_strings
 
-STATES = ("cisd", "ccsd")
+STATES = ("cisd", "ccsd", "dmrg")
 ZERO = 1e-13  # amplitudes below this fraction of the largest are dropped (symmetry zeros, ~1e-16)
 
 
@@ -137,14 +143,58 @@ def cisd_state(ints: Integrals) -> TargetState:
     return TargetState(bits, amplitudes, float(solver.e_tot), "cisd")
 
 
-def target_state(kind: str, ints: Integrals) -> TargetState:
-    """The state `kind` (one of STATES) of the active space."""
+def dmrg_target(ints: Integrals, max_bond: int, cutoff: float, threads: int = 1) -> TargetState:
+    """The DMRG ground state's determinants with |c| ≥ `cutoff` (`nqs.dmrg.dmrg_state`), normalised; kept in the
+    Hamiltonian cache (`nqs.problem.cache_dir()/states`), keyed by the integrals, M, the cutoff and block2's
+    version, so a second run with the same settings reads it instead of running DMRG again."""
+    from nqs.dmrg import DMRGState, dmrg_state
+
+    path = _state_path(ints, max_bond, cutoff)
+    cached = path.exists()
+    if cached:
+        with np.load(path) as f:
+            state = DMRGState(torch.from_numpy(f["bits"]), torch.from_numpy(f["amplitudes"]),
+                              *(float(f[k]) for k in ("energy", "weight")), int(f["bond_dim"]),
+                              *(float(f[k]) for k in ("discarded_weight", "seconds")))
+    else:
+        print(f"note: DMRG state to fit: SZ, M = {max_bond} on {ints.n_orb} orbitals, {threads} thread(s); silent "
+              f"until it ends", file=sys.stderr, flush=True)
+        state = dmrg_state(ints, max_bond, cutoff, threads)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # one per process: two runs may write at once
+        np.savez(tmp, bits=state.bits.numpy(), amplitudes=state.amplitudes.numpy(), energy=state.energy,
+                 weight=state.weight, bond_dim=state.bond_dim, discarded_weight=state.discarded_weight,
+                 seconds=state.seconds)
+        tmp.replace(path)
+    detail = (f"; an SZ MPS at M = {state.bond_dim}, discarded weight {state.discarded_weight:.1e}, "
+              f"{state.seconds:.0f} s{' (read from the cache)' if cached else ''}; those with |c| >= {cutoff:g} hold "
+              f"{state.weight:.6f} of its weight")
+    return TargetState(state.bits, state.amplitudes / state.amplitudes.norm(), state.energy, "dmrg", detail)
+
+
+def _state_path(ints: Integrals, max_bond: int, cutoff: float) -> Path:
+    from importlib.metadata import version
+
+    from nqs.problem import cache_dir
+
+    h = hashlib.sha256()
+    for array in (ints.h1, ints.h2):
+        h.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    h.update(json.dumps([ints.e_core, ints.n_alpha, ints.n_beta, max_bond, cutoff, version("block2")]).encode())
+    return cache_dir() / "states" / f"dmrg-{h.hexdigest()[:24]}.npz"
+
+
+def target_state(kind: str, ints: Integrals, dmrg_max_bond: int = 250, dmrg_cutoff: float = 1e-5,
+                 threads: int = 1) -> TargetState:
+    """The state `kind` (one of STATES) of the active space; `dmrg_*` and `threads` serve the DMRG state."""
     if kind == "cisd":
         return cisd_state(ints)
     if kind == "ccsd":
         from nqs.coupled_cluster import ccsd_state
 
         return ccsd_state(ints)
+    if kind == "dmrg":
+        return dmrg_target(ints, dmrg_max_bond, dmrg_cutoff, threads)
     raise UserError(f"unknown --init-state {kind!r}: choose one of {', '.join(STATES)}")
 
 
@@ -156,6 +206,24 @@ def fidelity(model: torch.nn.Module, target: TargetState, chunk: int = 1 << 15) 
         psi = torch.exp(model.log_psi(target.bits[i:i + chunk].to(device)).to(torch.complex128))
         overlap = overlap + (target.amplitudes[i:i + chunk].to(device).to(torch.complex128) * psi).sum()
     return overlap.abs() ** 2
+
+
+@torch.no_grad()
+def fit_quality(model: torch.nn.Module, target: TargetState, chunk: int = 1 << 15) -> dict:
+    """Where a fit falls short, over the normalised target c: "fidelity" |Σ_k c_k ψ_θ(x_k)|²; "moduli"
+    (Σ_k |c_k| |ψ_θ(x_k)|)², the fidelity the model's moduli allow were every phase right (so fidelity < moduli
+    is the phases' share of the loss); "mass" Σ_k |ψ_θ(x_k)|², the model's probability on the target's
+    determinants (moduli ≤ mass by Cauchy–Schwarz)."""
+    device = next(model.parameters()).device
+    overlap = torch.zeros((), dtype=torch.complex128, device=device)
+    moduli = torch.zeros((), dtype=torch.float64, device=device)
+    mass = torch.zeros((), dtype=torch.float64, device=device)
+    for i in range(0, target.bits.shape[0], chunk):
+        psi = torch.exp(model.log_psi(target.bits[i:i + chunk].to(device)).to(torch.complex128))
+        c = target.amplitudes[i:i + chunk].to(device).to(torch.complex128)
+        overlap, moduli = overlap + (c * psi).sum(), moduli + (c.abs() * psi.abs()).sum()
+        mass = mass + (psi.abs() ** 2).sum()
+    return {"fidelity": float(overlap.abs() ** 2), "moduli": float(moduli ** 2), "mass": float(mass)}
 
 
 def _phase(c: torch.Tensor) -> torch.Tensor:
@@ -246,8 +314,9 @@ def stratified_batch(target: TargetState, size: int = FIT_BATCH) -> TargetState:
 def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3, report=None) -> dict:
     """Adam on `fit_loss` (gradients from `fit_gradient`; on a `stratified_batch` of the target each step when it
     has more than FIT_BATCH determinants) for `steps` steps (learning rate `lr`); returns {"fidelity_start",
-    "fidelity", "steps", "seconds"}, the fidelity over the whole target before the first step and after the
-    last. `report(step, loss, seconds)`, when given, is called after each step."""
+    "fidelity", "moduli", "mass", "steps", "seconds"}: the fidelity over the whole target before the first step
+    and after the last, with the last's `fit_quality`. `report(step, loss, seconds)`, when given, is called after
+    each step."""
     start = time.perf_counter()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     with torch.no_grad():
@@ -260,9 +329,8 @@ def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float 
         optimiser.step()
         if report is not None:
             report(step, loss, time.perf_counter() - start)
-    with torch.no_grad():
-        last = float(fidelity(model, target))
-    return {"fidelity_start": first, "fidelity": last, "steps": steps, "seconds": time.perf_counter() - start}
+    return {"fidelity_start": first, **fit_quality(model, target), "steps": steps,
+            "seconds": time.perf_counter() - start}
 
 
 def describe(target: TargetState, info: dict, e_hf: float | None) -> str:
@@ -270,5 +338,6 @@ def describe(target: TargetState, info: dict, e_hf: float | None) -> str:
     hf = "" if e_hf is None else f" ({1000 * (target.energy - e_hf):+.3f} mHa from HF)"
     return (f"initial state: the network was fitted to the {target.kind.upper()} state ({target.bits.shape[0]:,} "
             f"determinants{target.detail}, E = {target.energy:.8f} Ha{hf}) for {info['steps']} Adam steps in "
-            f"{info['seconds']:.1f} s: fidelity {info['fidelity_start']:.4f} -> {info['fidelity']:.4f}")
+            f"{info['seconds']:.1f} s: fidelity {info['fidelity_start']:.4f} -> {info['fidelity']:.4f} (the moduli "
+            f"alone {info['moduli']:.4f}; the model's probability on these determinants {info['mass']:.4f})")
 

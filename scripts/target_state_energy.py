@@ -1,12 +1,14 @@
 """What an `--init-state` fit aims at: the target state's size and its exact variational energy.
 
-For each molecule, builds the state `nqs.pretrain.target_state` gives (`--state cisd` or `ccsd`; for ccsd also
-`--max-rank` and `--tol` of `nqs.coupled_cluster.ccsd_state`), then ⟨c|H|c⟩ over its determinants with the exact
+For each molecule, builds the state `nqs.pretrain.target_state` gives (`--state cisd`, `ccsd` or `dmrg`; for ccsd
+also `--max-rank` and `--tol` of `nqs.coupled_cluster.ccsd_state`, for dmrg `--bond` and `--cutoff` of
+`nqs.dmrg.dmrg_state`), in canonical or `--orbitals split` orbitals, then ⟨c|H|c⟩ over its determinants with the exact
 local energy (amplitudes looked up, zero outside the state), against the best reference of the molecule's cache
 (`--references`, e.g. hf,ccsd_t,dmrg: a DMRG energy is read from the cache, or computed once). Prints one JSON
 line per molecule and a table.
 
     .venv/bin/python scripts/target_state_energy.py --mol H10 H16 --state ccsd --references hf,ccsd_t,dmrg
+    .venv/bin/python scripts/target_state_energy.py --mol H16 --state dmrg --orbitals split --references hf,ccsd_t,dmrg
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from nqs.coupled_cluster import MAX_RANK, TOL, ccsd_state
 from nqs.exact import amplitude_lookup
 from nqs.local_energy import local_energy
 from nqs.molecules import resolve_molecule
-from nqs.pretrain import cisd_state
+from nqs.orbitals import localize
+from nqs.pretrain import cisd_state, dmrg_target
 from nqs.problem import build_problem
 from nqs.references import best_reference
 
@@ -39,7 +42,11 @@ def variational_energy(problem, bits: torch.Tensor, amplitudes: torch.Tensor) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mol", nargs="+", required=True, help="catalogue molecules")
-    parser.add_argument("--state", choices=("cisd", "ccsd"), default="ccsd")
+    parser.add_argument("--state", choices=("cisd", "ccsd", "dmrg"), default="ccsd")
+    parser.add_argument("--bond", type=int, default=250, help="dmrg: the SZ MPS's largest bond dimension")
+    parser.add_argument("--cutoff", type=float, default=1e-5, help="dmrg: smallest |c| kept")
+    parser.add_argument("--orbitals", choices=("canonical", "split"), default="canonical",
+                        help="as nqs-train's --orbitals")
     parser.add_argument("--max-rank", type=int, default=MAX_RANK, help="ccsd: highest excitation rank kept")
     parser.add_argument("--tol", type=float, default=TOL, help="ccsd: smallest |c| kept (c_HF = 1)")
     parser.add_argument("--references", default="auto", help="as nqs-train's --references")
@@ -48,13 +55,19 @@ def main() -> None:
     rows = []
     for name in args.mol:
         problem = build_problem(resolve_molecule(name), references=args.references)
+        if args.orbitals == "split":
+            problem = build_problem(resolve_molecule(name), references=args.references,
+                                    orbitals=localize(problem.orbitals, split=True))
         start = time.perf_counter()
-        state = (cisd_state(problem.integrals) if args.state == "cisd"
-                 else ccsd_state(problem.integrals, args.max_rank, args.tol))
+        if args.state == "dmrg":
+            state = dmrg_target(problem.integrals, args.bond, args.cutoff)
+        else:
+            state = (cisd_state(problem.integrals) if args.state == "cisd"
+                     else ccsd_state(problem.integrals, args.max_rank, args.tol))
         built = time.perf_counter() - start
         energy = variational_energy(problem, state.bits, state.amplitudes)
         ref = best_reference(problem.references)
-        row = {"molecule": name, "state": args.state, "determinants": state.bits.shape[0], "detail": state.detail,
+        row = {"molecule": name, "state": args.state, "orbitals": args.orbitals, "determinants": state.bits.shape[0], "detail": state.detail,
                "e_state": state.energy, "e_variational": energy, "reference": ref.kind,
                "e_reference": ref.energy, "error_mha": 1000 * (energy - ref.energy),
                "state_error_mha": 1000 * (state.energy - ref.energy), "build_s": round(built, 1),

@@ -13,7 +13,7 @@ from nqs.exact import amplitude_lookup, fci_state
 from nqs.hilbert import from_pyscf_strings
 from nqs.keys import index_of, pack
 from nqs.local_energy import local_energy
-from nqs.pretrain import TargetState, _mean_field, cisd_state, fidelity, fit_loss, pretrain
+from nqs.pretrain import TargetState, _mean_field, cisd_state, fidelity, fit_loss, fit_quality, pretrain
 
 
 @pytest.mark.parametrize("name", ["LiH", "H2O", "H6"])
@@ -78,6 +78,32 @@ def test_pretraining_raises_the_fidelity(problems):
     with torch.no_grad():
         assert float(fidelity(model, state)) == pytest.approx(info["fidelity"], abs=1e-12)
         assert float(fidelity(model, state, chunk=7)) == pytest.approx(info["fidelity"], abs=1e-12)
+    assert info["fidelity"] <= info["moduli"] + 1e-12 and info["moduli"] <= info["mass"] + 1e-12 <= 1 + 2e-12
+
+
+class _Table(torch.nn.Module):
+    """A 'model' whose amplitudes are a table (for fit_quality)."""
+
+    def __init__(self, bits, amplitudes):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+        self.log_psi = amplitude_lookup(bits, amplitudes)
+
+
+def test_fit_quality_splits_the_shortfall_into_moduli_and_phases(problems):
+    """A model equal to the target has fidelity 1; with one large amplitude's sign flipped the moduli still allow
+    1 and the fidelity drops by 4c²(1 − c²); a model whose probability leaves the target loses mass."""
+    state = cisd_state(problems("LiH").integrals)
+    c = state.amplitudes
+    assert fit_quality(_Table(state.bits, c), state) == pytest.approx({"fidelity": 1, "moduli": 1, "mass": 1})
+    k = int(c[1:].abs().argmax()) + 1
+    flipped = c.clone()
+    flipped[k] = -flipped[k]
+    q = fit_quality(_Table(state.bits, flipped), state)
+    assert q["moduli"] == pytest.approx(1) and q["mass"] == pytest.approx(1)
+    assert q["fidelity"] == pytest.approx((1 - 2 * float(c[k]) ** 2) ** 2, abs=1e-12) and q["fidelity"] < 1 - 1e-6
+    q = fit_quality(_Table(state.bits, c * 0.9), state)
+    assert q["fidelity"] == pytest.approx(0.81) and q["moduli"] == pytest.approx(0.81) and q["mass"] == pytest.approx(0.81)
 
 
 def test_a_target_larger_than_a_batch_is_fitted_on_stratified_batches(problems, monkeypatch):

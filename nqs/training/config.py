@@ -165,7 +165,12 @@ class RunConfig:
     init_from: str | None = option(None, "run directory or .ckpt whose weights start this run (same sizes)")
     init_state: str | None = option(None, "fit the network to a quantum-chemistry state before VMC: cisd (the CISD "
                                     "vector, signs included; closed shells; nqs.pretrain), ccsd (e^T|HF> up to "
-                                    "quadruples, screened; nqs.coupled_cluster); null: none")
+                                    "quadruples, screened; nqs.coupled_cluster), dmrg (the largest determinants of "
+                                    "an SZ DMRG ground state; block2; nqs.dmrg.dmrg_state); null: none")
+    init_bond: int = option(250, "init_state dmrg: the MPS's largest bond dimension M (non-spin-adapted)",
+                            used_when=("init_state", ("dmrg",)))
+    init_cutoff: float = option(1e-5, "init_state dmrg: fit the determinants whose amplitude is at least this in "
+                                "magnitude (the weight they hold is in the notes)", used_when=("init_state", ("dmrg",)))
     init_steps: int = option(3000, "init_state: Adam steps of the fit (H10's CISD state: fidelity 0.977 after "
                              "1,000, 0.997 after 3,000, in 36 s on one core; H16's 2,913 determinants: ~0.2 s a step)")
     init_lr: float = option(3e-3, "init_state: Adam learning rate of the fit")
@@ -304,6 +309,9 @@ class TrainConfig:
                 raise UserError("init_state and init_from both set the initial weights: give one of them")
             if r.init_steps < 1 or r.init_lr <= 0:
                 raise UserError("init_steps must be at least 1 and init_lr positive")
+            if r.init_state == "dmrg" and (r.init_bond < 4 or not 0 < r.init_cutoff < 1):
+                raise UserError(f"init_bond must be at least 4 and init_cutoff in (0, 1), got {r.init_bond} and "
+                                f"{r.init_cutoff}")
         flat = self.flat()
         for name in ("steps", "unique", "final_unique", "devices", "num_nodes", "checkpoint_every", "eval_chunk"):
             if flat[name] < 1:

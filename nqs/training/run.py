@@ -192,7 +192,8 @@ def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.M
     """Fit `model` to the state `cfg.run.init_state` (nqs.pretrain); the note that says how well."""
     from nqs.pretrain import describe, pretrain, target_state
 
-    target = target_state(cfg.run.init_state, problem.integrals)
+    target = target_state(cfg.run.init_state, problem.integrals, cfg.run.init_bond, cfg.run.init_cutoff,
+                          torch.get_num_threads())
     device = fit_device(cfg)
     progress = Progress(cfg.run.init_steps) if cfg.run.progress else None
     report = None if progress is None else (
