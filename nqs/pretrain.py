@@ -311,14 +311,18 @@ def stratified_batch(target: TargetState, size: int = FIT_BATCH) -> TargetState:
     return TargetState(target.bits[torch.cat([head, drawn])], amplitudes, target.energy, target.kind)
 
 
-def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3, report=None) -> dict:
+def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3, report=None,
+             lr_final: float | None = None) -> dict:
     """Adam on `fit_loss` (gradients from `fit_gradient`; on a `stratified_batch` of the target each step when it
-    has more than FIT_BATCH determinants) for `steps` steps (learning rate `lr`); returns {"fidelity_start",
-    "fidelity", "moduli", "mass", "steps", "seconds"}: the fidelity over the whole target before the first step
-    and after the last, with the last's `fit_quality`. `report(step, loss, seconds)`, when given, is called after
+    has more than FIT_BATCH determinants) for `steps` steps (learning rate `lr`, or from `lr` down a cosine to
+    `lr_final` at the last step: the batches' noise then averages out instead of setting a floor); returns
+    {"fidelity_start", "fidelity", "moduli", "mass", "steps", "seconds", "lr", "lr_final"}: the fidelity over the
+    whole target before the first step and after the last, with the last's `fit_quality`. `report(step, loss, seconds)`, when given, is called after
     each step."""
     start = time.perf_counter()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = None if lr_final is None else torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, steps - 1),
+                                                                                         eta_min=lr_final)
     with torch.no_grad():
         first = float(fidelity(model, target))
     for step in range(1, steps + 1):
@@ -327,17 +331,20 @@ def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float 
         if not math.isfinite(loss):
             raise UserError("--init-state: the fit became non-finite: lower --init-lr")
         optimiser.step()
+        if schedule is not None:
+            schedule.step()
         if report is not None:
             report(step, loss, time.perf_counter() - start)
     return {"fidelity_start": first, **fit_quality(model, target), "steps": steps,
-            "seconds": time.perf_counter() - start}
+            "seconds": time.perf_counter() - start, "lr": lr, "lr_final": lr_final}
 
 
 def describe(target: TargetState, info: dict, e_hf: float | None) -> str:
     """One line for the notes: what was fitted and how well."""
     hf = "" if e_hf is None else f" ({1000 * (target.energy - e_hf):+.3f} mHa from HF)"
+    decay = "" if info.get("lr_final") is None else f" (lr {info['lr']:g} -> {info['lr_final']:g}, cosine)"
     return (f"initial state: the network was fitted to the {target.kind.upper()} state ({target.bits.shape[0]:,} "
-            f"determinants{target.detail}, E = {target.energy:.8f} Ha{hf}) for {info['steps']} Adam steps in "
+            f"determinants{target.detail}, E = {target.energy:.8f} Ha{hf}) for {info['steps']} Adam steps{decay} in "
             f"{info['seconds']:.1f} s: fidelity {info['fidelity_start']:.4f} -> {info['fidelity']:.4f} (the moduli "
             f"alone {info['moduli']:.4f}; the model's probability on these determinants {info['mass']:.4f})")
 

@@ -201,3 +201,26 @@ def test_a_run_from_the_cisd_state_records_it_and_bad_choices_exit_2(tmp_path, c
             main(["--mol", "LiH", "--no-progress", "--steps", "3", "--out", str(tmp_path / "bad"), *bad])
         err = capsys.readouterr().err
         assert stop.value.code == 2 and "init" in err and "Traceback" not in err, bad
+
+
+def test_the_fits_learning_rate_falls_along_a_cosine_to_lr_final(problems):
+    """Steps at 1e-2, 5e-3, 0 (three steps, lr_final 0) leave the weights where 1e-2, 5e-3 (two steps, lr_final
+    5e-3) do; a constant rate (lr_final = lr) is the default's fit, and the note names the schedule."""
+    from nqs.models import build_model
+    from nqs.pretrain import describe
+    from tests.test_natural_gradient import SMALL
+
+    state = cisd_state(problems("LiH").integrals)
+
+    def fitted(steps, lr_final):
+        torch.manual_seed(0)
+        model = build_model(SMALL["retnet"], problems("LiH").sector).double()
+        info = pretrain(model, state, steps=steps, lr=1e-2, lr_final=lr_final)
+        return torch.nn.utils.parameters_to_vector(model.parameters()).detach(), info
+
+    three, info = fitted(3, 0.0)
+    two, _ = fitted(2, 5e-3)
+    assert torch.allclose(three, two, rtol=0, atol=1e-12)
+    assert not torch.allclose(fitted(3, 1e-2)[0], three, rtol=0, atol=1e-6)
+    assert torch.equal(fitted(3, 1e-2)[0], fitted(3, None)[0])
+    assert "(lr 0.01 -> 0, cosine)" in describe(state, info, None)

@@ -174,6 +174,8 @@ class RunConfig:
     init_steps: int = option(3000, "init_state: Adam steps of the fit (H10's CISD state: fidelity 0.977 after "
                              "1,000, 0.997 after 3,000, in 36 s on one core; H16's 2,913 determinants: ~0.2 s a step)")
     init_lr: float = option(3e-3, "init_state: Adam learning rate of the fit")
+    init_lr_final: float | None = option(None, "init_state: the fit's learning rate falls from init_lr along a cosine "
+                                         "to this at its last step (null: constant)")
     checkpoint_every: int = option(200, "write checkpoints/last.ckpt every this many steps (a kill -9 loses at most "
                                    "these; each write costs ~10 ms on CPU)", affects_result=False)
     keep_every: int | None = option(None, "also keep checkpoints/step-NNNNNN.ckpt every this many steps, the "
@@ -307,8 +309,8 @@ class TrainConfig:
                 raise UserError(f"unknown init_state {r.init_state!r}: choose one of {', '.join(STATES)}")
             if r.init_from:
                 raise UserError("init_state and init_from both set the initial weights: give one of them")
-            if r.init_steps < 1 or r.init_lr <= 0:
-                raise UserError("init_steps must be at least 1 and init_lr positive")
+            if r.init_steps < 1 or r.init_lr <= 0 or (r.init_lr_final is not None and r.init_lr_final < 0):
+                raise UserError("init_steps must be at least 1, init_lr positive and init_lr_final at least 0")
             if r.init_state == "dmrg" and (r.init_bond < 4 or not 0 < r.init_cutoff < 1):
                 raise UserError(f"init_bond must be at least 4 and init_cutoff in (0, 1), got {r.init_bond} and "
                                 f"{r.init_cutoff}")

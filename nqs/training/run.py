@@ -199,7 +199,7 @@ def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.M
     report = None if progress is None else (
         lambda step, loss, seconds: progress.show(f"{cfg.run.init_state} fit: step {step}/{cfg.run.init_steps} "
                                                   f"loss {loss:.5f} ({seconds:.1f} s)"))
-    info = pretrain(model.to(device), target, cfg.run.init_steps, cfg.run.init_lr, report)
+    info = pretrain(model.to(device), target, cfg.run.init_steps, cfg.run.init_lr, report, cfg.run.init_lr_final)
     if progress is not None:
         progress.close()
     model.cpu()  # where Lightning expects it; it moves the model to the run's device itself
