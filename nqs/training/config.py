@@ -167,7 +167,8 @@ class RunConfig:
                                     "vector, signs included; closed shells; nqs.pretrain), ccsd (e^T|HF> up to "
                                     "quadruples, screened; nqs.coupled_cluster), dmrg (the largest determinants of "
                                     "an SZ DMRG ground state; block2; nqs.dmrg.dmrg_state); null: none")
-    init_bond: int = option(250, "init_state dmrg: the MPS's largest bond dimension M (non-spin-adapted)",
+    init_bond: int = option(250, "init_state dmrg: the MPS's largest bond dimension M (non-spin-adapted; H16 at "
+                            "250: 131 s on one core)",
                             used_when=("init_state", ("dmrg",)))
     init_cutoff: float = option(1e-5, "init_state dmrg: fit the determinants whose amplitude is at least this in "
                                 "magnitude (the weight they hold is in the notes)", used_when=("init_state", ("dmrg",)))
