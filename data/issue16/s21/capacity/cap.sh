@@ -17,5 +17,6 @@ for spec in "$@"; do
     h1024p512cos) run $spec --hidden 1024 --phase-hidden 512 --init-lr-final 3e-5 ;;
     h512p256l3cos) run $spec --hidden 512 --phase-hidden 256 --made-layers 3 --init-lr-final 3e-5 ;;
     h512p256s6k) run $spec --hidden 512 --phase-hidden 256 --init-steps 6000 ;;
+    h512p512lr1) run $spec --hidden 512 --phase-hidden 512 --init-lr 1e-3 ;;
   esac
 done
