@@ -66,6 +66,11 @@ def available() -> bool:
     return True
 
 
+def _check_bond(max_bond: int) -> None:
+    if max_bond < 4:
+        raise UserError(f"--dmrg-max-bond {max_bond} is too small: use at least 4 (e.g. 500)")
+
+
 def _driver_module():
     try:
         from pyblock2.driver import core
@@ -78,8 +83,7 @@ def _driver_module():
 def run_dmrg(ints: Integrals, max_bond: int = DEFAULT_MAX_BOND, threads: int = 1, tol: float = 1e-8,
              max_sweeps: int = 40, scratch: str | None = None) -> DMRGResult:
     """Ground-state DMRG energy of the active-space Hamiltonian `ints` (see the module's docstring)."""
-    if max_bond < 4:
-        raise UserError(f"--dmrg-max-bond {max_bond} is too small: use at least 4 (e.g. 500)")
+    _check_bond(max_bond)
     core = _driver_module()
     start = time.perf_counter()
     if ints.n_alpha + ints.n_beta == 0:
@@ -125,8 +129,7 @@ def dmrg_state(ints: Integrals, max_bond: int = DEFAULT_MAX_BOND, cutoff: float 
     magnitude (block2's DeterminantTRIE: a depth-first search of the MPS that prunes below the cutoff), in PySCF's
     sign convention over the sites, mapped to the qubits by `block2_determinants`. At the same M an SZ MPS is less
     accurate than `run_dmrg`'s SU2 one; as a state to fit it only has to be far closer to exact than CCSD's."""
-    if max_bond < 4:
-        raise UserError(f"--dmrg-max-bond {max_bond} is too small: use at least 4 (e.g. 500)")
+    _check_bond(max_bond)
     if not 0 < cutoff < 1:
         raise UserError(f"the DMRG state's cutoff must lie in (0, 1), got {cutoff}")
     core = _driver_module()

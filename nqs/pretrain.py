@@ -198,14 +198,18 @@ def target_state(kind: str, ints: Integrals, dmrg_max_bond: int = 250, dmrg_cuto
     raise UserError(f"unknown --init-state {kind!r}: choose one of {', '.join(STATES)}")
 
 
-def fidelity(model: torch.nn.Module, target: TargetState, chunk: int = 1 << 15) -> torch.Tensor:
-    """|Σ_k c_k ψ_θ(x_k)|² for the normalised target c (differentiable; float64), `chunk` determinants a pass."""
+def _amplitude_pairs(model: torch.nn.Module, target: TargetState, chunk: int):
+    """(c, ψ_θ) over the target's determinants, `chunk` at a time: both (≤ chunk,) complex128 on the model's
+    device (differentiable in ψ_θ)."""
     device = next(model.parameters()).device
-    overlap = torch.zeros((), dtype=torch.complex128, device=device)
     for i in range(0, target.bits.shape[0], chunk):
         psi = torch.exp(model.log_psi(target.bits[i:i + chunk].to(device)).to(torch.complex128))
-        overlap = overlap + (target.amplitudes[i:i + chunk].to(device).to(torch.complex128) * psi).sum()
-    return overlap.abs() ** 2
+        yield target.amplitudes[i:i + chunk].to(device).to(torch.complex128), psi
+
+
+def fidelity(model: torch.nn.Module, target: TargetState, chunk: int = 1 << 15) -> torch.Tensor:
+    """|Σ_k c_k ψ_θ(x_k)|² for the normalised target c (differentiable; float64), `chunk` determinants a pass."""
+    return sum((c * psi).sum() for c, psi in _amplitude_pairs(model, target, chunk)).abs() ** 2
 
 
 @torch.no_grad()
@@ -214,16 +218,11 @@ def fit_quality(model: torch.nn.Module, target: TargetState, chunk: int = 1 << 1
     (Σ_k |c_k| |ψ_θ(x_k)|)², the fidelity the model's moduli allow were every phase right (so fidelity < moduli
     is the phases' share of the loss); "mass" Σ_k |ψ_θ(x_k)|², the model's probability on the target's
     determinants (moduli ≤ mass by Cauchy–Schwarz)."""
-    device = next(model.parameters()).device
-    overlap = torch.zeros((), dtype=torch.complex128, device=device)
-    moduli = torch.zeros((), dtype=torch.float64, device=device)
-    mass = torch.zeros((), dtype=torch.float64, device=device)
-    for i in range(0, target.bits.shape[0], chunk):
-        psi = torch.exp(model.log_psi(target.bits[i:i + chunk].to(device)).to(torch.complex128))
-        c = target.amplitudes[i:i + chunk].to(device).to(torch.complex128)
+    overlap = moduli = mass = 0.0
+    for c, psi in _amplitude_pairs(model, target, chunk):
         overlap, moduli = overlap + (c * psi).sum(), moduli + (c.abs() * psi.abs()).sum()
         mass = mass + (psi.abs() ** 2).sum()
-    return {"fidelity": float(overlap.abs() ** 2), "moduli": float(moduli ** 2), "mass": float(mass)}
+    return {"fidelity": float(abs(overlap)) ** 2, "moduli": float(moduli) ** 2, "mass": float(mass)}
 
 
 def _phase(c: torch.Tensor) -> torch.Tensor:
@@ -317,8 +316,8 @@ def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float 
     has more than FIT_BATCH determinants) for `steps` steps (learning rate `lr`, or from `lr` down a cosine to
     `lr_final` at the last step: the batches' noise then averages out instead of setting a floor); returns
     {"fidelity_start", "fidelity", "moduli", "mass", "steps", "seconds", "lr", "lr_final"}: the fidelity over the
-    whole target before the first step and after the last, with the last's `fit_quality`. `report(step, loss, seconds)`, when given, is called after
-    each step."""
+    whole target before the first step and after the last, with the last's `fit_quality`. `report(step, loss,
+    seconds)`, when given, is called after each step."""
     start = time.perf_counter()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = None if lr_final is None else torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, steps - 1),

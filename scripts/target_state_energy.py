@@ -2,10 +2,10 @@
 
 For each molecule, builds the state `nqs.pretrain.target_state` gives (`--state cisd`, `ccsd` or `dmrg`; for ccsd
 also `--max-rank` and `--tol` of `nqs.coupled_cluster.ccsd_state`, for dmrg `--bond` and `--cutoff` of
-`nqs.dmrg.dmrg_state`), in canonical or `--orbitals split` orbitals, then ⟨c|H|c⟩ over its determinants with the exact
-local energy (amplitudes looked up, zero outside the state), against the best reference of the molecule's cache
-(`--references`, e.g. hf,ccsd_t,dmrg: a DMRG energy is read from the cache, or computed once). Prints one JSON
-line per molecule and a table.
+`nqs.dmrg.dmrg_state`), in canonical or `--orbitals split` orbitals, then ⟨c|H|c⟩ over its determinants with
+the exact local energy (amplitudes looked up, zero outside the state), against the best reference of the
+molecule's cache (`--references`, e.g. hf,ccsd_t,dmrg: a DMRG energy is read from the cache, or computed once).
+Prints one JSON line per molecule and a table.
 
     .venv/bin/python scripts/target_state_energy.py --mol H10 H16 --state ccsd --references hf,ccsd_t,dmrg
     .venv/bin/python scripts/target_state_energy.py --mol H16 --state dmrg --orbitals split --references hf,ccsd_t,dmrg
@@ -67,7 +67,8 @@ def main() -> None:
         built = time.perf_counter() - start
         energy = variational_energy(problem, state.bits, state.amplitudes)
         ref = best_reference(problem.references)
-        row = {"molecule": name, "state": args.state, "orbitals": args.orbitals, "determinants": state.bits.shape[0], "detail": state.detail,
+        row = {"molecule": name, "state": args.state, "orbitals": args.orbitals,
+               "determinants": state.bits.shape[0], "detail": state.detail,
                "e_state": state.energy, "e_variational": energy, "reference": ref.kind,
                "e_reference": ref.energy, "error_mha": 1000 * (energy - ref.energy),
                "state_error_mha": 1000 * (state.energy - ref.energy), "build_s": round(built, 1),

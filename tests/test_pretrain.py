@@ -103,7 +103,7 @@ def test_fit_quality_splits_the_shortfall_into_moduli_and_phases(problems):
     assert q["moduli"] == pytest.approx(1) and q["mass"] == pytest.approx(1)
     assert q["fidelity"] == pytest.approx((1 - 2 * float(c[k]) ** 2) ** 2, abs=1e-12) and q["fidelity"] < 1 - 1e-6
     q = fit_quality(_Table(state.bits, c * 0.9), state)
-    assert q["fidelity"] == pytest.approx(0.81) and q["moduli"] == pytest.approx(0.81) and q["mass"] == pytest.approx(0.81)
+    assert q == pytest.approx({"fidelity": 0.81, "moduli": 0.81, "mass": 0.81})
 
 
 def test_a_target_larger_than_a_batch_is_fitted_on_stratified_batches(problems, monkeypatch):
