@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nqs.errors import UserError
 from nqs.hilbert import Sector
-from nqs.models import ANSATZE, ModelConfig
+from nqs.models import ANSATZE, ModelConfig, PhaseMLP
 
 N_TOKENS = 4  # token alphabet: the MADE input/output features and the head width per orbital
 
@@ -64,7 +64,12 @@ def _modulus_row(cfg: ModelConfig, n_orb: int) -> int:
 def _phase_row(cfg: ModelConfig, n_qubits: int) -> int:
     """Phase MLP forward FLOPs of one configuration."""
     p = cfg.phase_hidden
-    return 2 * (n_qubits * p + (cfg.phase_layers - 1) * p * p + p)
+    return 2 * (_phase_inputs(cfg, n_qubits) * p + (cfg.phase_layers - 1) * p * p + p)
+
+
+def _phase_inputs(cfg: ModelConfig, n_qubits: int) -> int:
+    """Width of the phase MLP's input (n, or 2n with the string parities)."""
+    return PhaseMLP.n_inputs(n_qubits, getattr(cfg, "phase_input", "bits"))
 
 
 def forward_breakdown(cfg: ModelConfig, sector: Sector, batch: int) -> NetworkFlops:
@@ -89,7 +94,7 @@ def gradient_breakdown(cfg: ModelConfig, sector: Sector, batch: int) -> NetworkF
     """
     fwd = forward_breakdown(cfg, sector, batch)
     made_input = 2 * (N_TOKENS * sector.n_orb + 1) * cfg.hidden if cfg.ansatz == "made" else 0
-    phase_input = 2 * sector.n_qubits * cfg.phase_hidden
+    phase_input = 2 * _phase_inputs(cfg, sector.n_qubits) * cfg.phase_hidden
     return NetworkFlops(3 * fwd.modulus - batch * made_input, 3 * fwd.phase - batch * phase_input)
 
 

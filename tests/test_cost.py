@@ -74,7 +74,8 @@ def test_options_for_round_trips_a_members_size(fitted):
     _, models = fitted
     cost = models[("transformer", "H2O")]
     fam = cost.family
-    assert fam.fixed == (("layers", 1), ("heads", 2), ("phase_layers", 2)) and fam.widths == (4, 8)
+    assert fam.fixed == (("layers", 1), ("heads", 2), ("phase_layers", 2), ("phase_input", "bits"))
+    assert fam.widths == (4, 8)
     assert fam.d_ff_ratio == 4 and fam.phase_ratio == 2
     for m in fam.members(cost.sector)[::5]:
         for n_from in ("total", "modulus", "effective"):
@@ -143,9 +144,11 @@ def test_resuming_a_checkpoint_without_the_nominal_sum_restores_it(short_runs, t
 def test_size_family_from_configs_takes_the_common_depth_and_median_ratios():
     cfgs = [ModelConfig("made", hidden=h, made_layers=2, phase_hidden=h // 2, phase_layers=3) for h in (16, 32, 64)]
     fam = SizeFamily.from_configs("made", cfgs + [ModelConfig("made", hidden=48, made_layers=3, phase_hidden=24)])
-    assert fam.widths == (16, 32, 48, 64) and dict(fam.fixed) == {"made_layers": 2, "phase_layers": 3}
+    assert fam.widths == (16, 32, 48, 64)
+    assert dict(fam.fixed) == {"made_layers": 2, "phase_layers": 3, "phase_input": "bits"}
     assert fam.phase_ratio == 0.5 and fam.d_ff_ratio is None and fam.step == 1
-    assert fam.options(40) == {"hidden": 40, "made_layers": 2, "phase_layers": 3, "phase_hidden": 20}
+    assert fam.options(40) == {"hidden": 40, "made_layers": 2, "phase_layers": 3, "phase_input": "bits",
+                               "phase_hidden": 20}
 
 
 def test_logged_sr_flops_are_rebased_on_the_current_formula(fitted):

@@ -26,12 +26,14 @@ CONFIGS = [
     ModelConfig("retnet", d_model=16, heads=2, layers=1, d_ff=64),
     ModelConfig("retnet", d_model=32, heads=4, layers=2, d_ff=64, phase_hidden=32, phase_layers=2),
     ModelConfig("retnet", d_model=64, heads=4, layers=2, d_ff=128, phase_hidden=128, phase_layers=2),
+    ModelConfig("made", hidden=32, made_layers=2, phase_hidden=32, phase_layers=2, phase_input="strings"),
+    ModelConfig("transformer", d_model=16, heads=2, layers=1, d_ff=64, phase_input="strings"),
 ]
 
 
 def _id(cfg: ModelConfig) -> str:
     width = f"h{cfg.hidden}x{cfg.made_layers}" if cfg.ansatz == "made" else f"d{cfg.d_model}x{cfg.layers}"
-    return f"{cfg.ansatz}-{width}"
+    return f"{cfg.ansatz}-{width}-p{cfg.phase_hidden}x{cfg.phase_layers}-{cfg.phase_input}"
 
 
 def random_bits(sector: Sector, batch: int, seed: int = 0) -> torch.Tensor:

@@ -18,8 +18,9 @@ CONFIGS = [ModelConfig(a) for a in ANSATZE] + [
     ModelConfig("made", hidden=32, made_layers=3),
     ModelConfig("transformer", d_model=24, heads=4, layers=2, d_ff=32),
     ModelConfig("retnet", d_model=12, heads=4, layers=2, d_ff=32),
+    ModelConfig("made", hidden=32, phase_hidden=16, phase_input="strings"),
 ]
-IDS = list(ANSATZE) + ["made-3x32", "transformer-2L-4H", "retnet-2L-4H-odd"]
+IDS = list(ANSATZE) + ["made-3x32", "transformer-2L-4H", "retnet-2L-4H-odd", "made-phase-strings"]
 
 
 def make(cfg: ModelConfig, sector: Sector = H2O, seed: int = 0):
@@ -95,7 +96,8 @@ def test_retnet_recurrent_equals_parallel(cfg):
 def test_param_counts(cfg):
     model = make(cfg)
     assert model.n_params_modulus + model.n_params_phase == model.n_params
-    assert model.n_params_phase == PhaseMLP.count_params(H2O.n_qubits, cfg.phase_hidden, cfg.phase_layers)
+    assert model.n_params_phase == PhaseMLP.count_params(H2O.n_qubits, cfg.phase_hidden, cfg.phase_layers,
+                                                         cfg.phase_input)
     assert model.n_params_modulus > 0
 
 
@@ -123,8 +125,37 @@ def test_build_model_errors():
         build_model(ModelConfig("lstm"), H2O)
     with pytest.raises(UserError, match="divisible"):
         build_model(ModelConfig("transformer", d_model=10, heads=3), H2O)
+    with pytest.raises(UserError, match="phase_input"):
+        build_model(ModelConfig("made", phase_input="parity"), H2O)
     with pytest.raises(dataclasses.FrozenInstanceError):
         ModelConfig("made").hidden = 3
+
+
+def test_phase_strings_are_the_jordan_wigner_parities_and_give_excitation_signs():
+    """The "strings" inputs are s_k = (-1)^(sum_{j<k} x_j) after the ±1 bits (brute force over H2O's sector),
+    and the sign of a single excitation a†_p a_q (p > q) on x, (-1)^(occupied strictly between q and p), is
+    s_{q+1}(x) s_p(x): a product of two of the inputs (OpenFermion's matrix element as the reference)."""
+    torch.manual_seed(0)
+    phase = PhaseMLP(H2O.n_qubits, 8, 1, inputs="strings")
+    bits = H2O.enumerate_bits().double()
+    features = phase.double().features(bits)
+    n = H2O.n_qubits
+    assert torch.equal(features[:, :n], 2 * bits - 1)
+    brute = torch.tensor([[(-1.0) ** int(x[:k].sum()) for k in range(n)] for x in bits], dtype=torch.float64)
+    assert torch.equal(features[:, n:], brute)
+    from openfermion import FermionOperator, get_sparse_operator
+
+    checked = 0
+    for q, p in [(0, 5), (2, 9), (4, 13)]:
+        op = get_sparse_operator(FermionOperator(f"{p}^ {q}"), n_qubits=n)
+        for x, f in zip(bits[:40], features[:40]):
+            if x[q] != 1 or x[p] != 0:
+                continue
+            index = int(sum(int(b) << (n - 1 - i) for i, b in enumerate(x)))  # OpenFermion: qubit 0 is the MSB
+            sign = op[:, index].toarray().ravel()
+            assert float(sign[sign != 0][0]) == float(f[n + q + 1] * f[n + p])
+            checked += 1
+    assert checked > 20
 
 
 def nonzero_gradient_entries(model, sector: Sector) -> int:

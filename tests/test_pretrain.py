@@ -224,3 +224,41 @@ def test_the_fits_learning_rate_falls_along_a_cosine_to_lr_final(problems):
     assert not torch.allclose(fitted(3, 1e-2)[0], three, rtol=0, atol=1e-6)
     assert torch.equal(fitted(3, 1e-2)[0], fitted(3, None)[0])
     assert "(lr 0.01 -> 0, cosine)" in describe(state, info, None)
+
+
+def test_the_fit_keeps_its_lowest_checks_weights_and_undoes_a_collapse(problems, monkeypatch):
+    """Checked every 5 steps (the check batch is the whole LiH CISD state): the weights thrown
+    off at step 20 make a collapse, undone by going back to step 15's weights with fresh moments at half the rate
+    (counted, named in the note); thrown off at the last step, the fit returns the lowest check's weights."""
+    import nqs.pretrain as fit
+    from nqs.models import build_model
+    from tests.test_natural_gradient import SMALL
+
+    state = cisd_state(problems("LiH").integrals)
+    seen = []
+    real = fit.check_loss
+    monkeypatch.setattr(fit, "CHECK_EVERY", 5)
+    monkeypatch.setattr(fit, "check_loss", lambda model, check, chunk=4096: seen.append(real(model, check)) or seen[-1])
+
+    def run(spoil_at):
+        seen.clear()
+        torch.manual_seed(0)
+        model = build_model(SMALL["retnet"], problems("LiH").sector).double()
+
+        def spoil(step, loss, seconds):
+            if step in spoil_at:
+                with torch.no_grad():
+                    for q in model.parameters():
+                        q.add_(torch.randn_like(q))
+        return model, fit.pretrain(model, state, steps=40, lr=1e-2, report=spoil)
+
+    model, info = run(())
+    assert info["restarts"] == 0 and info["best_step"] == 40 and info["lr_scale"] == 1
+    assert "collapse" not in fit.describe(state, info, None)
+    model, info = run((20,))
+    assert seen[4] > seen[3] + fit.CHECK_RISE  # step 20: spoiled
+    assert seen[5] < seen[3] + 0.1 * (seen[4] - seen[3])  # step 25: back near step 15's, not spoiled
+    assert info["restarts"] == 1 and info["lr_scale"] == 0.5 and "1 collapse of the fit undone" in fit.describe(state, info, None)
+    model, info = run((40,))
+    assert seen[-1] > min(seen) + fit.CHECK_RISE and info["best_step"] == 5 * seen.index(min(seen)) < 40
+    assert real(model, state) == pytest.approx(min(seen), abs=1e-12)

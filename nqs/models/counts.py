@@ -26,8 +26,9 @@ from nqs.models.transformer import transformer_unused_params
 
 COUNTS = ("total", "modulus", "phase", "effective", "effective_modulus")
 WIDTH = {"made": "hidden", "transformer": "d_model", "retnet": "d_model"}  # the option a family scales
-FIXED = {"made": ("made_layers", "phase_layers"), "transformer": ("layers", "heads", "phase_layers"),
-         "retnet": ("layers", "heads", "phase_layers")}
+FIXED = {"made": ("made_layers", "phase_layers", "phase_input"),
+         "transformer": ("layers", "heads", "phase_layers", "phase_input"),
+         "retnet": ("layers", "heads", "phase_layers", "phase_input")}
 
 
 def _sequence_model(sector: Sector, d: int, f: int, layers: int, retnet: bool) -> int:
@@ -41,7 +42,8 @@ def _sequence_model(sector: Sector, d: int, f: int, layers: int, retnet: bool) -
 def param_counts(cfg, sector: Sector) -> dict[str, int]:
     """{"total", "modulus", "phase", "effective", "effective_modulus"} of `build_model(cfg, sector)`;
     `cfg` is a `nqs.models.ModelConfig` (or anything with its fields)."""
-    phase = PhaseMLP.count_params(sector.n_qubits, cfg.phase_hidden, cfg.phase_layers)
+    phase = PhaseMLP.count_params(sector.n_qubits, cfg.phase_hidden, cfg.phase_layers,
+                                   getattr(cfg, "phase_input", "bits"))
     if cfg.ansatz == "made":
         masks = made_masks(sector.n_orb, cfg.hidden, cfg.made_layers)
         modulus = sum(m.size + m.shape[0] for m in masks)
@@ -78,7 +80,7 @@ class SizeFamily:
 
     ansatz: str
     widths: tuple[int, ...]  # observed widths, ascending
-    fixed: tuple[tuple[str, int], ...]  # (option, value): the runs' most common
+    fixed: tuple[tuple[str, int | str], ...]  # (option, value): the runs' most common
     d_ff_ratio: float | None  # median d_ff / d_model (Transformer, RetNet)
     phase_ratio: float  # median phase_hidden / width
     span: float = 8.0  # members reach span x the largest observed width
