@@ -338,8 +338,8 @@ def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float 
 
     Returns {"fidelity_start", "fidelity", "moduli", "mass", "steps", "seconds", "lr", "lr_final", "best_step",
     "restarts", "lr_scale"}: the fidelity over the whole target before the first step and of the kept weights,
-    their `fit_quality`, the step they come from, the collapses met and the rate's factor at the end. `report(step, loss, seconds)`, when given, is
-    called after each step."""
+    their `fit_quality`, the step they come from, the collapses met and the rate's factor at the end.
+    `report(step, loss, seconds)`, when given, is called after each step."""
     start = time.perf_counter()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     check = stratified_batch(target, CHECK_BATCH, torch.Generator().manual_seed(0))

@@ -258,7 +258,8 @@ def test_the_fit_keeps_its_lowest_checks_weights_and_undoes_a_collapse(problems,
     model, info = run((20,))
     assert seen[4] > seen[3] + fit.CHECK_RISE  # step 20: spoiled
     assert seen[5] < seen[3] + 0.1 * (seen[4] - seen[3])  # step 25: back near step 15's, not spoiled
-    assert info["restarts"] == 1 and info["lr_scale"] == 0.5 and "1 collapse of the fit undone" in fit.describe(state, info, None)
+    assert info["restarts"] == 1 and info["lr_scale"] == 0.5
+    assert "1 collapse of the fit undone" in fit.describe(state, info, None)
     model, info = run((40,))
     assert seen[-1] > min(seen) + fit.CHECK_RISE and info["best_step"] == 5 * seen.index(min(seen)) < 40
     assert real(model, state) == pytest.approx(min(seen), abs=1e-12)

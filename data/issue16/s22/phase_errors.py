@@ -1,6 +1,6 @@
 """Where a fitted model's phase error sits: the target's weight by |c| band, the weight with the wrong sign
 (|Δφ| > π/2 after the best global phase) and the fidelity lost to phases, Σ w (1 − cos Δφ), in each band.
-python data/issue16/s22/phase_errors.py STATE.npz MODEL.pt [--hidden 512 --phase-hidden 256]"""
+python data/issue16/s22/phase_errors.py STATE.npz MODEL.pt [--hidden 512 --phase-hidden 256 --phase-input strings]"""
 import argparse
 import json
 
@@ -16,6 +16,7 @@ p.add_argument("weights")
 p.add_argument("--hidden", type=int, default=512)
 p.add_argument("--phase-hidden", type=int, default=256)
 p.add_argument("--phase-layers", type=int, default=3)
+p.add_argument("--phase-input", default="bits")
 a = p.parse_args()
 torch.set_num_threads(1)
 with np.load(a.state) as f:
@@ -23,8 +24,10 @@ with np.load(a.state) as f:
 c = c / c.norm()
 n = bits.shape[1] // 2
 model = build_model(ModelConfig(ansatz="made", hidden=a.hidden, phase_hidden=a.phase_hidden,
-                                phase_layers=a.phase_layers), Sector(n, 8, 8))
-model.load_state_dict(torch.load(a.weights))
+                                phase_layers=a.phase_layers, phase_input=a.phase_input),
+                    Sector(n, 8, 8))
+weights = torch.load(a.weights)  # the probe's "parity" wrapper held the MLP as phase_net.mlp
+model.load_state_dict({k.replace("phase_net.mlp.", "phase_net."): v for k, v in weights.items()})
 with torch.no_grad():
     phi = torch.cat([model.phase_net(bits[i:i + 65536].float()).double() for i in range(0, len(bits), 65536)])
 w = (c ** 2).numpy()
