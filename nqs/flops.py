@@ -69,7 +69,7 @@ def _phase_row(cfg: ModelConfig, n_qubits: int) -> int:
 
 def _phase_inputs(cfg: ModelConfig, n_qubits: int) -> int:
     """Width of the phase MLP's input (n, or 2n with the string parities)."""
-    return PhaseMLP.n_inputs(n_qubits, getattr(cfg, "phase_input", "bits"))
+    return PhaseMLP.n_inputs(n_qubits, cfg.phase_input)
 
 
 def forward_breakdown(cfg: ModelConfig, sector: Sector, batch: int) -> NetworkFlops:

@@ -42,8 +42,7 @@ def _sequence_model(sector: Sector, d: int, f: int, layers: int, retnet: bool) -
 def param_counts(cfg, sector: Sector) -> dict[str, int]:
     """{"total", "modulus", "phase", "effective", "effective_modulus"} of `build_model(cfg, sector)`;
     `cfg` is a `nqs.models.ModelConfig` (or anything with its fields)."""
-    phase = PhaseMLP.count_params(sector.n_qubits, cfg.phase_hidden, cfg.phase_layers,
-                                   getattr(cfg, "phase_input", "bits"))
+    phase = PhaseMLP.count_params(sector.n_qubits, cfg.phase_hidden, cfg.phase_layers, cfg.phase_input)
     if cfg.ansatz == "made":
         masks = made_masks(sector.n_orb, cfg.hidden, cfg.made_layers)
         modulus = sum(m.size + m.shape[0] for m in masks)
