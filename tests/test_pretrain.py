@@ -195,12 +195,40 @@ def test_a_run_from_the_cisd_state_records_it_and_bad_choices_exit_2(tmp_path, c
     main(["--mol", "LiH", "--d-model", "8", "--steps", "1", "--init-state", "cisd", "--init-steps", "30",
           "--unique", "64", "--final-unique", "500", "--out", str(tmp_path / "shown")])
     assert capsys.readouterr().err.count("cisd fit: step 30/30 loss") == 1  # progress: the fit's last line too
-    for bad in (["--init-state", "mp2"], ["--init-state", "cisd", "--init-from", str(out)],
-                ["--init-state", "cisd", "--init-steps", "0"]):
+    for bad in (["--init-state", "mp2"], ["--init-state", "cisd", "--init-steps", "0"],
+                ["--init-state", "cisd", "--init-from", str(tmp_path / "absent")]):
         with pytest.raises(SystemExit) as stop:
             main(["--mol", "LiH", "--no-progress", "--steps", "3", "--out", str(tmp_path / "bad"), *bad])
         err = capsys.readouterr().err
         assert stop.value.code == 2 and "init" in err and "Traceback" not in err, bad
+
+
+def test_a_fit_continues_from_init_from_weights(tmp_path):
+    """`--init-state` with `--init-from`: the fit starts from the given run's weights (its starting fidelity is
+    theirs, not a fresh network's) and the note says where it started."""
+    import re
+
+    from nqs.cli.train import main
+    from nqs.pretrain import cisd_state, fidelity
+    from nqs.record import read_summary
+    from nqs.training.config import load_yaml, resolve
+    from nqs.training.run import build
+
+    args = ["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "1", "--lr", "1e-12", "--lr-final", "1e-12",
+            "--warmup", "0", "--unique", "64", "--final-unique", "200", "--init-state", "cisd", "--init-lr", "1e-2"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    main([*args, "--init-steps", "40", "--out", str(first)])
+    cfg = resolve([("run", load_yaml(first / "config.yaml") | {"init_state": None, "init_from": str(first)})])
+    problem, model = build(cfg)
+    with torch.no_grad():
+        carried = float(fidelity(model, cisd_state(problem.integrals)))
+    main([*args, "--init-steps", "1", "--init-from", str(first), "--out", str(second)])
+    note = next(n for n in read_summary(second).notes if n.startswith("initial state"))
+    start = float(re.search(r"fidelity (\S+) ->", note).group(1))
+    fresh = float(re.search(r"fidelity (\S+) ->", next(
+        n for n in read_summary(first).notes if n.startswith("initial state"))).group(1))
+    assert carried > 0.9 > fresh and start == pytest.approx(carried, abs=1e-4), (start, carried, fresh)
+    assert note.endswith(f"on cpu; the fit started from the weights of {first}")
 
 
 def test_the_fits_learning_rate_falls_along_a_cosine_to_lr_final(problems):

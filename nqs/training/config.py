@@ -162,7 +162,8 @@ class RunConfig:
     threads: int = option(1, "CPU threads (torch and PySCF) per process; 0: all cores", affects_result=False)
     out: str | None = option(None, "run directory (default runs/<molecule>-<ansatz>-<timestamp>)",
                              affects_result=False)
-    init_from: str | None = option(None, "run directory or .ckpt whose weights start this run (same sizes)")
+    init_from: str | None = option(None, "run directory or .ckpt whose weights start this run (same sizes); with "
+                                   "init_state, the fit starts from them (a long fit continued in parts)")
     init_state: str | None = option(None, "fit the network to a quantum-chemistry state before VMC: cisd (the CISD "
                                     "vector, signs included; closed shells; nqs.pretrain), ccsd (e^T|HF> up to "
                                     "quadruples, screened; nqs.coupled_cluster), dmrg (the largest determinants of "
@@ -308,8 +309,6 @@ class TrainConfig:
             from nqs.pretrain import STATES
             if r.init_state not in STATES:
                 raise UserError(f"unknown init_state {r.init_state!r}: choose one of {', '.join(STATES)}")
-            if r.init_from:
-                raise UserError("init_state and init_from both set the initial weights: give one of them")
             if r.init_steps < 1 or r.init_lr <= 0 or (r.init_lr_final is not None and r.init_lr_final < 0):
                 raise UserError("init_steps must be at least 1, init_lr positive and init_lr_final at least 0")
             if r.init_state == "dmrg" and (r.init_bond < 4 or not 0 < r.init_cutoff < 1):

@@ -189,7 +189,8 @@ def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[Mo
 
 
 def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.Module) -> str:
-    """Fit `model` to the state `cfg.run.init_state` (nqs.pretrain); the note that says how well."""
+    """Fit `model` (from `init_from`'s weights when given) to the state `cfg.run.init_state` (nqs.pretrain); the
+    note that says how well."""
     from nqs.pretrain import describe, pretrain, target_state
 
     target = target_state(cfg.run.init_state, problem.integrals, cfg.run.init_bond, cfg.run.init_cutoff,
@@ -203,7 +204,8 @@ def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.M
     if progress is not None:
         progress.close()
     model.cpu()  # where Lightning expects it; it moves the model to the run's device itself
-    return describe(target, info, problem.references.e_hf) + f" on {device}"
+    start = f"; the fit started from the weights of {cfg.run.init_from}" if cfg.run.init_from else ""
+    return describe(target, info, problem.references.e_hf) + f" on {device}{start}"
 
 
 def fit_device(cfg: TrainConfig) -> torch.device:
