@@ -20,6 +20,7 @@ import torch
 from nqs.chem import OrbitalOptions
 from nqs.errors import UserError
 from nqs.models import build_model
+from nqs.models.widen import describe_widening, widen_weights
 from nqs.molecules import resolve_molecule
 from nqs.orbitals import localize
 from nqs.problem import MolecularProblem, build_problem
@@ -174,8 +175,10 @@ def build_cfg_problem(cfg: TrainConfig) -> MolecularProblem:
     return problem
 
 
-def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[MolecularProblem, torch.nn.Module]:
-    """The problem (unless given, e.g. with orbitals matched to another geometry's by nqs.curve) and the model."""
+def build(cfg: TrainConfig, problem: MolecularProblem | None = None,
+          notes: list[str] | None = None) -> tuple[MolecularProblem, torch.nn.Module]:
+    """The problem (unless given, e.g. with orbitals matched to another geometry's by nqs.curve) and the model;
+    what the building changed (a widened `init_from` network) is appended to `notes` when given."""
     if problem is None:
         problem = build_cfg_problem(cfg)
     problem.connections(cfg.connections_used)  # `pauli` past 62 qubits fails here, before any training
@@ -184,7 +187,9 @@ def build(cfg: TrainConfig, problem: MolecularProblem | None = None) -> tuple[Mo
     if cfg.optim.dtype == "float64":
         model = model.double()
     if cfg.run.init_from:
-        load_model_weights(model, Path(cfg.run.init_from))
+        widened = load_model_weights(model, Path(cfg.run.init_from))
+        if widened and notes is not None:
+            notes.append(widened)
     return problem, model
 
 
@@ -226,8 +231,10 @@ def read_checkpoint(path: Path, what: str) -> dict:
     return state
 
 
-def load_model_weights(model: torch.nn.Module, path: Path) -> None:
-    """Warm start from a run's checkpoint (a run directory or a .ckpt file); sizes must match."""
+def load_model_weights(model: torch.nn.Module, path: Path) -> str | None:
+    """Warm start from a run's checkpoint (a run directory or a .ckpt file). Sizes must match, except that a
+    MADE's and the phase network's hidden layers may be wider here (nqs.models.widen: the function is kept);
+    returns the note saying so, None when the sizes were equal."""
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.is_file():
@@ -235,9 +242,14 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
     state = read_checkpoint(path, "init_from")["state_dict"]
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise UserError(f"init_from: {path} holds a model of other sizes or ansatz ({str(exc).splitlines()[0]})") from None
+        widened = widen_weights(model, weights)
+    except ValueError as exc:
+        raise UserError(f"init_from: {path} holds a model of other sizes or ansatz ({exc}): give the same "
+                        f"ansatz and layers, wider hidden layers at most") from None
+    if widened:
+        return (f"the network of {path} was widened ({describe_widening(model, weights, widened)}) without "
+                "changing its function: new units' weights into the old units and outputs start at zero")
+    return None
 
 
 def check_device(cfg: TrainConfig) -> None:
@@ -287,7 +299,9 @@ def run(cfg: TrainConfig, out: Path, resume: bool = False, interrupt_after: int 
         kept = [r for r in trunk_rows if _row_step(r) is not None and _row_step(r) < branch["step"]]
         (out / METRICS_FILE).write_text("".join(r + "\n" for r in kept))
     start = time.perf_counter()
-    problem, model = build(cfg, problem)
+    built: list[str] = []
+    problem, model = build(cfg, problem, built if not resume and branch is None else None)
+    notes = (*notes, *built)
     if cfg.run.init_state and not resume and branch is None:  # a resumed run or a branch has its weights
         notes = (*notes, initial_state(cfg, problem, model))
     for note in notes:  # what the caller chose (e.g. the defaults by size): said before the training starts
