@@ -57,6 +57,15 @@ def test_what_is_not_a_widening_is_refused(narrow, wide, needle):
         widen_weights(model(1, **wide), model(0, **narrow).state_dict())
 
 
+def test_another_molecules_network_is_not_a_widening():
+    """A MADE of 6 orbitals into one of 8 (LiH's into a larger sector): inputs and outputs grow with the hidden
+    layers, which zero-padding would not make the same network."""
+    torch.manual_seed(0)
+    other = build_model(ModelConfig(ansatz="made", hidden=16, phase_hidden=8, phase_input="strings"), Sector(8, 2, 2))
+    with pytest.raises(ValueError, match="inputs or outputs differ"):
+        widen_weights(other, model(0, hidden=8, phase_hidden=8).state_dict())
+
+
 def test_a_run_continues_a_narrower_runs_state(tmp_path, capsys):
     """`--init-from` a MADE 16 run with `--hidden 32`: with every configuration sampled (8e15 draws), the wide
     run's first energy is that of a run started from the same weights at the same width to 1e-10 Ha, and the

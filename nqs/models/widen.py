@@ -34,6 +34,12 @@ def widen_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> l
         if old.dim() != new.dim() or any(o > w for o, w in zip(old.shape, new.shape)):
             raise ValueError(f"{key} is {tuple(old.shape)} there, {tuple(new.shape)} here: a network can only be "
                              "widened, with the same number of layers")
+    for prefix in ("net.", "phase_net.net."):  # only hidden widths: a network's inputs and outputs stay
+        layers = [k for k in own if k.startswith(prefix) and k.endswith(".weight")]
+        if layers and (own[layers[0]].shape[1] != weights[layers[0]].shape[1]
+                       or own[layers[-1]].shape[0] != weights[layers[-1]].shape[0]):
+            raise ValueError(f"{prefix.removesuffix('.')}'s inputs or outputs differ (another molecule, basis or "
+                             "phase input?): only hidden widths can grow")
     with torch.no_grad():
         for key, tensor in own.items():
             old = weights[key].to(tensor.dtype)
@@ -55,9 +61,9 @@ def _widenable(model: torch.nn.Module, key: str) -> bool:
 
 def describe_widening(model: torch.nn.Module, weights: dict[str, torch.Tensor], widened: list[str]) -> str:
     """'modulus 512 -> 1024, phase 256 -> 512 hidden units' for the note (the first widened layer of each)."""
-    parts = []
+    own, parts = model.state_dict(), []
     for name, prefix in (("modulus", "net."), ("phase", "phase_net.")):
         keys = [k for k in widened if k.startswith(prefix) and k.endswith("weight")]
         if keys:
-            parts.append(f"{name} {weights[keys[0]].shape[0]} -> {model.state_dict()[keys[0]].shape[0]}")
+            parts.append(f"{name} {weights[keys[0]].shape[0]} -> {own[keys[0]].shape[0]}")
     return ", ".join(parts) + " hidden units"
