@@ -1,4 +1,4 @@
-"""A trained network's weights placed in a wider one of the same depth, without changing the function it computes.
+"""A trained network's weights placed in a wider (or, for a MADE, deeper) one, without changing its function.
 
 A fit that has flattened at one width (H16's MADE 512 / 256 fitted to its DMRG state: fidelity 0.9984 after
 36,000 steps, 0.9985 after 48,000; docs/benchmarks.md, session 23) can go on at a larger width from where it
@@ -11,6 +11,11 @@ activations whose widened units are appended: the MADE's masked layers (hidden u
 every width, so the trained units keep their masks) and the phase MLP. A Transformer or RetNet's layer norms mix
 every feature, so those are refused. Zero-initialised outgoing weights rather than Net2Net's split units (Chen,
 Goodfellow & Shlens, ICLR 2016): the new units start with fresh, diverse features.
+
+A MADE can also gain hidden layers (`deepen_weights`, Net2Net's "deeper"): each is inserted after the last
+trained one as the identity with zero biases. Its inputs come out of a ReLU, so they are ≥ 0 and ReLU(I·h) = h;
+the identity is allowed by the masks (a unit sees units of its own degree), and its off-diagonal weights, zero
+at first, get gradients at once.
 """
 from __future__ import annotations
 
@@ -51,6 +56,36 @@ def widen_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> l
                 tensor[: old.shape[0], old.shape[1]:] = 0.0  # old units and outputs do not see the new units
             tensor[block] = old
     return widened
+
+
+def deepen_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """`weights` of a MADE with fewer hidden layers than `model`'s, re-keyed for `model`: the trained layers keep
+    their places, the output layer moves to the top, and each added hidden layer is the identity (`model`'s
+    width) with zero biases. Returns (the weights, the layers added); a state of as many layers or more, or of
+    another ansatz, is returned as it is (and `widen_weights` judges it)."""
+    from nqs.models.made import MADE
+
+    if not isinstance(model, MADE):
+        return weights, 0
+    own = model.state_dict()
+    new, old = _linear_indices(own), _linear_indices(weights)
+    if not old or len(old) >= len(new):
+        return weights, 0
+    mapped = {k: v for k, v in weights.items() if not k.startswith("net.")}
+    placed = dict(zip(old[:-1], new)) | {old[-1]: new[-1]}
+    for i, j in placed.items():
+        for part in ("weight", "bias"):
+            mapped[f"net.{j}.{part}"] = weights[f"net.{i}.{part}"]
+    for j in new[len(old) - 1:-1]:
+        weight = own[f"net.{j}.weight"]
+        mapped[f"net.{j}.weight"] = torch.eye(weight.shape[0], weight.shape[1], dtype=weight.dtype)
+        mapped[f"net.{j}.bias"] = torch.zeros_like(own[f"net.{j}.bias"])
+    return mapped, len(new) - len(old)
+
+
+def _linear_indices(state: dict[str, torch.Tensor]) -> list[int]:
+    """The positions in `net` (an nn.Sequential) of the linear layers a state dict holds, in order."""
+    return sorted(int(k.split(".")[1]) for k in state if k.startswith("net.") and k.endswith(".weight"))
 
 
 def _widenable(model: torch.nn.Module, key: str) -> bool:

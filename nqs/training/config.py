@@ -163,7 +163,8 @@ class RunConfig:
     out: str | None = option(None, "run directory (default runs/<molecule>-<ansatz>-<timestamp>)",
                              affects_result=False)
     init_from: str | None = option(None, "run directory or .ckpt whose weights start this run (same sizes, or a "
-                                   "MADE's and the phase network's hidden layers wider: nqs.models.widen); with "
+                                   "MADE's and the phase network's hidden layers wider, a MADE's more: "
+                                   "nqs.models.widen); with "
                                    "init_state, the fit starts from them (a long fit continued in parts)")
     init_state: str | None = option(None, "fit the network to a quantum-chemistry state before VMC: cisd (the CISD "
                                     "vector, signs included; closed shells; nqs.pretrain), ccsd (e^T|HF> up to "

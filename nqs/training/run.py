@@ -20,7 +20,7 @@ import torch
 from nqs.chem import OrbitalOptions
 from nqs.errors import UserError
 from nqs.models import build_model
-from nqs.models.widen import describe_widening, widen_weights
+from nqs.models.widen import deepen_weights, describe_widening, widen_weights
 from nqs.molecules import resolve_molecule
 from nqs.orbitals import localize
 from nqs.problem import MolecularProblem, build_problem
@@ -233,8 +233,8 @@ def read_checkpoint(path: Path, what: str) -> dict:
 
 def load_model_weights(model: torch.nn.Module, path: Path) -> str | None:
     """Warm start from a run's checkpoint (a run directory or a .ckpt file). Sizes must match, except that a
-    MADE's and the phase network's hidden layers may be wider here (nqs.models.widen: the function is kept);
-    returns the note saying so, None when the sizes were equal."""
+    MADE's and the phase network's hidden layers may be wider here, and a MADE's more (nqs.models.widen: the
+    function is kept); returns the note saying so, None when the sizes were equal."""
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.is_file():
@@ -242,13 +242,18 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> str | None:
     state = read_checkpoint(path, "init_from")["state_dict"]
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:
+        weights, added = deepen_weights(model, weights)
         widened = widen_weights(model, weights)
     except ValueError as exc:
         raise UserError(f"init_from: {path} holds a model of other sizes or ansatz ({exc}): give the same "
-                        f"ansatz and layers, wider hidden layers at most") from None
+                        f"ansatz and layers, wider (or a MADE's more) hidden layers at most") from None
+    changes = ([f"deepened ({added} modulus hidden layer{'s' if added > 1 else ''} added as the identity)"]
+               if added else [])
     if widened:
-        return (f"the network of {path} was widened ({describe_widening(model, weights, widened)}) without "
-                "changing its function: new units' weights into the old units and outputs start at zero")
+        changes.append(f"widened ({describe_widening(model, weights, widened)}; new units' weights into the old "
+                       "units and the outputs start at zero)")
+    if changes:
+        return f"the network of {path} was {' and '.join(changes)} without changing its function"
     return None
 
 
