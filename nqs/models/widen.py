@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from nqs.models.made import MADE
+
 
 def widen_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
     """Load `weights` (a state dict of the same ansatz, hidden layers no wider than `model`'s) into `model`.
@@ -38,9 +40,9 @@ def widen_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> l
                              "the phase network's hidden widths can grow")
         if old.dim() != new.dim() or any(o > w for o, w in zip(old.shape, new.shape)):
             raise ValueError(f"{key} is {tuple(old.shape)} there, {tuple(new.shape)} here: a network can only be "
-                             "widened, with the same number of layers")
+                             "widened (or a MADE deepened), never narrowed")
     for prefix in ("net.", "phase_net.net."):  # only hidden widths: a network's inputs and outputs stay
-        layers = [k for k in own if k.startswith(prefix) and k.endswith(".weight")]
+        layers = _layer_keys(own, prefix)
         if layers and (own[layers[0]].shape[1] != weights[layers[0]].shape[1]
                        or own[layers[-1]].shape[0] != weights[layers[-1]].shape[0]):
             raise ValueError(f"{prefix.removesuffix('.')}'s inputs or outputs differ (another molecule, basis or "
@@ -63,34 +65,30 @@ def deepen_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> 
     their places, the output layer moves to the top, and each added hidden layer is the identity (`model`'s
     width) with zero biases. Returns (the weights, the layers added); a state of as many layers or more, or of
     another ansatz, is returned as it is (and `widen_weights` judges it)."""
-    from nqs.models.made import MADE
-
     if not isinstance(model, MADE):
         return weights, 0
     own = model.state_dict()
-    new, old = _linear_indices(own), _linear_indices(weights)
+    new, old = _layer_keys(own, "net."), _layer_keys(weights, "net.")
     if not old or len(old) >= len(new):
         return weights, 0
     mapped = {k: v for k, v in weights.items() if not k.startswith("net.")}
-    placed = dict(zip(old[:-1], new)) | {old[-1]: new[-1]}
-    for i, j in placed.items():
+    for source, target in (*zip(old[:-1], new), (old[-1], new[-1])):  # the output layer goes to the top
         for part in ("weight", "bias"):
-            mapped[f"net.{j}.{part}"] = weights[f"net.{i}.{part}"]
-    for j in new[len(old) - 1:-1]:
-        weight = own[f"net.{j}.weight"]
-        mapped[f"net.{j}.weight"] = torch.eye(weight.shape[0], weight.shape[1], dtype=weight.dtype)
-        mapped[f"net.{j}.bias"] = torch.zeros_like(own[f"net.{j}.bias"])
+            mapped[target.replace("weight", part)] = weights[source.replace("weight", part)]
+    for key in new[len(old) - 1:-1]:
+        mapped[key] = torch.eye(*own[key].shape, dtype=own[key].dtype)
+        mapped[key.replace("weight", "bias")] = torch.zeros_like(own[key.replace("weight", "bias")])
     return mapped, len(new) - len(old)
 
 
-def _linear_indices(state: dict[str, torch.Tensor]) -> list[int]:
-    """The positions in `net` (an nn.Sequential) of the linear layers a state dict holds, in order."""
-    return sorted(int(k.split(".")[1]) for k in state if k.startswith("net.") and k.endswith(".weight"))
+def _layer_keys(state: dict[str, torch.Tensor], prefix: str) -> list[str]:
+    """The weight keys of the linear layers of the nn.Sequential at `prefix` ("net." or "phase_net.net.") in a
+    state dict, in the order of their positions."""
+    keys = [k for k in state if k.startswith(prefix) and k.endswith(".weight")]
+    return sorted(keys, key=lambda k: int(k.removeprefix(prefix).split(".")[0]))
 
 
 def _widenable(model: torch.nn.Module, key: str) -> bool:
-    from nqs.models.made import MADE
-
     return key.startswith("phase_net.") or (isinstance(model, MADE) and key.startswith("net."))
 
 
