@@ -11,7 +11,7 @@ from nqs.coupled_cluster import ccsd_amplitudes, ccsd_state, cc_expansion, spin_
 from nqs.exact import amplitude_lookup
 from nqs.keys import unpack
 from nqs.local_energy import local_energy
-from nqs.pretrain import TargetState, stratified_batch
+from nqs.pretrain import StratifiedSampler, TargetState, stratified_batch
 
 
 def _expansion(ints, max_rank):
@@ -104,6 +104,18 @@ def test_a_stratified_batch_gives_unbiased_sums():
     estimates = np.array(estimates)
     assert abs(estimates.mean() - exact) < 4 * estimates.std() / np.sqrt(len(estimates))
     assert stratified_batch(target, k) is target
+    sampler = StratifiedSampler(target, size)  # kept by a fit: the head found once, the rest drawn by its weights
+    head = set(torch.topk(amplitudes.abs(), size // 2).indices.tolist())
+    drawn = torch.cat([sampler.draw().bits[size // 2:, 0] for _ in range(200)])
+    assert not head & set(drawn.tolist())  # a head determinant is never drawn again
+    counts = torch.bincount(drawn, minlength=k).to(torch.float64)
+    rest = amplitudes ** 2
+    rest[list(head)] = 0
+    expected = rest / rest.sum() * drawn.numel()
+    frequent = expected > 20
+    assert float(((counts - expected)[frequent] ** 2 / expected[frequent]).sum()) < 2 * int(frequent.sum())  # χ²
+    first, second = (sampler.draw(torch.Generator().manual_seed(3)) for _ in range(2))
+    assert torch.equal(first.bits, second.bits) and torch.equal(first.amplitudes, second.amplitudes)
 
 
 def test_a_run_from_the_ccsd_state_records_it(tmp_path):

@@ -106,9 +106,9 @@ def test_fit_quality_splits_the_shortfall_into_moduli_and_phases(problems):
     assert q == pytest.approx({"fidelity": 0.81, "moduli": 0.81, "mass": 0.81})
 
 
-def test_a_target_larger_than_a_batch_is_fitted_on_stratified_batches(problems, monkeypatch):
-    """Above FIT_BATCH determinants each step reads a stratified batch (the CCSD states of long chains): the fit
-    still raises the fidelity over the whole target."""
+def test_a_target_larger_than_a_batch_is_fitted_on_stratified_batches(problems):
+    """Above `batch` determinants (FIT_BATCH unless given) each step reads a stratified batch (the CCSD states of
+    long chains): the fit still raises the fidelity over the whole target, and the note names the batches."""
     import nqs.pretrain
     from nqs.coupled_cluster import ccsd_state
     from nqs.models import build_model
@@ -118,10 +118,56 @@ def test_a_target_larger_than_a_batch_is_fitted_on_stratified_batches(problems, 
     torch.manual_seed(0)
     model = build_model(SMALL["retnet"], p.sector).double()
     state = ccsd_state(p.integrals)
-    monkeypatch.setattr(nqs.pretrain, "FIT_BATCH", 40)
     assert state.bits.shape[0] > 4 * 40
-    info = pretrain(model, state, steps=200, lr=1e-2)
+    info = pretrain(model, state, steps=200, lr=1e-2, batch=40)
     assert info["fidelity"] > 0.95 and info["fidelity_start"] < 0.5
+    note = nqs.pretrain.describe(state, info, None)
+    assert info["batch"] == 40 and "200 Adam steps on stratified batches of 40 " in note
+
+
+def test_the_fits_rate_runs_its_cosine_over_the_steps_or_the_seconds_whichever_is_shorter():
+    from nqs.pretrain import fit_rate
+
+    assert [fit_rate(1e-2, 0.0, k, 3) for k in (1, 2, 3)] == pytest.approx([1e-2, 5e-3, 0.0], abs=1e-15)
+    assert fit_rate(1e-2, None, 3, 3, 9.0, 1.0) == 1e-2  # no lr_final: constant
+    assert fit_rate(1e-2, 0.0, 1, 1000, 2.5, 5.0) == pytest.approx(5e-3)  # half the seconds: half way
+    assert fit_rate(1e-2, 0.0, 2, 1000, 7.0, 5.0) == 0.0  # past the budget: lr_final
+    assert fit_rate(1e-2, 0.0, 2, 3, 0.1, 5.0) == pytest.approx(5e-3)  # the steps nearer their end
+    assert fit_rate(1e-2, 1e-3, 1, 1, 0.0, None) == pytest.approx(1e-2)  # one step: lr
+
+
+def test_a_fit_ends_at_its_time_budget_and_says_so(problems, monkeypatch):
+    """`max_seconds` (a clock that reads 0, 1, 2, ... seconds, two readings a step): the fit stops after the step
+    that ends past the budget, checks that step's weights, and its note says the budget ended it. Without a budget,
+    or with one never reached, the steps end it, with the same weights."""
+    import types
+
+    import nqs.pretrain as fit
+    from nqs.models import build_model
+    from tests.test_natural_gradient import SMALL
+
+    state = cisd_state(problems("LiH").integrals)
+    checks = []
+    real = fit.check_loss
+    monkeypatch.setattr(fit, "check_loss", lambda model, check, chunk=4096: checks.append(1) or real(model, check))
+
+    def fitted(steps, max_seconds):
+        clock = iter(range(10 ** 6))
+        monkeypatch.setattr(fit, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+        checks.clear()
+        torch.manual_seed(0)
+        model = build_model(SMALL["retnet"], problems("LiH").sector).double()
+        info = fit.pretrain(model, state, steps=steps, lr=1e-2, lr_final=0.0, max_seconds=max_seconds)
+        return torch.nn.utils.parameters_to_vector(model.parameters()).detach(), info
+
+    _, info = fitted(1000, 5.0)  # step k reads the clock at 2k - 1 (its rate) and 2k (the budget): 3 steps
+    assert info["steps"] == 3 and info["timed_out"] and len(checks) == 2  # the start's check and step 3's
+    assert "3 Adam steps (lr 0.01 -> 0, cosine), stopped by its 5 s budget in" in fit.describe(state, info, None)
+    by_steps, info = fitted(3, None)
+    assert info["steps"] == 3 and not info["timed_out"] and "budget" not in fit.describe(state, info, None)
+    unreached, info = fitted(3, 1e6)
+    assert not info["timed_out"] and "within its 1e+06 s budget" in fit.describe(state, info, None)
+    assert torch.allclose(unreached, by_steps, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("signs", ["real", "complex"])
@@ -196,7 +242,8 @@ def test_a_run_from_the_cisd_state_records_it_and_bad_choices_exit_2(tmp_path, c
           "--unique", "64", "--final-unique", "500", "--out", str(tmp_path / "shown")])
     assert capsys.readouterr().err.count("cisd fit: step 30/30 loss") == 1  # progress: the fit's last line too
     for bad in (["--init-state", "mp2"], ["--init-state", "cisd", "--init-steps", "0"],
-                ["--init-state", "cisd", "--init-from", str(tmp_path / "absent")]):
+                ["--init-state", "cisd", "--init-from", str(tmp_path / "absent")],
+                ["--init-state", "cisd", "--init-batch", "1"], ["--init-state", "cisd", "--init-max-time", "0"]):
         with pytest.raises(SystemExit) as stop:
             main(["--mol", "LiH", "--no-progress", "--steps", "3", "--out", str(tmp_path / "bad"), *bad])
         err = capsys.readouterr().err

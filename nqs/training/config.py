@@ -180,6 +180,11 @@ class RunConfig:
     init_lr: float = option(3e-3, "init_state: Adam learning rate of the fit")
     init_lr_final: float | None = option(None, "init_state: the fit's learning rate falls from init_lr along a cosine "
                                          "to this at its last step (null: constant)")
+    init_batch: int = option(4096, "init_state: determinants a fit step reads: the whole target when it has no more, "
+                             "else a stratified batch (its init_batch/2 largest, the rest drawn by weight)")
+    init_max_time: float | None = option(None, "init_state: the fit's wall-time budget, seconds: it ends at "
+                                         "init_steps or here, whichever comes first, and the cosine to "
+                                         "init_lr_final runs over the shorter (null: no budget)")
     checkpoint_every: int = option(200, "write checkpoints/last.ckpt every this many steps (a kill -9 loses at most "
                                    "these; each write costs ~10 ms on CPU)", affects_result=False)
     keep_every: int | None = option(None, "also keep checkpoints/step-NNNNNN.ckpt every this many steps, the "
@@ -313,6 +318,9 @@ class TrainConfig:
                 raise UserError(f"unknown init_state {r.init_state!r}: choose one of {', '.join(STATES)}")
             if r.init_steps < 1 or r.init_lr <= 0 or (r.init_lr_final is not None and r.init_lr_final < 0):
                 raise UserError("init_steps must be at least 1, init_lr positive and init_lr_final at least 0")
+            if r.init_batch < 2 or (r.init_max_time is not None and r.init_max_time <= 0):
+                raise UserError(f"init_batch must be at least 2 and init_max_time positive, got {r.init_batch} and "
+                                f"{r.init_max_time}")
             if r.init_state == "dmrg" and (r.init_bond < 4 or not 0 < r.init_cutoff < 1):
                 raise UserError(f"init_bond must be at least 4 and init_cutoff in (0, 1), got {r.init_bond} and "
                                 f"{r.init_cutoff}")

@@ -202,10 +202,12 @@ def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.M
                           torch.get_num_threads())
     device = fit_device(cfg)
     progress = Progress(cfg.run.init_steps) if cfg.run.progress else None
+    budget = "" if cfg.run.init_max_time is None else f" of {cfg.run.init_max_time:g}"
     report = None if progress is None else (
         lambda step, loss, seconds: progress.show(f"{cfg.run.init_state} fit: step {step}/{cfg.run.init_steps} "
-                                                  f"loss {loss:.5f} ({seconds:.1f} s)"))
-    info = pretrain(model.to(device), target, cfg.run.init_steps, cfg.run.init_lr, report, cfg.run.init_lr_final)
+                                                  f"loss {loss:.5f} ({seconds:.1f}{budget} s)"))
+    info = pretrain(model.to(device), target, cfg.run.init_steps, cfg.run.init_lr, report, cfg.run.init_lr_final,
+                    cfg.run.init_batch, cfg.run.init_max_time)
     if progress is not None:
         progress.close()
     model.cpu()  # where Lightning expects it; it moves the model to the run's device itself
