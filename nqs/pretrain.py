@@ -46,6 +46,7 @@ import torch
 from nqs.chem import Integrals
 from nqs.errors import UserError
 from nqs.hilbert import from_pyscf_strings
+from nqs.training.schedules import cosine
 
 STATES = ("cisd", "ccsd", "dmrg")
 ZERO = 1e-13  # amplitudes below this fraction of the largest are dropped (symmetry zeros, ~1e-16)
@@ -356,7 +357,7 @@ def fit_rate(lr: float, lr_final: float | None, step: int, steps: int, seconds: 
     progress = (step - 1) / (steps - 1) if steps > 1 else 0.0
     if max_seconds is not None:
         progress = max(progress, min(1.0, seconds / max_seconds))
-    return lr_final + (lr - lr_final) * (1 + math.cos(math.pi * progress)) / 2
+    return cosine(lr, lr_final, progress)
 
 
 def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float = 1e-3, report=None,

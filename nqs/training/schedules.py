@@ -26,6 +26,11 @@ def decay_length(optim) -> int:
     return max(1, int(round(d if d >= 1 else d * optim.steps)))
 
 
+def cosine(start: float, end: float, progress: float) -> float:
+    """A cosine from `start` (progress 0) to `end` (progress 1); the training's and the fit's learning rates."""
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def lr_factor(optim, step: int, decay_start: int | None = None) -> float:
     """The learning rate at `step` as a factor of lr (each parameter group scales it)."""
     if step < optim.warmup:
@@ -33,7 +38,7 @@ def lr_factor(optim, step: int, decay_start: int | None = None) -> float:
     ratio = optim.lr_final / optim.lr
     if optim.lr_schedule == "cosine":
         progress = min((step - optim.warmup) / max(optim.steps - optim.warmup, 1), 1.0)
-        return ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return cosine(1.0, ratio, progress)
     length = decay_length(optim)
     start = optim.steps - length if decay_start is None else min(decay_start, optim.steps - length)
     if step < start:

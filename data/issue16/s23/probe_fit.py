@@ -52,7 +52,15 @@ def stratified_batch(target, size=fit.FIT_BATCH, generator=None):
     return fit.TargetState(target.bits[torch.cat([head, drawn])], amplitudes, target.energy, target.kind)
 
 
-fit.stratified_batch = stratified_batch
+class ProbeSampler:  # the fit keeps one sampler (session 26): this one draws as above, for its steps and its check
+    def __init__(self, target, size=fit.FIT_BATCH):
+        self.target, self.size = target, size
+
+    def draw(self, generator=None):
+        return stratified_batch(self.target, self.size, generator)
+
+
+fit.StratifiedSampler = ProbeSampler
 report = lambda step, loss, s: print(json.dumps({"step": step, "loss": loss, "s": round(s, 1)}), flush=True) \
     if step % 500 == 0 else None
 info = fit.pretrain(model, target, a.steps, a.lr, report, a.lr_final)
