@@ -6,7 +6,7 @@ wave function carries the disconnected quadruples (T2²/2) that CISD lacks, and 
 few mHa of the exact one (H16: +5.5 mHa). Its determinants up to a rank, screened, are what the network is fitted
 to; VMC then takes the variational energy from there.
 
-* `ccsd_amplitudes(ints)`: PySCF's RHF CCSD on the active space's own orbitals (`nqs.pretrain._mean_field`: the
+* `ccsd_amplitudes(ints)`: PySCF's RHF CCSD on the active space's own orbitals (`nqs.target_states._mean_field`: the
   HF reference is the identity in them), t1 (o, v) and t2 (o, o, v, v), and E_CCSD (Hartree, with e_core).
 * `spin_orbital_excitations(t1, t2)`: T1 and T2 as spin-orbital excitation operators on the interleaved qubits
   (2p alpha, 2p+1 beta), T1 = Σ t_i^a a_a† a_i, T2 = Σ_{I<J, A<B} t_IJ^AB a_A† a_B† a_J a_I with the same-spin
@@ -47,7 +47,7 @@ def ccsd_amplitudes(ints) -> tuple[np.ndarray, np.ndarray, float]:
     not converge."""
     from pyscf import cc
 
-    from nqs.pretrain import _mean_field
+    from nqs.target_states import _mean_field
 
     solver = cc.CCSD(_mean_field(ints))
     solver.verbose, solver.conv_tol, solver.conv_tol_normt, solver.max_cycle = 0, 1e-11, 1e-8, 200
@@ -158,7 +158,7 @@ def ccsd_state(ints, max_rank: int = MAX_RANK, tol: float = TOL):
     """The CCSD state's determinants of rank ≤ max_rank with |c| ≥ tol (c_HF = 1), as a `TargetState` sorted by
     |c| (largest first), normalised over what is kept; its energy is E_CCSD (projective: the kept state's
     variational energy lies above it; H10 +1.1 mHa). Its detail names the rank, tol and the screened weight."""
-    from nqs.pretrain import TargetState
+    from nqs.target_states import TargetState
 
     if ints.n_alpha != ints.n_beta:
         raise UserError(f"--init-state ccsd needs a closed shell (N_alpha = N_beta; this molecule has "

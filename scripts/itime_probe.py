@@ -35,7 +35,8 @@ from nqs.local_energy import connections
 from nqs.local_energy_modes import LocalEnergyMode
 from nqs.models import ModelConfig, build_model
 from nqs.molecules import resolve_molecule
-from nqs.pretrain import cisd_state, pretrain, split_loss
+from nqs.pretrain import pretrain, split_loss
+from nqs.target_states import cisd_state
 from nqs.problem import build_problem
 from nqs.sr_tail import TailRows, tail_rows
 from nqs.vmc import vmc_step

@@ -35,7 +35,8 @@ from nqs.exact import fci_state, pyscf_determinants
 from nqs.models import ModelConfig, build_model
 from nqs.molecules import resolve_molecule
 from nqs.orbitals import localize
-from nqs.pretrain import cisd_state, pretrain, split_loss
+from nqs.pretrain import pretrain, split_loss
+from nqs.target_states import cisd_state
 from nqs.problem import build_problem
 
 

@@ -1,6 +1,6 @@
 """What an `--init-state` fit aims at: the target state's size and its exact variational energy.
 
-For each molecule, builds the state `nqs.pretrain.target_state` gives (`--state cisd`, `ccsd` or `dmrg`; for ccsd
+For each molecule, builds the state `nqs.target_states.target_state` gives (`--state cisd`, `ccsd` or `dmrg`; for ccsd
 also `--max-rank` and `--tol` of `nqs.coupled_cluster.ccsd_state`, for dmrg `--bond` and `--cutoff` of
 `nqs.dmrg.dmrg_state`), in canonical or `--orbitals split` orbitals, then ⟨c|H|c⟩ over its determinants with
 the exact local energy (amplitudes looked up, zero outside the state), against the best reference of the
@@ -23,7 +23,7 @@ from nqs.exact import amplitude_lookup
 from nqs.local_energy import local_energy
 from nqs.molecules import resolve_molecule
 from nqs.orbitals import localize
-from nqs.pretrain import cisd_state, dmrg_target
+from nqs.target_states import cisd_state, dmrg_target
 from nqs.problem import build_problem
 from nqs.references import best_reference
 

@@ -120,7 +120,7 @@ def test_split_localized_orbitals_keep_the_hf_determinant_and_the_cc_states():
 
     from nqs.exact import fci_state
     from nqs.orbitals import localize
-    from nqs.pretrain import cisd_state
+    from nqs.target_states import cisd_state
     from nqs.training.config import TrainConfig
     from nqs.training.run import build_cfg_problem
 

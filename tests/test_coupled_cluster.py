@@ -11,7 +11,8 @@ from nqs.coupled_cluster import ccsd_amplitudes, ccsd_state, cc_expansion, spin_
 from nqs.exact import amplitude_lookup
 from nqs.keys import unpack
 from nqs.local_energy import local_energy
-from nqs.pretrain import StratifiedSampler, TargetState, stratified_batch
+from nqs.pretrain import StratifiedSampler, stratified_batch
+from nqs.target_states import TargetState
 
 
 def _expansion(ints, max_rank):

@@ -51,7 +51,7 @@ def test_the_dmrg_state_is_fci_on_small_molecules(name, spin):
     """With every determinant kept (cutoff 1e-9) the state is FCI's, signs included (|overlap| = 1 to 1e-8), and
     its energy under our Hamiltonian is E_FCI (1e-7 Ha); an open shell (H4 triplet) keeps its sector."""
     pytest.importorskip("pyblock2", reason="block2 is not installed (pip install 'nqs-scaling[dmrg]')")
-    from nqs.pretrain import target_state
+    from nqs.target_states import target_state
 
     p = build_problem(resolve_molecule(name, spin=spin), references="hf,fci")
     target = target_state("dmrg", p.integrals, dmrg_max_bond=64, dmrg_cutoff=1e-9)
@@ -113,7 +113,7 @@ def test_a_run_from_the_dmrg_state_records_it_and_bad_settings_exit_2(tmp_path, 
 def test_the_dmrg_state_is_cached_and_read_back(monkeypatch, tmp_path):
     pytest.importorskip("pyblock2", reason="block2 is not installed (pip install 'nqs-scaling[dmrg]')")
     from nqs import dmrg
-    from nqs.pretrain import target_state
+    from nqs.target_states import target_state
 
     monkeypatch.setenv("NQS_CACHE_DIR", str(tmp_path))
     p = build_problem(resolve_molecule("H4"), references="hf")

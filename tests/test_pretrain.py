@@ -13,7 +13,8 @@ from nqs.exact import amplitude_lookup, fci_state
 from nqs.hilbert import from_pyscf_strings
 from nqs.keys import index_of, pack
 from nqs.local_energy import local_energy
-from nqs.pretrain import TargetState, _mean_field, cisd_state, fidelity, fit_loss, fit_quality, pretrain
+from nqs.pretrain import fidelity, fit_loss, fit_quality, pretrain
+from nqs.target_states import TargetState, _mean_field, cisd_state
 
 
 @pytest.mark.parametrize("name", ["LiH", "H2O", "H6"])
@@ -256,7 +257,8 @@ def test_a_fit_continues_from_init_from_weights(tmp_path):
     import re
 
     from nqs.cli.train import main
-    from nqs.pretrain import cisd_state, fidelity
+    from nqs.pretrain import fidelity
+    from nqs.target_states import cisd_state
     from nqs.record import read_summary
     from nqs.training.config import load_yaml, resolve
     from nqs.training.run import build

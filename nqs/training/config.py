@@ -167,7 +167,7 @@ class RunConfig:
                                    "nqs.models.widen); with "
                                    "init_state, the fit starts from them (a long fit continued in parts)")
     init_state: str | None = option(None, "fit the network to a quantum-chemistry state before VMC: cisd (the CISD "
-                                    "vector, signs included; closed shells; nqs.pretrain), ccsd (e^T|HF> up to "
+                                    "vector, signs included; closed shells; nqs.target_states), ccsd (e^T|HF> up to "
                                     "quadruples, screened; nqs.coupled_cluster), dmrg (the largest determinants of "
                                     "an SZ DMRG ground state; block2; nqs.dmrg.dmrg_state); null: none")
     init_bond: int = option(250, "init_state dmrg: the MPS's largest bond dimension M (non-spin-adapted; H16 at "
@@ -313,7 +313,7 @@ class TrainConfig:
         if r.threads < 0:
             raise UserError(f"threads must be >= 0 (0: all cores), got {r.threads}")
         if r.init_state is not None:
-            from nqs.pretrain import STATES
+            from nqs.target_states import STATES
             if r.init_state not in STATES:
                 raise UserError(f"unknown init_state {r.init_state!r}: choose one of {', '.join(STATES)}")
             if r.init_steps < 1 or r.init_lr <= 0 or (r.init_lr_final is not None and r.init_lr_final < 0):

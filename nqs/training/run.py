@@ -194,9 +194,10 @@ def build(cfg: TrainConfig, problem: MolecularProblem | None = None,
 
 
 def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.Module) -> str:
-    """Fit `model` (from `init_from`'s weights when given) to the state `cfg.run.init_state` (nqs.pretrain); the
-    note that says how well."""
-    from nqs.pretrain import describe, pretrain, target_state
+    """Fit `model` (from `init_from`'s weights when given) to the state `cfg.run.init_state`
+    (nqs.target_states; the fit: nqs.pretrain); the note that says how well."""
+    from nqs.pretrain import describe, pretrain
+    from nqs.target_states import target_state
 
     target = target_state(cfg.run.init_state, problem.integrals, cfg.run.init_bond, cfg.run.init_cutoff,
                           torch.get_num_threads())

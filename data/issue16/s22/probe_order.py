@@ -12,7 +12,8 @@ import torch
 
 from nqs.hilbert import Sector
 from nqs.models import ModelConfig, build_model
-from nqs.pretrain import TargetState, fit_quality, pretrain
+from nqs.pretrain import fit_quality, pretrain
+from nqs.target_states import TargetState
 
 
 def permute(bits: torch.Tensor, order: np.ndarray):

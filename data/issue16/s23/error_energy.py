@@ -46,7 +46,7 @@ def bands(model, problem, target, chunk=65536) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from nqs.pretrain import target_state
+    from nqs.target_states import target_state
     from nqs.training.config import load_yaml, resolve
     from nqs.training.run import build, build_cfg_problem
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from nqs.excitations import IntegralHamiltonian
-from nqs.pretrain import fit_quality, target_state
+from nqs.pretrain import fit_quality
+from nqs.target_states import target_state
 from nqs.training.config import resolve
 from nqs.training.run import build, build_cfg_problem
 

@@ -2,7 +2,8 @@
 #   OMP_NUM_THREADS=1 .venv/bin/python data/issue16/s26/sampler_draw.py
 import json, time, numpy as np, torch
 torch.set_num_threads(1)
-from nqs.pretrain import StratifiedSampler, TargetState, stratified_batch
+from nqs.pretrain import StratifiedSampler, stratified_batch
+from nqs.target_states import TargetState
 z = np.load('/root/.cache/nqs-scaling/hamiltonians/states/dmrg-be8e9d353e41260fc4582e74.npz')
 t = TargetState(torch.from_numpy(z['bits']), torch.from_numpy(z['amplitudes']), 0.0, 'dmrg')
 for size in (4096, 16384):
