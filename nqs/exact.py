@@ -1,4 +1,5 @@
-"""Exact references on small sectors: the FCI state in the qubit basis, the sector matrix, exact expectations.
+"""Exact references on small sectors: the FCI state in the qubit basis, the sector matrix, exact expectations;
+and on large ones, the exact energy of a vector on a set of determinants (`subset_energies`).
 
 Used by tests and benchmarks, never by training. All float64 / complex128.
 """
@@ -11,6 +12,8 @@ import scipy.sparse
 import torch
 
 from nqs import chem
+from nqs.excitations import IntegralHamiltonian
+from nqs.excitations import connections as integral_connections
 from nqs.hilbert import Sector, from_pyscf_strings
 from nqs.keys import index_of, pack
 from nqs.local_energy import Hamiltonian, connections
@@ -78,3 +81,35 @@ def sector_matrix(h: Hamiltonian, sector: Sector) -> tuple[scipy.sparse.csr_matr
     cols = torch.cat([torch.arange(len(bits)), col]).numpy()
     vals = torch.cat([conn.diagonal.cpu(), conn.element.cpu()]).numpy()
     return scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(len(bits), len(bits))), bits
+
+
+def subset_energies(h: IntegralHamiltonian, bits: torch.Tensor, values: torch.Tensor,
+                    score: torch.Tensor | None = None, thresholds=(0.0,), rows: tuple[int, int] | None = None,
+                    chunk: int = 256, report=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each threshold t, ⟨v_t|H|v_t⟩ (T,) complex128 and ⟨v_t|v_t⟩ (T,) float64, v_t the vector `values`
+    (K,) on the distinct determinants `bits` (K, n), kept where `score` (K,) ≥ t (all of them without a score)
+    and zero elsewhere; the energy of v_t is the first's real part over the second (Hartree, e_core included).
+    Nothing is sampled: H is applied element by element within the set (integral-driven connections, those
+    leaving it dropped per block), so this is the variational energy of a state living on the set, e.g. a
+    network's amplitudes on a DMRG state's determinants. `rows` = (lo, hi): only the rows x in [lo, hi) of
+    Σ_x v_x* Σ_y H_xy v_y (the norms stay whole), so parts may run in separate processes and be added.
+    Work: every candidate excitation of each row (H16: ~1.3e3 kept of ~5.8e3, 680 rows a second on one core)."""
+    K = bits.shape[0]
+    v = values.to(torch.complex128)
+    score = torch.ones(K, dtype=torch.float64) if score is None else score.to(torch.float64)
+    cut = torch.as_tensor(thresholds, dtype=torch.float64)
+    kept = score[None, :] >= cut[:, None]  # (T, K)
+    norms = (kept * (v.abs() ** 2)[None, :]).sum(1)
+    table = pack(bits)
+    lo, hi = (0, K) if rows is None else rows
+    numerators = torch.zeros(len(cut), dtype=torch.complex128)
+    for start in range(lo, hi, chunk):
+        x = slice(start, min(hi, start + chunk))
+        diag, sample, keys, element = integral_connections(h, bits[x], keep=lambda k: index_of(table, k) >= 0)
+        y = index_of(table, keys)
+        numerators += (kept[:, x] * (v[x].abs() ** 2 * diag)[None, :]).sum(1)
+        both = torch.minimum(score[start + sample], score[y])[None, :] >= cut[:, None]
+        numerators += (both * (v[x][sample].conj() * element * v[y])[None, :]).sum(1)
+        if report is not None:
+            report(x.stop - lo, hi - lo)
+    return numerators, norms

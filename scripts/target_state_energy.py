@@ -1,11 +1,11 @@
 """What an `--init-state` fit aims at: the target state's size and its exact variational energy.
 
-For each molecule, builds the state `nqs.target_states.target_state` gives (`--state cisd`, `ccsd` or `dmrg`; for ccsd
-also `--max-rank` and `--tol` of `nqs.coupled_cluster.ccsd_state`, for dmrg `--bond` and `--cutoff` of
-`nqs.dmrg.dmrg_state`), in canonical or `--orbitals split` orbitals, then ⟨c|H|c⟩ over its determinants with
-the exact local energy (amplitudes looked up, zero outside the state), against the best reference of the
-molecule's cache (`--references`, e.g. hf,ccsd_t,dmrg: a DMRG energy is read from the cache, or computed once).
-Prints one JSON line per molecule and a table.
+For each molecule, builds the state `nqs.target_states.target_state` gives (`--state cisd`, `ccsd` or `dmrg`;
+for ccsd also `--max-rank` and `--tol` of `nqs.coupled_cluster.ccsd_state`, for dmrg `--bond` and `--cutoff` of
+`nqs.dmrg.dmrg_state`), in canonical or `--orbitals split` orbitals, then ⟨c|H|c⟩ with H taken exactly within
+its determinants (`nqs.exact.subset_energies`; `scripts/support_energy.py` does the same for a run's network,
+and by |c| threshold), against the best reference of the molecule's cache (`--references`, e.g. hf,ccsd_t,dmrg:
+a DMRG energy is read from the cache, or computed once). Prints one JSON line per molecule and a table.
 
     .venv/bin/python scripts/target_state_energy.py --mol H10 H16 --state ccsd --references hf,ccsd_t,dmrg
     .venv/bin/python scripts/target_state_energy.py --mol H16 --state dmrg --orbitals split --references hf,ccsd_t,dmrg
@@ -19,24 +19,19 @@ import time
 import torch
 
 from nqs.coupled_cluster import MAX_RANK, TOL, ccsd_state
-from nqs.exact import amplitude_lookup
-from nqs.local_energy import local_energy
+from nqs.exact import subset_energies
+from nqs.excitations import IntegralHamiltonian
 from nqs.molecules import resolve_molecule
 from nqs.orbitals import localize
 from nqs.target_states import cisd_state, dmrg_target
 from nqs.problem import build_problem
 from nqs.references import best_reference
 
-CHUNK = 20000  # determinants per local-energy call: the memory, not the result
-
-
 def variational_energy(problem, bits: torch.Tensor, amplitudes: torch.Tensor) -> float:
-    """⟨c|H|c⟩ (Hartree) of the normalised real state c on `bits`."""
-    h, log_psi, energy = problem.compiled(), amplitude_lookup(bits, amplitudes), 0.0
-    for i in range(0, bits.shape[0], CHUNK):
-        e_loc = local_energy(h, bits[i:i + CHUNK], log_psi).values.real
-        energy += float((amplitudes[i:i + CHUNK] ** 2 * e_loc).sum())
-    return energy
+    """⟨c|H|c⟩ / ⟨c|c⟩ (Hartree) of the state c on `bits`, exactly within its determinants."""
+    h = IntegralHamiltonian(problem.integrals, problem.sector.n_alpha, problem.sector.n_beta)
+    numerator, norm = subset_energies(h, bits, amplitudes)
+    return float(numerator[0].real / norm[0])
 
 
 def main() -> None:

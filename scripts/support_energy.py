@@ -1,0 +1,120 @@
+"""The exact energy of a run's network on a target state's determinants, and of the target itself: no sampling.
+
+With c the state a fit aims at (`--init-state` of the run, or `--state`: its CISD, CCSD or DMRG determinants S,
+built or read from the cache with the run's settings) and v the run's network ψ on S (`--of model`, the default)
+or c itself (`--of target`), prints for each threshold t the energy of v kept where |c| ≥ t,
+E_t = ⟨v_t|H|v_t⟩ / ⟨v_t|v_t⟩ (`nqs.exact.subset_energies`), against the run's best reference. Each is the
+variational energy of a state on those determinants: for the model at t = 0, its energy with its probability
+outside S (1 − Σ_S |ψ|², printed as `norm_on_kept`) taken away, which is what a sampled energy cannot separate from
+its noise; at larger t, how much of the error sits above t. For the target, what the fit could reach at best.
+
+H16's DMRG state (1,256,599 determinants) takes ~1,000 s of one core per half; run the halves side by side:
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/support_energy.py runs/h16 --part 0/2 --save /tmp/p0.npy &
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/support_energy.py runs/h16 --part 1/2 --save /tmp/p1.npy; wait
+    .venv/bin/python scripts/support_energy.py runs/h16 --combine /tmp/p0.npy /tmp/p1.npy
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nqs.cli.common import configure_process
+from nqs.errors import UserError, cli_entry
+from nqs.excitations import IntegralHamiltonian
+from nqs.exact import subset_energies
+from nqs.references import best_reference
+from nqs.tables import markdown_table
+from nqs.target_states import STATES, target_state
+from nqs.training.config import load_yaml, resolve
+from nqs.training.run import build
+
+THRESHOLDS = (0.0, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3)
+CHUNK = 65536  # determinants per forward pass of the network: its memory, not its result
+
+
+def parse(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path, help="a run directory (its config.yaml and saved weights)")
+    ap.add_argument("--of", choices=("model", "target"), default="model", help="whose amplitudes on the set")
+    ap.add_argument("--state", choices=STATES, default=None, help="the set: this state's determinants "
+                                                                   "(default: the run's --init-state)")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS, help="|c| thresholds")
+    ap.add_argument("--part", default="0/1", help="I/P: only the I-th of P shares of the rows (with --save)")
+    ap.add_argument("--save", type=Path, default=None, help="save this part's sums here (.npy) and stop")
+    ap.add_argument("--combine", type=Path, nargs="+", default=None, help="add saved parts instead of computing")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return ap.parse_args(argv)
+
+
+@torch.no_grad()
+def network_amplitudes(model: torch.nn.Module, bits: torch.Tensor) -> torch.Tensor:
+    """ψ (K,) complex128 of `model` on `bits` (K, n): normalised over the whole sector, not over the set."""
+    return torch.cat([torch.exp(model.log_psi(bits[i:i + CHUNK]).to(torch.complex128))
+                      for i in range(0, bits.shape[0], CHUNK)])
+
+
+@cli_entry
+def main(argv=None) -> None:
+    args = parse(argv)
+    configure_process(args.threads)
+    if not (config := args.run / "config.yaml").is_file():
+        raise UserError(f"{args.run}: no config.yaml: give a run directory of nqs-train")
+    saved = load_yaml(config)
+    state = args.state or saved.get("init_state")
+    if state is None:
+        raise UserError(f"{args.run} was not fitted to a state (no init_state): name the set with --state")
+    part, parts = (int(s) for s in args.part.split("/"))
+    if parts > 1 and args.save is None:
+        raise UserError("--part without --save: a part's sums are only useful saved (then --combine them)")
+    cfg = resolve([(str(config), {k: v for k, v in saved.items() if k not in ("init_state", "out")}
+                    | {"init_from": str(args.run)})]).validate()
+    start = time.perf_counter()
+    problem, model = build(cfg)
+    target = target_state(state, problem.integrals, cfg.run.init_bond, cfg.run.init_cutoff, args.threads)
+    c = target.amplitudes.to(torch.float64)
+    values = network_amplitudes(model.eval(), target.bits) if args.of == "model" else c
+    h = IntegralHamiltonian(problem.integrals, problem.sector.n_alpha, problem.sector.n_beta)
+    K = c.shape[0]
+    if args.combine is not None:
+        numerators = torch.from_numpy(sum(np.load(f) for f in args.combine))
+        _, norms = subset_energies(h, target.bits, values, c.abs(), args.thresholds, rows=(0, 0))
+    else:
+        rows = (K * part // parts, K * (part + 1) // parts)
+        shown = [0.0]
+
+        def progress(done: int, total: int) -> None:  # every tenth of the rows, to stderr
+            if done >= total or done / total >= shown[0] + 0.1:
+                shown[0] = done / total
+                print(f"rows {done:,} of {total:,} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+
+        numerators, norms = subset_energies(h, target.bits, values, c.abs(), args.thresholds, rows=rows,
+                                            report=progress)
+        if args.save is not None:
+            np.save(args.save, numerators.numpy())
+            print(json.dumps({"part": args.part, "rows": rows, "saved": str(args.save),
+                              "seconds": round(time.perf_counter() - start, 1)}))
+            return
+    best = best_reference(problem.references)
+    out = []
+    for t, num, norm in zip(args.thresholds, numerators.tolist(), norms.tolist()):
+        e = num.real / norm
+        out.append({"run": str(args.run), "of": args.of, "state": state, "threshold": t,
+                    "determinants": int((c.abs() >= t).sum()), "norm_on_kept": norm, "energy": e,
+                    "e_ref": best.energy if best else None, "ref_kind": best.kind if best else None,
+                    "error_mha": (e - best.energy) * 1e3 if best else None, "imag": num.imag / norm})
+        print(json.dumps(out[-1]))
+    print(markdown_table(["|c| ≥", "determinants", "Σ|v|² on them", "energy (Ha)", "vs reference (mHa)"],
+                         [[f"{r['threshold']:g}", f"{r['determinants']:,}", f"{r['norm_on_kept']:.6f}",
+                           f"{r['energy']:.8f}", "—" if r["error_mha"] is None else f"{r['error_mha']:+.3f}"]
+                          for r in out], ["right"] * 5), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
