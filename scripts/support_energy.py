@@ -60,6 +60,26 @@ def network_amplitudes(model: torch.nn.Module, bits: torch.Tensor) -> torch.Tens
                       for i in range(0, bits.shape[0], CHUNK)])
 
 
+def combine(paths: list[Path], thresholds, K: int) -> np.ndarray:
+    """The sums of saved parts, checked: the same thresholds and set, rows covering it once."""
+    total, covered = 0, []
+    for path in paths:
+        try:
+            with np.load(path) as part:
+                sums, cuts, rows, k = (part[key] for key in ("numerators", "thresholds", "rows", "determinants"))
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"--combine: {path} is not a part saved by --save ({type(exc).__name__})") from None
+        if int(k) != K or cuts.shape != (len(thresholds),) or not np.allclose(cuts, thresholds, rtol=0, atol=0):
+            raise UserError(f"--combine: {path} was saved for another set or other --thresholds "
+                            f"({int(k):,} determinants, thresholds {cuts.tolist()}): give the same ones")
+        total, covered = total + sums, covered + [tuple(int(r) for r in rows)]
+    covered.sort()
+    tiled = all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
+    if not tiled or covered[0][0] != 0 or covered[-1][1] != K:
+        raise UserError(f"--combine: the parts cover rows {covered}, not 0 to {K:,} once each: give every part")
+    return total
+
+
 @cli_entry
 def main(argv=None) -> None:
     args = parse(argv)
@@ -70,7 +90,11 @@ def main(argv=None) -> None:
     state = args.state or saved.get("init_state")
     if state is None:
         raise UserError(f"{args.run} was not fitted to a state (no init_state): name the set with --state")
-    part, parts = (int(s) for s in args.part.split("/"))
+    try:
+        part, parts = (int(s) for s in args.part.split("/"))
+        assert 0 <= part < parts
+    except (ValueError, AssertionError):
+        raise UserError(f"--part {args.part!r}: give I/P with 0 <= I < P, e.g. 0/2") from None
     if parts > 1 and args.save is None:
         raise UserError("--part without --save: a part's sums are only useful saved (then --combine them)")
     cfg = resolve([(str(config), {k: v for k, v in saved.items() if k not in ("init_state", "out")}
@@ -83,7 +107,7 @@ def main(argv=None) -> None:
     h = IntegralHamiltonian(problem.integrals, problem.sector.n_alpha, problem.sector.n_beta)
     K = c.shape[0]
     if args.combine is not None:
-        numerators = torch.from_numpy(sum(np.load(f) for f in args.combine))
+        numerators = torch.from_numpy(combine(args.combine, args.thresholds, K))
         _, norms = subset_energies(h, target.bits, values, c.abs(), args.thresholds, rows=(0, 0))
     else:
         rows = (K * part // parts, K * (part + 1) // parts)
@@ -97,7 +121,9 @@ def main(argv=None) -> None:
         numerators, norms = subset_energies(h, target.bits, values, c.abs(), args.thresholds, rows=rows,
                                             report=progress)
         if args.save is not None:
-            np.save(args.save, numerators.numpy())
+            with open(args.save, "wb") as f:  # exactly this path (np.savez would add .npz)
+                np.savez(f, numerators=numerators.numpy(), thresholds=np.asarray(args.thresholds), rows=rows,
+                         determinants=K)
             print(json.dumps({"part": args.part, "rows": rows, "saved": str(args.save),
                               "seconds": round(time.perf_counter() - start, 1)}))
             return

@@ -111,3 +111,27 @@ def test_the_script_refuses_a_run_without_a_state(tmp_path, capsys):
         _script().main([str(run)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "was not fitted to a state" in err and "Traceback" not in err
+
+
+def test_combining_parts_of_other_thresholds_or_a_missing_part_is_refused(tmp_path, capsys):
+    from nqs.cli.train import main as train
+
+    run = tmp_path / "lih"
+    train(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "1", "--init-state", "cisd",
+           "--init-steps", "5", "--unique", "64", "--final-unique", "100", "--threads", "1", "--out", str(run)])
+    script = _script()
+    for i in range(3):
+        script.main([str(run), "--part", f"{i}/3", "--save", str(tmp_path / f"p{i}.npy"), "--thresholds", "0"])
+    capsys.readouterr()
+    cases = [(["--thresholds", "0", "0.1"], [0, 1, 2], "other --thresholds"),
+             (["--thresholds", "0"], [0, 2], "once each"),
+             (["--thresholds", "0"], [0, 1, 1, 2], "once each"),
+             (["--part", "3/3", "--save", str(tmp_path / "x.npy")], [], "give I/P")]
+    for flags, parts, said in cases:
+        combine = ["--combine", *[str(tmp_path / f"p{i}.npy") for i in parts]] if parts else []
+        with pytest.raises(SystemExit) as e:
+            script.main([str(run), *flags, *combine])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and "Traceback" not in err
+    script.main([str(run), "--thresholds", "0", "--combine", *[str(tmp_path / f"p{i}.npy") for i in (2, 0, 1)]])
+    assert len(_rows(capsys)) == 1
