@@ -94,25 +94,43 @@ def sum_by_key(keys: torch.Tensor, values: torch.Tensor, n: int | None = None) -
         0, inverse, values)
 
 
+class KeyIndex:
+    """A table (S, W) of distinct keys sorted once, for many lookups: `index(queries)` gives the row (Q,) int64 of
+    each query (Q, W) in the table, -1 where it is absent. `n`, the qubit count, lets one word sort as int32."""
+
+    def __init__(self, table: torch.Tensor, n: int | None = None):
+        self.table, self.n, S = table, n, table.shape[0]
+        self.joint = False  # two table keys share a hash: every lookup sorts table and queries jointly
+        if S == 0:
+            return
+        if table.shape[1] == 1:
+            self.sorted, self.order = torch.sort(_narrow(table[:, 0], n))
+            return
+        self.sorted, self.order = torch.sort(_fold(table))
+        self.joint = S > 1 and bool((self.sorted[1:] == self.sorted[:-1]).any())
+
+    def __call__(self, queries: torch.Tensor) -> torch.Tensor:
+        table, S, Q = self.table, self.table.shape[0], queries.shape[0]
+        if S == 0:
+            return torch.full((Q,), -1, dtype=torch.int64, device=queries.device)
+        if self.joint:
+            _, inverse = unique(torch.cat([table, queries]))
+            slot = torch.full((S + Q,), -1, dtype=torch.int64, device=queries.device)
+            slot.scatter_(0, inverse[:S], torch.arange(S, device=queries.device))
+            return slot.index_select(0, inverse[S:])
+        if table.shape[1] == 1:
+            q = _narrow(queries[:, 0], self.n)
+            pos = torch.searchsorted(self.sorted, q).clamp(max=S - 1)
+            row = self.order.index_select(0, pos)
+            return torch.where(self.sorted.index_select(0, pos) == q, row, torch.full_like(row, -1))
+        row = self.order.index_select(0, torch.searchsorted(self.sorted, _fold(queries)).clamp(max=S - 1))
+        return torch.where((table.index_select(0, row) == queries).all(1), row, torch.full_like(row, -1))
+
+
 def index_of(table: torch.Tensor, queries: torch.Tensor, n: int | None = None) -> torch.Tensor:
-    """Row (Q,) int64 of each query (Q, W) in `table` (S, W) of distinct keys; -1 where it is absent."""
-    S, Q = table.shape[0], queries.shape[0]
-    if S == 0:
-        return torch.full((Q,), -1, dtype=torch.int64, device=queries.device)
-    if table.shape[1] == 1:
-        t, q = _narrow(table[:, 0], n), _narrow(queries[:, 0], n)
-        sorted_t, order = torch.sort(t)
-        pos = torch.searchsorted(sorted_t, q).clamp(max=S - 1)
-        row = order.index_select(0, pos)
-        return torch.where(sorted_t.index_select(0, pos) == q, row, torch.full_like(row, -1))
-    hashed, order = torch.sort(_fold(table))
-    if S > 1 and bool((hashed[1:] == hashed[:-1]).any()):  # two table keys share a hash: sort them all jointly
-        _, inverse = unique(torch.cat([table, queries]))
-        slot = torch.full((S + Q,), -1, dtype=torch.int64, device=queries.device)
-        slot.scatter_(0, inverse[:S], torch.arange(S, device=queries.device))
-        return slot.index_select(0, inverse[S:])
-    row = order.index_select(0, torch.searchsorted(hashed, _fold(queries)).clamp(max=S - 1))
-    return torch.where((table.index_select(0, row) == queries).all(1), row, torch.full_like(row, -1))
+    """Row (Q,) int64 of each query (Q, W) in `table` (S, W) of distinct keys; -1 where it is absent (one lookup:
+    `KeyIndex` keeps the sorted table for many)."""
+    return KeyIndex(table, n)(queries)
 
 
 def _fold(keys: torch.Tensor) -> torch.Tensor:

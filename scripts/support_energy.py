@@ -8,7 +8,8 @@ variational energy of a state on those determinants: for the model at t = 0, its
 outside S (1 − Σ_S |ψ|², printed as `norm_on_kept`) taken away, which is what a sampled energy cannot separate from
 its noise; at larger t, how much of the error sits above t. For the target, what the fit could reach at best.
 
-H16's DMRG state (1,256,599 determinants) takes ~1,000 s of one core per half; run the halves side by side:
+H16's DMRG state (1,256,599 determinants) takes ~500 s of one core per half (timed on 2,048-row slices); run
+the halves side by side:
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/support_energy.py runs/h16 --part 0/2 --save /tmp/p0.npy &
     OMP_NUM_THREADS=1 .venv/bin/python scripts/support_energy.py runs/h16 --part 1/2 --save /tmp/p1.npy; wait
@@ -69,7 +70,7 @@ def combine(paths: list[Path], thresholds, K: int) -> np.ndarray:
                 sums, cuts, rows, k = (part[key] for key in ("numerators", "thresholds", "rows", "determinants"))
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"--combine: {path} is not a part saved by --save ({type(exc).__name__})") from None
-        if int(k) != K or cuts.shape != (len(thresholds),) or not np.allclose(cuts, thresholds, rtol=0, atol=0):
+        if int(k) != K or not np.array_equal(cuts, np.asarray(thresholds, dtype=float)):
             raise UserError(f"--combine: {path} was saved for another set or other --thresholds "
                             f"({int(k):,} determinants, thresholds {cuts.tolist()}): give the same ones")
         total, covered = total + sums, covered + [tuple(int(r) for r in rows)]
