@@ -82,6 +82,21 @@ def test_lookup_stays_exact_when_two_table_keys_share_a_hash():
     assert index_of(table, queries).tolist() == [1, 0, -1]
 
 
+@pytest.mark.parametrize("n", [30, 100])
+def test_a_kept_index_answers_as_index_of_on_every_lookup(n):
+    from nqs.keys import KeyIndex
+
+    g = torch.Generator().manual_seed(n)
+    table = unique(pack((torch.rand(300, n, generator=g) < 0.5).to(torch.uint8)))[0]
+    index = KeyIndex(table)
+    for _ in range(3):  # the sorted table is reused: each answer must still be the fresh lookup's
+        queries = torch.cat([table[torch.randint(0, len(table), (50,), generator=g)],
+                             pack((torch.rand(20, n, generator=g) < 0.5).to(torch.uint8))])
+        rows = index(queries)
+        assert torch.equal(rows, index_of(table, queries))
+        assert torch.equal(table[rows[rows >= 0]], queries[rows >= 0]) and (rows[:50] >= 0).all()
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("n_orb", [50, 64])
 def test_keys_on_cuda_equal_cpu(n_orb):
