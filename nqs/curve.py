@@ -67,14 +67,14 @@ class CurvePoint:
 
 def base_molecule(cfg: TrainConfig) -> MoleculeSpec:
     """The curve's molecule before its scan coordinate is set, named by `name` when the config gives one."""
-    from nqs.training.run import molecule_of
+    from nqs.training.build import molecule_of
 
     spec = molecule_of(cfg)[0]
     return replace(spec, name=cfg.molecule.name) if cfg.molecule.name else spec
 
 
 def orbital_options(cfg: TrainConfig) -> OrbitalOptions:
-    from nqs.training.run import molecule_of
+    from nqs.training.build import molecule_of
 
     return molecule_of(cfg)[1]
 
@@ -139,7 +139,7 @@ def enumerated_energy(cfg: TrainConfig, run_dir: Path, problem: MolecularProblem
     import torch
 
     from nqs.local_energy import local_energy
-    from nqs.training.run import build
+    from nqs.training.build import build
 
     problem, model = build(cfg.updated(init_from=str(run_dir)), problem)
     model.eval()

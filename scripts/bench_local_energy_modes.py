@@ -46,9 +46,10 @@ from nqs.local_energy_modes import SEMI_STOCHASTIC, LocalEnergyMode, estimate  #
 from nqs.record import read_summary  # noqa: E402
 from nqs.sampler import sample  # noqa: E402
 from nqs.tables import markdown_table  # noqa: E402
+from nqs.training.build import build  # noqa: E402
 from nqs.training.config import TrainConfig  # noqa: E402
 from nqs.training.module import make_optimizer, optimisation_step, step_seed  # noqa: E402
-from nqs.training.run import build, run  # noqa: E402
+from nqs.training.run import run  # noqa: E402
 from nqs.vmc import vmc_step  # noqa: E402
 
 EXACT = LocalEnergyMode("exact-trie")

@@ -19,8 +19,8 @@ import torch
 
 from nqs.natural_gradient import SRSettings, sr_direction
 from nqs.tables import markdown_table
+from nqs.training.build import build
 from nqs.training.config import TrainConfig
-from nqs.training.run import build
 
 
 def commit() -> str:

@@ -18,9 +18,9 @@ import yaml
 
 from nqs.cli.common import configure_process
 from nqs.tables import markdown_table
+from nqs.training.build import build
 from nqs.training.config import TrainConfig
 from nqs.training.module import make_optimizer, optimisation_step, step_seed
-from nqs.training.run import build
 from nqs.vmc import vmc_step
 
 

@@ -22,9 +22,9 @@ from nqs.cli.common import configure_process
 from nqs.errors import cli_entry
 from nqs.record import LOWEST_CHECKPOINT
 from nqs.references import best_reference
+from nqs.training.build import build
 from nqs.training.config import FIELDS, load_yaml, resolve
 from nqs.training.module import evaluate_energy
-from nqs.training.run import build
 
 
 def parse(argv=None) -> argparse.Namespace:

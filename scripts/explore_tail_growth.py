@@ -25,8 +25,8 @@ import yaml
 from nqs.exact import fci_state
 from nqs.keys import index_of, pack, unique, unpack
 from nqs.local_energy import connections, local_energy
+from nqs.training.build import build, load_model_weights
 from nqs.training.config import TrainConfig
-from nqs.training.run import build, load_model_weights
 from nqs.vmc import vmc_step
 
 

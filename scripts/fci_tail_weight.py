@@ -20,8 +20,8 @@ import yaml
 
 from nqs.exact import fci_state
 from nqs.local_energy import local_energy
+from nqs.training.build import build, load_model_weights
 from nqs.training.config import TrainConfig
-from nqs.training.run import build, load_model_weights
 
 BANDS = ((1e-12, 2.0), (1e-16, 1e-12), (0.0, 1e-16))
 

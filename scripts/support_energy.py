@@ -33,8 +33,8 @@ from nqs.exact import subset_energies
 from nqs.references import best_reference
 from nqs.tables import markdown_table
 from nqs.target_states import STATES, target_state
+from nqs.training.build import build
 from nqs.training.config import load_yaml, resolve
-from nqs.training.run import build
 
 THRESHOLDS = (0.0, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3)
 CHUNK = 65536  # determinants per forward pass of the network: its memory, not its result

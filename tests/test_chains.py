@@ -121,8 +121,8 @@ def test_split_localized_orbitals_keep_the_hf_determinant_and_the_cc_states():
     from nqs.exact import fci_state
     from nqs.orbitals import localize
     from nqs.target_states import cisd_state
+    from nqs.training.build import build_cfg_problem
     from nqs.training.config import TrainConfig
-    from nqs.training.run import build_cfg_problem
 
     spec = resolve_molecule("H6")
     canonical = build_problem(spec, use_cache=False)

@@ -16,7 +16,7 @@ from scipy.optimize import minimize
 from nqs.errors import UserError
 from nqs.scaling import collect_points, discover_runs, fit_scaling_law, load_runs, read_metrics
 from nqs.scaling.allocate import allocate
-from nqs.scaling.fit import HUBER_DELTA
+from nqs.scaling.fit_solver import HUBER_DELTA
 from nqs.scaling.runs import ScalingPoints
 from nqs.scaling.validate import holdout_runs, validate
 
@@ -187,15 +187,15 @@ def test_a_stalled_search_pinned_at_a_bound_counts_as_converged():
     gradient components that push against a bound are not a failure, the free ones are."""
     from types import SimpleNamespace
 
-    from nqs.scaling.fit import FitStatus, _outcome
+    from nqs.scaling.fit_solver import FitStatus, outcome
 
     bounds = [(0.0, None), (0.0, 3.0)]
     pinned = SimpleNamespace(status=2, x=np.array([0.0, 3.0]), jac=np.array([5.0, -2.0]))
-    assert _outcome(pinned, bounds) is FitStatus.CONVERGED
+    assert outcome(pinned, bounds) is FitStatus.CONVERGED
     free = SimpleNamespace(status=2, x=np.array([0.4, 3.0]), jac=np.array([5.0, -2.0]))
-    assert _outcome(free, bounds) is FitStatus.FAILED
+    assert outcome(free, bounds) is FitStatus.FAILED
     outward = SimpleNamespace(status=2, x=np.array([0.0, 3.0]), jac=np.array([-5.0, 0.0]))
-    assert _outcome(outward, bounds) is FitStatus.FAILED
+    assert outcome(outward, bounds) is FitStatus.FAILED
 
 
 def test_derived_quantities_at_the_centre():

@@ -260,8 +260,8 @@ def test_a_fit_continues_from_init_from_weights(tmp_path):
     from nqs.pretrain import fidelity
     from nqs.target_states import cisd_state
     from nqs.record import read_summary
+    from nqs.training.build import build
     from nqs.training.config import load_yaml, resolve
-    from nqs.training.run import build
 
     args = ["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "1", "--lr", "1e-12", "--lr-final", "1e-12",
             "--warmup", "0", "--unique", "64", "--final-unique", "200", "--init-state", "cisd", "--init-lr", "1e-2"]

@@ -96,8 +96,8 @@ def size_defaults(cfg: TrainConfig, given: set) -> tuple[TrainConfig, tuple]:
     if "optimizer" in given:
         return cfg, ()
     from nqs import chem
+    from nqs.training.build import molecule_of
     from nqs.training.recipes import describe, recipe
-    from nqs.training.run import molecule_of
 
     spec, options = molecule_of(cfg)
     n_qubits = 2 * chem.active_space(chem.build_mole(spec, options.symmetry), spec, options)[1]

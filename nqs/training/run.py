@@ -17,16 +17,12 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from nqs.chem import OrbitalOptions
 from nqs.errors import UserError
-from nqs.models import build_model
-from nqs.models.widen import deepen_weights, describe_widening, widen_weights
-from nqs.molecules import resolve_molecule
-from nqs.orbitals import localize
-from nqs.problem import MolecularProblem, build_problem
+from nqs.problem import MolecularProblem
 from nqs.record import (CHECKPOINT, ERROR_BAR_COVERS, LOWEST_CHECKPOINT, METRICS_FILE, TAIL_ERROR_BAR_COVERS,
                         RunSummary, StepRecord, branch_checkpoint)
 from nqs.references import LABELS, best_reference
+from nqs.training.build import build, check_device, fit_device, read_checkpoint
 from nqs.training.config import TrainConfig
 from nqs.training.module import VMCModule, evaluate_energy
 from nqs.training.schedules import decay_length
@@ -155,44 +151,6 @@ def _row_step(line: str):
         return None
 
 
-def molecule_of(cfg: TrainConfig):
-    """(MoleculeSpec, OrbitalOptions) of the config's molecule group."""
-    m = cfg.molecule
-    spec = resolve_molecule(mol=m.mol, geometry=m.geometry, charge=m.charge, spin=m.spin, basis=m.basis,
-                            spacing=m.spacing)
-    return spec, OrbitalOptions(frozen_core=m.frozen_core, active_orbitals=m.active_orbitals, symmetry=m.symmetry)
-
-
-def build_cfg_problem(cfg: TrainConfig) -> MolecularProblem:
-    """The config's problem, in its canonical orbitals or (`orbitals: split`) in split-localized ones."""
-    spec, options = molecule_of(cfg)
-    m = cfg.molecule
-    problem = build_problem(spec, options, fci_max_dets=m.fci_max_dets, references=m.references,
-                            dmrg_max_bond=m.dmrg_max_bond)
-    if m.orbitals == "split":
-        problem = build_problem(spec, options, fci_max_dets=m.fci_max_dets, references=m.references,
-                                dmrg_max_bond=m.dmrg_max_bond, orbitals=localize(problem.orbitals, split=True))
-    return problem
-
-
-def build(cfg: TrainConfig, problem: MolecularProblem | None = None,
-          notes: list[str] | None = None) -> tuple[MolecularProblem, torch.nn.Module]:
-    """The problem (unless given, e.g. with orbitals matched to another geometry's by nqs.curve) and the model;
-    what the building changed (a widened `init_from` network) is appended to `notes` when given."""
-    if problem is None:
-        problem = build_cfg_problem(cfg)
-    problem.connections(cfg.connections_used)  # `pauli` past 62 qubits fails here, before any training
-    torch.manual_seed(cfg.run.seed)
-    model = build_model(cfg.model, problem.sector)
-    if cfg.optim.dtype == "float64":
-        model = model.double()
-    if cfg.run.init_from:
-        widened = load_model_weights(model, Path(cfg.run.init_from))
-        if widened and notes is not None:
-            notes.append(widened)
-    return problem, model
-
-
 def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.Module) -> str:
     """Fit `model` (from `init_from`'s weights when given) to the state `cfg.run.init_state`
     (nqs.target_states; the fit: nqs.pretrain); the note that says how well."""
@@ -214,55 +172,6 @@ def initial_state(cfg: TrainConfig, problem: MolecularProblem, model: torch.nn.M
     model.cpu()  # where Lightning expects it; it moves the model to the run's device itself
     start = f"; the fit started from the weights of {cfg.run.init_from}" if cfg.run.init_from else ""
     return describe(target, info, problem.references.e_hf) + f" on {device}{start}"
-
-
-def fit_device(cfg: TrainConfig) -> torch.device:
-    """The device of a fit before training: the run's GPU (a DDP rank's own, LOCAL_RANK), else the CPU."""
-    if cfg.run.device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def read_checkpoint(path: Path, what: str) -> dict:
-    """A checkpoint's contents; a truncated or foreign file is a UserError naming it (the file is left alone)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state["state_dict"]
-    except Exception as exc:  # pickle, zip and key errors alike
-        raise UserError(f"{what}: {path} is not a readable nqs-train checkpoint ({type(exc).__name__}); restore "
-                        f"it or start a new run with another --out") from None
-    return state
-
-
-def load_model_weights(model: torch.nn.Module, path: Path) -> str | None:
-    """Warm start from a run's checkpoint (a run directory or a .ckpt file). Sizes must match, except that a
-    MADE's and the phase network's hidden layers may be wider here, and a MADE's more (nqs.models.widen: the
-    function is kept); returns the note saying so, None when the sizes were equal."""
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.is_file():
-        raise UserError(f"init_from: {path} not found: give a run directory or a .ckpt file")
-    state = read_checkpoint(path, "init_from")["state_dict"]
-    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    try:
-        weights, added = deepen_weights(model, weights)
-        widened = widen_weights(model, weights)
-    except ValueError as exc:
-        raise UserError(f"init_from: {path} holds a model of other sizes or ansatz ({exc}): give the same "
-                        f"ansatz and layers, wider (or a MADE's more) hidden layers at most") from None
-    changes = ([f"deepened ({added} modulus hidden layer{'s' if added > 1 else ''} added as the identity)"]
-               if added else [])
-    if widened:
-        changes.append(f"widened ({describe_widening(model, weights, widened)}; new units' weights into the old "
-                       "units and the outputs start at zero)")
-    if changes:
-        return f"the network of {path} was {' and '.join(changes)} without changing its function"
-    return None
-
-
-def check_device(cfg: TrainConfig) -> None:
-    if cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for but CUDA is not available here: use --device cpu or --device auto")
 
 
 def _trainer(cfg: TrainConfig, out: Path, files: RunFiles) -> L.Trainer:

@@ -47,8 +47,8 @@ def bands(model, problem, target, chunk=65536) -> list[dict]:
 
 if __name__ == "__main__":
     from nqs.target_states import target_state
+    from nqs.training.build import build, build_cfg_problem
     from nqs.training.config import load_yaml, resolve
-    from nqs.training.run import build, build_cfg_problem
 
     torch.set_num_threads(1)
     run = Path(sys.argv[1])

@@ -18,8 +18,8 @@ import torch
 from nqs.excitations import IntegralHamiltonian
 from nqs.pretrain import fit_quality
 from nqs.target_states import target_state
+from nqs.training.build import build, build_cfg_problem
 from nqs.training.config import resolve
-from nqs.training.run import build, build_cfg_problem
 
 sys.path.insert(0, str(Path(__file__).parent))
 from error_energy import bands  # noqa: E402

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 import nqs.pretrain as fit
+from nqs.training.build import build, build_cfg_problem
 from nqs.training.config import resolve
-from nqs.training.run import build, build_cfg_problem
 
 sys.path.insert(0, str(Path(__file__).parent))
 from error_energy import bands  # noqa: E402

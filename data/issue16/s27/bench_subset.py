@@ -6,8 +6,8 @@ from nqs.excitations import IntegralHamiltonian, connections
 from nqs.exact import subset_energies
 from nqs.keys import index_of, pack
 from nqs.target_states import target_state
+from nqs.training.build import build_cfg_problem
 from nqs.training.config import load_yaml, resolve
-from nqs.training.run import build_cfg_problem
 torch.set_num_threads(1)
 run = Path("runs/s22/cap-s25-w1024-c")
 cfg = resolve([("run", {k: v for k, v in load_yaml(run / "config.yaml").items() if k not in ("init_state", "out", "init_from")})])
