@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from nqs.excitations import IntegralHamiltonian
-from nqs.exact import fci_state, sector_matrix, subset_energies
+import numpy as np
+
+from nqs.exact import fci_state, sector_matrix, subset_energies, subset_hamiltonian
 from nqs.molecules import resolve_molecule
 from nqs.problem import build_problem
 
@@ -59,6 +61,20 @@ def test_a_subset_is_its_own_state_and_parts_of_the_rows_add_up(lih):
     assert abs(complex(whole[0]) - complex(v.conj() @ H @ v)) < TOL
     parts = [subset_energies(h, bits[keep], v, rows=r)[0] for r in ((0, 31), (31, 90))]
     assert torch.allclose(parts[0] + parts[1], whole, atol=1e-12, rtol=0)
+
+
+def test_the_kept_matrix_is_the_sector_matrix_on_the_set_in_its_order_and_row_parts(lih):
+    _, h, matrix, bits = lih
+    g = torch.Generator().manual_seed(7)
+    keep = torch.randperm(len(bits), generator=g)[:120]
+    H = _dense(matrix)[keep][:, keep].real
+    kept = subset_hamiltonian(h, bits[keep], chunk=13)
+    assert kept.shape == (120, 120) and kept.indices.dtype == np.int32
+    assert np.abs(kept.toarray() - H.numpy()).max() < TOL
+    assert abs(kept - kept.T).max() < 1e-12  # symmetric: each pair is found from both of its ends
+    rows = [subset_hamiltonian(h, bits[keep], rows=r, dtype=np.float32) for r in ((0, 50), (50, 120))]
+    assert rows[0].shape == (50, 120) and rows[0].dtype == np.float32
+    assert np.abs(np.vstack([r.toarray() for r in rows]) - H.numpy()).max() < 1e-6  # float32 values
 
 
 def _script():

@@ -1,0 +1,147 @@
+"""`nqs.imaginary_time`: H kept on a set of determinants, the projected state φ = (1 − τ(H − E))ψ, and the refit
+that lowers a network's energy, against the dense sector matrix and FCI on LiH (225 determinants)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nqs.errors import UserError
+from nqs.excitations import IntegralHamiltonian
+from nqs.exact import fci_state, sector_matrix
+from nqs.imaginary_time import (SubsetOperator, amplitudes_on, imaginary_time_fit, load_operator, operator_part,
+                                projected)
+
+
+@pytest.fixture(scope="module")
+def lih(problems):
+    p = problems("LiH")
+    h = IntegralHamiltonian(p.integrals, p.sector.n_alpha, p.sector.n_beta)
+    matrix, bits = sector_matrix(p.compiled(connections="pauli"), p.sector)
+    return p, h, torch.from_numpy(matrix.toarray().real), bits
+
+
+def _random(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.complex(torch.randn(n, generator=g, dtype=torch.float64), torch.randn(n, generator=g,
+                                                                                        dtype=torch.float64))
+
+
+def test_the_saved_operator_in_parts_applies_the_sector_matrix(lih, tmp_path):
+    _, h, H, bits = lih
+    for dtype, tol in ((np.float64, 1e-9), (np.float32, 1e-5)):
+        directory = tmp_path / np.dtype(dtype).name
+        assert load_operator(bits, directory, 3) is None  # nothing built yet
+        for part in (2, 0):
+            operator_part(h, bits, directory, part, 3, dtype=dtype)
+        assert load_operator(bits, directory, 3) is None  # a part missing
+        operator_part(h, bits, directory, 1, 3, dtype=dtype)
+        op = load_operator(bits, directory, 3)
+        v = _random(len(bits), 1)
+        dense = H.to(torch.complex128) @ v
+        assert (op.apply(v) - dense).abs().max() < tol * dense.abs().max()
+        exact = float(torch.vdot(v, dense).real / torch.vdot(v, v).real)
+        assert op.energy(v) == pytest.approx(exact, abs=tol * 10)
+    with pytest.raises(UserError, match="another set"):
+        load_operator(bits[torch.randperm(len(bits))], tmp_path / "float64", 3)
+
+
+def test_a_small_step_lowers_the_energy_by_twice_tau_times_the_variance(lih, tmp_path):
+    _, h, H, bits = lih
+    op = SubsetOperator([scipy_part(h, bits)])
+    psi = _random(len(bits), 2)
+    h_psi = op.apply(psi)
+    e = op.energy(psi, h_psi)
+    variance = float(torch.vdot(h_psi - e * psi, h_psi - e * psi).real / torch.vdot(psi, psi).real)
+    tau = 1e-5
+    phi = projected(psi, h_psi, e, tau)
+    assert (phi - (psi - tau * (H.to(torch.complex128) @ psi - e * psi))).abs().max() < 1e-12
+    assert (e - op.energy(phi)) / (2 * tau * variance) == pytest.approx(1.0, rel=1e-3)
+
+
+def scipy_part(h, bits):
+    from nqs.exact import subset_hamiltonian
+
+    return subset_hamiltonian(h, bits)
+
+
+def test_the_refit_lowers_a_networks_energy_towards_fci_and_keeps_its_lowest_refresh(lih, problems):
+    from nqs.models import build_model
+    from tests.test_natural_gradient import SMALL
+
+    p, h, _, bits = lih
+    op = SubsetOperator([scipy_part(h, bits)])
+    _, _, e_fci = fci_state(p)
+    torch.manual_seed(0)
+    model = build_model(SMALL["made"], p.sector).double()
+    start = op.energy(amplitudes_on(model, bits))
+    seen = []
+    info = imaginary_time_fit(model, bits, op, seconds=600, steps=300, refresh=30, tau=0.2, lr=1e-2,
+                              lr_final=1e-3, report=seen.append)
+    energies = [r.energy for r in info["refreshes"]]
+    assert len(energies) == 11 and seen == info["refreshes"] and energies[0] == pytest.approx(start, abs=1e-12)
+    assert info["best"].energy == min(energies)
+    assert op.energy(amplitudes_on(model, bits)) == pytest.approx(info["best"].energy, abs=1e-12)
+    assert start - e_fci > 0.1 and info["best"].energy - e_fci < 0.1 * (start - e_fci)
+    torch.manual_seed(0)  # the same network refitted to itself (τ = 0) stays where it is: the step is φ's
+    model = build_model(SMALL["made"], p.sector).double()
+    still = imaginary_time_fit(model, bits, op, seconds=600, steps=300, refresh=30, tau=0.0, lr=1e-2, lr_final=1e-3)
+    assert abs(still["best"].energy - start) < 0.005
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_script_writes_a_run_whose_exact_energy_is_its_lowest_refresh(tmp_path, capsys):
+    import json
+
+    from nqs.cli.train import main as train
+
+    run = tmp_path / "lih"
+    train(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "1", "--init-state", "cisd",
+           "--init-steps", "20", "--unique", "64", "--final-unique", "100", "--threads", "1", "--out", str(run)])
+    script = _script("imaginary_time_fit")
+    for i in range(2):
+        script.main([str(run), "--threshold", "0", "--build-only", "--part", f"{i}/2"])
+    out = tmp_path / "it"
+    capsys.readouterr()
+    script.main([str(run), "--threshold", "0", "--out", str(out), "--steps", "40", "--refresh", "20", "--lr", "3e-3"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    record = json.loads((out / "imaginary_time.json").read_text())
+    assert [r["step"] for r in record["refreshes"]] == [0, 20, 40] and len(rows) == 4
+    assert record["best"]["energy"] <= record["refreshes"][0]["energy"]
+    _script("support_energy").main([str(out), "--thresholds", "0"])
+    exact = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")][0]
+    assert exact["energy"] == pytest.approx(record["best"]["energy"], abs=1e-5)  # float32 H against float64
+
+
+def test_the_script_refuses_bad_runs_outputs_and_matrices_in_one_line(tmp_path, capsys):
+    from nqs.cli.train import main as train
+
+    run = tmp_path / "lih"
+    train(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "1", "--init-state", "cisd",
+           "--init-steps", "5", "--unique", "64", "--final-unique", "100", "--threads", "1", "--out", str(run)])
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.yaml").write_text("mol: LiH\n")
+    script = _script("imaginary_time_fit")
+    script.main([str(run), "--threshold", "0", "--build-only", "--parts", "1", "--matrix-dir", str(tmp_path / "m")])
+    cases = [([str(plain), "--out", str(tmp_path / "o")], "was not fitted to a state"),
+             ([str(run), "--out", str(run)], "give a new run directory"),
+             ([str(run), "--build-only", "--part", "2/2"], "give I/P"),
+             ([str(run), "--out", str(tmp_path / "o"), "--tau", "-1"], "--tau must be"),
+             ([str(run), "--threshold", "0.01", "--parts", "1", "--matrix-dir", str(tmp_path / "m"), "--out",
+               str(tmp_path / "o")], "another set")]
+    for argv, said in cases:
+        with pytest.raises(SystemExit) as e:
+            script.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and "Traceback" not in err
