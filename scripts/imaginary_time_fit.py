@@ -31,9 +31,8 @@ from nqs.excitations import IntegralHamiltonian
 from nqs.imaginary_time import imaginary_time_fit, load_operator, operator_part, restrict
 from nqs.record import CHECKPOINT
 from nqs.references import best_reference
-from nqs.target_states import STATES, target_state
-from nqs.training.build import build
-from nqs.training.config import load_yaml, resolve
+from nqs.target_states import STATES
+from nqs.training.build import rebuild_fitted
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -63,22 +62,13 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse(argv)
     configure_process(args.threads)
-    if not (config := args.run / "config.yaml").is_file():
-        raise UserError(f"{args.run}: no config.yaml: give a run directory of nqs-train")
     if not args.build_only and (args.out is None or (args.out / CHECKPOINT).exists()):
         raise UserError("--out: give a new run directory (one without checkpoints/last.ckpt)")
     if args.tau < 0 or args.lr <= 0 or args.refresh < 1 or args.parts < 1 or args.batch < 2:
         raise UserError("--tau must be at least 0, --lr positive, and --refresh, --parts at least 1, --batch 2")
-    saved = load_yaml(config)
-    state = args.state or saved.get("init_state")
-    if state is None:
-        raise UserError(f"{args.run} was not fitted to a state (no init_state): name the set with --state")
-    cfg = resolve([(str(config), {k: v for k, v in saved.items() if k not in ("init_state", "out")}
-                    | {"init_from": str(args.run)})]).validate()
     start = time.perf_counter()
-    problem, model = build(cfg)
-    target = restrict(target_state(state, problem.integrals, cfg.run.init_bond, cfg.run.init_cutoff, args.threads),
-                      args.threshold)
+    _, problem, model, target = rebuild_fitted(args.run, args.state, args.threads)
+    target = restrict(target, args.threshold)
     bits = target.bits
     directory = args.matrix_dir or args.run / f"subset-matrix-{args.threshold:g}"
     h = IntegralHamiltonian(problem.integrals, problem.sector.n_alpha, problem.sector.n_beta)
@@ -111,9 +101,9 @@ def main(argv=None) -> None:
     info = imaginary_time_fit(model, bits, operator, args.seconds, args.tau, args.lr, args.lr_final, args.batch,
                               args.refresh, args.steps, args.seed, report)
     (args.out / CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
-    shutil.copy(config, args.out / "config.yaml")
+    shutil.copy(args.run / "config.yaml", args.out / "config.yaml")
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, args.out / CHECKPOINT)
-    record = {"run": str(args.run), "state": state, "threshold": args.threshold, "determinants": bits.shape[0],
+    record = {"run": str(args.run), "state": target.kind, "threshold": args.threshold, "determinants": bits.shape[0],
               "elements": operator.elements, "e_ref": best.energy if best else None,
               "ref_kind": best.kind if best else None, **{k: v for k, v in info.items() if k != "refreshes"},
               "best": asdict(info["best"]), "refreshes": [asdict(r) for r in info["refreshes"]]}

@@ -32,9 +32,8 @@ from nqs.excitations import IntegralHamiltonian
 from nqs.exact import subset_energies
 from nqs.references import best_reference
 from nqs.tables import markdown_table
-from nqs.target_states import STATES, target_state
-from nqs.training.build import build
-from nqs.training.config import load_yaml, resolve
+from nqs.target_states import STATES
+from nqs.training.build import rebuild_fitted
 
 THRESHOLDS = (0.0, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3)
 CHUNK = 65536  # determinants per forward pass of the network: its memory, not its result
@@ -85,12 +84,6 @@ def combine(paths: list[Path], thresholds, K: int) -> np.ndarray:
 def main(argv=None) -> None:
     args = parse(argv)
     configure_process(args.threads)
-    if not (config := args.run / "config.yaml").is_file():
-        raise UserError(f"{args.run}: no config.yaml: give a run directory of nqs-train")
-    saved = load_yaml(config)
-    state = args.state or saved.get("init_state")
-    if state is None:
-        raise UserError(f"{args.run} was not fitted to a state (no init_state): name the set with --state")
     try:
         part, parts = (int(s) for s in args.part.split("/"))
         assert 0 <= part < parts
@@ -98,11 +91,8 @@ def main(argv=None) -> None:
         raise UserError(f"--part {args.part!r}: give I/P with 0 <= I < P, e.g. 0/2") from None
     if parts > 1 and args.save is None:
         raise UserError("--part without --save: a part's sums are only useful saved (then --combine them)")
-    cfg = resolve([(str(config), {k: v for k, v in saved.items() if k not in ("init_state", "out")}
-                    | {"init_from": str(args.run)})]).validate()
     start = time.perf_counter()
-    problem, model = build(cfg)
-    target = target_state(state, problem.integrals, cfg.run.init_bond, cfg.run.init_cutoff, args.threads)
+    _, problem, model, target = rebuild_fitted(args.run, args.state, args.threads)
     c = target.amplitudes.to(torch.float64)
     values = network_amplitudes(model.eval(), target.bits) if args.of == "model" else c
     h = IntegralHamiltonian(problem.integrals, problem.sector.n_alpha, problem.sector.n_beta)
@@ -132,7 +122,7 @@ def main(argv=None) -> None:
     out = []
     for t, num, norm in zip(args.thresholds, numerators.tolist(), norms.tolist()):
         e = num.real / norm
-        out.append({"run": str(args.run), "of": args.of, "state": state, "threshold": t,
+        out.append({"run": str(args.run), "of": args.of, "state": target.kind, "threshold": t,
                     "determinants": int((c.abs() >= t).sum()), "norm_on_kept": norm, "energy": e,
                     "e_ref": best.energy if best else None, "ref_kind": best.kind if best else None,
                     "error_mha": (e - best.energy) * 1e3 if best else None, "imag": num.imag / norm})

@@ -104,3 +104,23 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> str | None:
 def check_device(cfg: TrainConfig) -> None:
     if cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda asked for but CUDA is not available here: use --device cpu or --device auto")
+
+
+def rebuild_fitted(run: Path, state: str | None = None, threads: int = 1):
+    """A run fitted to a state, rebuilt from its directory: (config, problem, network with the run's saved weights,
+    the target state: its config's `init_state`, or `state`, built or read from the cache with the run's
+    settings). A run without config.yaml or without a state to name is a UserError."""
+    from nqs.target_states import target_state
+    from nqs.training.config import load_yaml, resolve
+
+    if not (config := run / "config.yaml").is_file():
+        raise UserError(f"{run}: no config.yaml: give a run directory of nqs-train")
+    saved = load_yaml(config)
+    state = state or saved.get("init_state")
+    if state is None:
+        raise UserError(f"{run} was not fitted to a state (no init_state): name the set with --state")
+    cfg = resolve([(str(config), {k: v for k, v in saved.items() if k not in ("init_state", "out")}
+                    | {"init_from": str(run)})]).validate()
+    problem, model = build(cfg)
+    return cfg, problem, model, target_state(state, problem.integrals, cfg.run.init_bond, cfg.run.init_cutoff,
+                                             threads)
