@@ -55,6 +55,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--refresh", type=int, default=300, help="fit steps between exact energies and new φ")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--device", default="cpu", help="the network's device (cpu, cuda, cuda:N); H stays on the CPU")
     return ap.parse_args(argv)
 
 
@@ -64,6 +65,8 @@ def main(argv=None) -> None:
     configure_process(args.threads)
     if not args.build_only and (args.out is None or (args.out / CHECKPOINT).exists()):
         raise UserError("--out: give a new run directory (one without checkpoints/last.ckpt)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device} asked for but CUDA is not available here: use --device cpu")
     if args.tau < 0 or args.lr <= 0 or args.refresh < 1 or args.parts < 1 or args.batch < 2:
         raise UserError("--tau must be at least 0, --lr positive, and --refresh, --parts at least 1, --batch 2")
     start = time.perf_counter()
@@ -98,8 +101,9 @@ def main(argv=None) -> None:
                               "ref_kind": best.kind if best else None}
         print(json.dumps(row), flush=True)
 
-    info = imaginary_time_fit(model, bits, operator, args.seconds, args.tau, args.lr, args.lr_final, args.batch,
-                              args.refresh, args.steps, args.seed, report)
+    info = imaginary_time_fit(model.to(args.device), bits, operator, args.seconds, args.tau, args.lr, args.lr_final,
+                              args.batch, args.refresh, args.steps, args.seed, report)
+    model.cpu()
     (args.out / CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
     shutil.copy(args.run / "config.yaml", args.out / "config.yaml")
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, args.out / CHECKPOINT)

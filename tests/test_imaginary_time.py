@@ -138,6 +138,8 @@ def test_the_script_refuses_bad_runs_outputs_and_matrices_in_one_line(tmp_path, 
              ([str(run), "--out", str(run)], "give a new run directory"),
              ([str(run), "--build-only", "--part", "2/2"], "give I/P"),
              ([str(run), "--out", str(tmp_path / "o"), "--tau", "-1"], "--tau must be"),
+             *([([str(run), "--out", str(tmp_path / "o"), "--device", "cuda"], "CUDA is not available")]
+               if not torch.cuda.is_available() else []),
              ([str(run), "--threshold", "0.01", "--parts", "1", "--matrix-dir", str(tmp_path / "m"), "--out",
                str(tmp_path / "o")], "another set")]
     for argv, said in cases:
