@@ -7,7 +7,7 @@ The network, from RUN's weights, is then refitted to φ = (1 − τ(H − E))ψ 
 OUT becomes a run directory (RUN's config.yaml, checkpoints/last.ckpt with the weights of the lowest refresh)
 that `scripts/support_energy.py` and `scripts/evaluate_energy.py` read, with imaginary_time.json (every refresh).
 
-H16 (session 28, DMRG determinants with |c| ≥ 2e-5: 673,258, 5.5e8 elements, 4.4 GiB; ~400 s of one core to build):
+H16 (session 28, DMRG determinants with |c| ≥ 2e-5: 673,258, 5.5e8 elements, 4.1 GiB; ~400 s of one core to build):
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/imaginary_time_fit.py runs/h16 --build-only --part 0/2 &
     OMP_NUM_THREADS=1 .venv/bin/python scripts/imaginary_time_fit.py runs/h16 --build-only --part 1/2; wait
