@@ -107,7 +107,7 @@ def test_a_decay_in_steps_scales_with_the_planned_length():
     from dataclasses import replace
 
     from nqs.scaling.plan import _decay_steps
-    from nqs.training.config import OptimConfig
+    from nqs.training.config_groups import OptimConfig
 
     near = OptimConfig(lr_schedule="wsd", decay=160, optimizer="adam+sr", sr_from=420, steps=1220)
     assert _decay_steps(near, 1220) == 160
