@@ -17,6 +17,7 @@ Giuliani et al. 2023, PRB 107, 195158) with H exact on S instead of sampled.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
@@ -30,12 +31,9 @@ from nqs.errors import UserError
 from nqs.exact import subset_hamiltonian
 from nqs.excitations import IntegralHamiltonian
 from nqs.keys import pack
-from nqs.pretrain import StratifiedSampler, fit_gradient
+from nqs.pretrain import StratifiedSampler, amplitudes_on, fit_gradient, snapshot
 from nqs.target_states import TargetState
 from nqs.training.schedules import cosine
-
-CHUNK = 65536  # determinants per forward pass of a refresh: its memory, not its result
-
 
 class SubsetOperator:
     """H on a set of K determinants as CSR row parts (K_i x K each, rows in order), float32 or float64 values.
@@ -67,8 +65,6 @@ class SubsetOperator:
 
 def _fingerprint(bits: torch.Tensor) -> str:
     """A checksum of the set's keys, in their order: a saved matrix belongs to exactly this set."""
-    import hashlib
-
     return hashlib.sha256(pack(bits).numpy().tobytes()).hexdigest()[:24]
 
 
@@ -115,14 +111,6 @@ class Refresh:
     mass: float
 
 
-@torch.no_grad()
-def amplitudes_on(model: torch.nn.Module, bits: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
-    """ψ (K,) complex128 of `model` on `bits` (K, n), normalised over the whole sector, not the set."""
-    device = next(model.parameters()).device
-    return torch.cat([torch.exp(model.log_psi(bits[i:i + chunk].to(device)).to(torch.complex128)).cpu()
-                      for i in range(0, bits.shape[0], chunk)])
-
-
 def projected(psi: torch.Tensor, h_psi: torch.Tensor, energy: float, tau: float) -> torch.Tensor:
     """φ = (1 − τ(H − E))ψ (K,) complex128, from ψ and Hψ."""
     return psi - tau * (h_psi - energy * psi)
@@ -155,26 +143,22 @@ def imaginary_time_fit(model: torch.nn.Module, bits: torch.Tensor, operator: Sub
         phi = projected(psi, h_psi, energy, tau)
         return seen, StratifiedSampler(TargetState(bits, phi, energy, "projected"), batch)
 
+    def progress() -> float:  # the share of the steps or of the seconds spent
+        return step / steps if steps else (time.perf_counter() - start) / seconds
+
     seen, sampler = look()
-    best = (seen, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    while True:
-        progress = step / steps if steps else (time.perf_counter() - start) / seconds
-        if progress >= 1:
-            break
+    best = (seen, snapshot(model))
+    while (done := progress()) < 1:
         step += 1
         for group in optimiser.param_groups:
-            group["lr"] = lr if lr_final is None else cosine(lr, lr_final, min(1.0, progress))
+            group["lr"] = lr if lr_final is None else cosine(lr, lr_final, done)
         optimiser.zero_grad(set_to_none=True)
         fit_gradient(model, sampler.draw(generator))
         optimiser.step()
-        if step % refresh == 0:
+        if step % refresh == 0 or progress() >= 1:  # and the last step's weights are looked at too
             seen, sampler = look()
             if seen.energy < best[0].energy:
-                best = (seen, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    if step % refresh:
-        seen, _ = look()
-        if seen.energy < best[0].energy:
-            best = (seen, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                best = (seen, snapshot(model))
     model.load_state_dict(best[1])
     return {"refreshes": log, "best": best[0], "steps": step, "seconds": time.perf_counter() - start, "tau": tau,
             "lr": lr, "lr_final": lr_final, "batch": min(batch, bits.shape[0]), "refresh": refresh}

@@ -39,6 +39,20 @@ def _amplitude_pairs(model: torch.nn.Module, target: TargetState, chunk: int):
         yield target.amplitudes[i:i + chunk].to(device).to(torch.complex128), psi
 
 
+@torch.no_grad()
+def amplitudes_on(model: torch.nn.Module, bits: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """ψ_θ (K,) complex128 on the CPU of `model` on `bits` (K, n), `chunk` determinants a forward pass: normalised
+    over the whole sector, not over the set."""
+    device = next(model.parameters()).device
+    return torch.cat([torch.exp(model.log_psi(bits[i:i + chunk].to(device)).to(torch.complex128)).cpu()
+                      for i in range(0, bits.shape[0], chunk)])
+
+
+def snapshot(model: torch.nn.Module) -> dict:
+    """A detached copy of the model's weights (to keep the best seen and load them back)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def fidelity(model: torch.nn.Module, target: TargetState, chunk: int = 1 << 15) -> torch.Tensor:
     """|Σ_k c_k ψ_θ(x_k)|² for the normalised target c (differentiable; float64), `chunk` determinants a pass."""
     return sum((c * psi).sum() for c, psi in _amplitude_pairs(model, target, chunk)).abs() ** 2
@@ -131,10 +145,10 @@ class StratifiedSampler:
     """Draws a target's stratified batches of `size` determinants: its size/2 largest with their amplitudes and
     size/2 drawn from the rest in proportion to |c|² (with replacement), each drawn one with amplitude
     sgn(c)·√(W_rest/(size/2)) (sgn c = c/|c|, for real or complex targets), W_rest the rest's weight: every
-    weighted sum over a batch is then an unbiased estimate of the sum over the target. The head and the rest's cumulative weights are found once, on the
-    target's device, so a draw costs O(size log K) (H16's 1,256,599 DMRG determinants: one `stratified_batch`
-    call took 18 ms on one core, most of it finding the head again). Batches are not normalised (`split_loss`
-    takes any scale)."""
+    weighted sum over a batch is then an unbiased estimate of the sum over the target. The head and the rest's
+    cumulative weights are found once, on the target's device, so a draw costs O(size log K) (H16's 1,256,599 DMRG
+    determinants: one `stratified_batch` call took 18 ms on one core, most of it finding the head again). Batches
+    are not normalised (`split_loss` takes any scale)."""
 
     def __init__(self, target: TargetState, size: int = FIT_BATCH):
         self.target, self.size = target, size
@@ -217,7 +231,7 @@ def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float 
     check = StratifiedSampler(target, CHECK_BATCH).draw(torch.Generator().manual_seed(0))
     with torch.no_grad():
         first = float(fidelity(model, target))
-    best = (check_loss(model, check), 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    best = (check_loss(model, check), 0, snapshot(model))
     scale, restarts, step, timed_out = 1.0, 0, 0, False
     while step < steps and not timed_out:
         step += 1
@@ -237,7 +251,7 @@ def pretrain(model: torch.nn.Module, target: TargetState, steps: int, lr: float 
             continue
         value = check_loss(model, check)
         if value < best[0]:
-            best = (value, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            best = (value, step, snapshot(model))
         elif value > best[0] + CHECK_RISE and not last:
             model.load_state_dict(best[2])
             optimiser.state.clear()

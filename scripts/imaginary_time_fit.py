@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from nqs.cli.common import configure_process
+from nqs.cli.common import configure_process, parse_part
 from nqs.errors import UserError, cli_entry
 from nqs.excitations import IntegralHamiltonian
 from nqs.imaginary_time import imaginary_time_fit, load_operator, operator_part, restrict
@@ -76,11 +76,7 @@ def main(argv=None) -> None:
     directory = args.matrix_dir or args.run / f"subset-matrix-{args.threshold:g}"
     h = IntegralHamiltonian(problem.integrals, problem.sector.n_alpha, problem.sector.n_beta)
     if args.build_only:
-        try:
-            part, parts = (int(s) for s in (args.part or f"0/{args.parts}").split("/"))
-            assert 0 <= part < parts
-        except (ValueError, AssertionError):
-            raise UserError(f"--part {args.part!r}: give I/P with 0 <= I < P, e.g. 0/2") from None
+        part, parts = parse_part(args.part or f"0/{args.parts}")
         todo = [part] if args.part else range(parts)
         for i in todo:
             path = operator_part(h, bits, directory, i, parts)

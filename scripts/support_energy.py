@@ -26,17 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nqs.cli.common import configure_process
+from nqs.cli.common import configure_process, parse_part
 from nqs.errors import UserError, cli_entry
 from nqs.excitations import IntegralHamiltonian
 from nqs.exact import subset_energies
+from nqs.pretrain import amplitudes_on
 from nqs.references import best_reference
 from nqs.tables import markdown_table
 from nqs.target_states import STATES
 from nqs.training.build import rebuild_fitted
 
 THRESHOLDS = (0.0, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3)
-CHUNK = 65536  # determinants per forward pass of the network: its memory, not its result
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -51,13 +51,6 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--combine", type=Path, nargs="+", default=None, help="add saved parts instead of computing")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return ap.parse_args(argv)
-
-
-@torch.no_grad()
-def network_amplitudes(model: torch.nn.Module, bits: torch.Tensor) -> torch.Tensor:
-    """ψ (K,) complex128 of `model` on `bits` (K, n): normalised over the whole sector, not over the set."""
-    return torch.cat([torch.exp(model.log_psi(bits[i:i + CHUNK]).to(torch.complex128))
-                      for i in range(0, bits.shape[0], CHUNK)])
 
 
 def combine(paths: list[Path], thresholds, K: int) -> np.ndarray:
@@ -84,17 +77,13 @@ def combine(paths: list[Path], thresholds, K: int) -> np.ndarray:
 def main(argv=None) -> None:
     args = parse(argv)
     configure_process(args.threads)
-    try:
-        part, parts = (int(s) for s in args.part.split("/"))
-        assert 0 <= part < parts
-    except (ValueError, AssertionError):
-        raise UserError(f"--part {args.part!r}: give I/P with 0 <= I < P, e.g. 0/2") from None
+    part, parts = parse_part(args.part)
     if parts > 1 and args.save is None:
         raise UserError("--part without --save: a part's sums are only useful saved (then --combine them)")
     start = time.perf_counter()
     _, problem, model, target = rebuild_fitted(args.run, args.state, args.threads)
     c = target.amplitudes.to(torch.float64)
-    values = network_amplitudes(model.eval(), target.bits) if args.of == "model" else c
+    values = amplitudes_on(model.eval(), target.bits) if args.of == "model" else c
     h = IntegralHamiltonian(problem.integrals, problem.sector.n_alpha, problem.sector.n_beta)
     K = c.shape[0]
     if args.combine is not None:

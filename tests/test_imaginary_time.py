@@ -9,8 +9,8 @@ import torch
 from nqs.errors import UserError
 from nqs.excitations import IntegralHamiltonian
 from nqs.exact import fci_state, sector_matrix
-from nqs.imaginary_time import (SubsetOperator, amplitudes_on, imaginary_time_fit, load_operator, operator_part,
-                                projected)
+from nqs.imaginary_time import SubsetOperator, imaginary_time_fit, load_operator, operator_part, projected
+from nqs.pretrain import amplitudes_on
 
 
 @pytest.fixture(scope="module")

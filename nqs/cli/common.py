@@ -50,6 +50,16 @@ def problem_from_args(args: argparse.Namespace) -> MolecularProblem:
                          references=selection, dmrg_max_bond=args.dmrg_max_bond)
 
 
+def parse_part(text: str) -> tuple[int, int]:
+    """(I, P) from `--part I/P` (0 <= I < P): one share of a job that separate processes split; else a UserError."""
+    try:
+        part, parts = (int(s) for s in text.split("/"))
+        assert 0 <= part < parts
+    except (ValueError, AssertionError):
+        raise UserError(f"--part {text!r}: give I/P with 0 <= I < P, e.g. 0/2") from None
+    return part, parts
+
+
 def configure_process(threads: int) -> None:
     """Process-wide settings, made once by a command's entry point (never by library code): CPU threads for
     torch and PySCF's OpenMP code (0: all cores), and Lightning's start-up chatter and data-loader warnings off
