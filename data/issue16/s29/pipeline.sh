@@ -1,12 +1,13 @@
 # session 29: H16 from nothing to an exact energy on the DMRG determinants, in stages that a rerun skips once done.
 #   fit    the MADE (HIDDEN / PHASE wide) fitted to the DMRG state for FIT seconds (data/issue16/s22/cap22.sh; it
 #          builds the Hamiltonian, the DMRG reference and the DMRG state first, ~10 min of one core, all cached)
-#   build  H on the DMRG determinants with |c| >= 2e-5 (673,258), PARTS row parts, JOBS processes side by side
-#          (~400 s of one core in all; 4.1 GiB on disk)
+#   build  H on the DMRG determinants with |c| >= 2e-5 (673,231), PARTS row parts, JOBS processes side by side
+#          (~9 min of one core in all; 4.1 GiB on disk)
 #   it     projected imaginary time from the fit for IT seconds (scripts/imaginary_time_fit.py, tau 0.2)
-#   exact  the network's exact energy on all of S (1,256,599 determinants), in JOBS parts side by side
+#   exact  the network's exact energy on all of S (1,256,549 determinants), in JOBS parts side by side
 #   pack   the refit's weights (no Adam moments, ~5 MB) to WEIGHTS, for --init-from or the refit later
-# Resume: a stage whose output exists is skipped; FROM=WEIGHTS.ckpt starts the fit from saved weights.
+# Resume: a stage whose output exists is skipped (checked on session 29's runs, whose stages ran by hand as these
+# commands); FROM=WEIGHTS.ckpt starts the fit from saved weights.
 #   NAME=s29 FIT=4500 IT=2400 JOBS=2 bash data/issue16/s29/pipeline.sh
 set -eu
 NAME=${NAME:-s29}; FIT=${FIT:-4500}; IT=${IT:-2400}; JOBS=${JOBS:-2}; PARTS=${PARTS:-4}; HIDDEN=${HIDDEN:-1024}
@@ -44,7 +45,8 @@ if [ ! -f "runs/s29/$NAME-exact.txt" ]; then
   seq 0 $((JOBS - 1)) | xargs -P "$JOBS" -I{} sh -c "$PY scripts/support_energy.py $IT_RUN \
     --thresholds 1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 --part {}/$JOBS --save runs/s29/$NAME-P{}.npy \
     > runs/s29/$NAME-exact-{}.log 2>&1"
-  $PY scripts/support_energy.py "$IT_RUN" --combine $(seq -f "runs/s29/$NAME-P%g.npy" 0 $((JOBS - 1))) \
+  $PY scripts/support_energy.py "$IT_RUN" --thresholds 1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 \
+    --combine $(seq -f "runs/s29/$NAME-P%g.npy" 0 $((JOBS - 1))) \
     > "runs/s29/$NAME-exact.txt"
 fi
 cat "runs/s29/$NAME-exact.txt"
