@@ -14,6 +14,7 @@ NAME=${NAME:-s29}; FIT=${FIT:-4500}; IT=${IT:-2400}; JOBS=${JOBS:-2}; PARTS=${PA
 PHASE=${PHASE:-256}; LR=${LR:-1.5e-3}; LR_FINAL=${LR_FINAL:-3e-5}; DEVICE=${DEVICE:-cpu}
 FIT_RUN=runs/s22/cap-$NAME; IT_RUN=runs/s29/$NAME-it; MATRIX=${MATRIX:-runs/s29/h2e-5}
 WEIGHTS=${WEIGHTS:-runs/s29/$NAME-weights.ckpt}; PY=".venv/bin/python"; export OMP_NUM_THREADS=1
+THRESHOLDS="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3"  # |c| cut-offs of the exact energies on S
 mkdir -p runs/s22 runs/s29
 stamp() { echo "$(date -u +%H:%M:%S) $*"; }
 
@@ -36,16 +37,16 @@ if [ ! -f "$IT_RUN/imaginary_time.json" ]; then
   stamp "it: $IT s"
   rm -rf "$IT_RUN"
   $PY scripts/imaginary_time_fit.py "$FIT_RUN" --matrix-dir "$MATRIX" --parts "$PARTS" --out "$IT_RUN" \
-    --seconds "$IT" --tau 0.2 --lr 1e-4 --lr-final 1e-5 --refresh 300 --device "$DEVICE" > "$IT_RUN.log" 2>&1
+    --seconds "$IT" --device "$DEVICE" > "$IT_RUN.log" 2>&1  # the script's τ 0.2, lr 1e-4 -> 1e-5, refresh 300
 fi
 tail -2 "$IT_RUN.log"
 
 if [ ! -f "runs/s29/$NAME-exact.txt" ]; then
   stamp "exact: $JOBS parts"
   seq 0 $((JOBS - 1)) | xargs -P "$JOBS" -I{} sh -c "$PY scripts/support_energy.py $IT_RUN \
-    --thresholds 1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 --part {}/$JOBS --save runs/s29/$NAME-P{}.npy \
+    --thresholds $THRESHOLDS --part {}/$JOBS --save runs/s29/$NAME-P{}.npy \
     > runs/s29/$NAME-exact-{}.log 2>&1"
-  $PY scripts/support_energy.py "$IT_RUN" --thresholds 1e-5 2e-5 5e-5 1e-4 2e-4 5e-4 1e-3 \
+  $PY scripts/support_energy.py "$IT_RUN" --thresholds $THRESHOLDS \
     --combine $(seq -f "runs/s29/$NAME-P%g.npy" 0 $((JOBS - 1))) \
     > "runs/s29/$NAME-exact.txt"
 fi
