@@ -17,12 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/nqs-train
 
-# One OpenMP thread: PySCF's FCI slows down 30x when its two threads compete with another busy process.
+# One OpenMP thread per process: PySCF's FCI slows down 30x when its two threads compete with another busy
+# process. One pytest worker per core instead (pytest-xdist); TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= auto
 test: venv
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 test-slow: venv
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m slow
 
 clean:
 	rm -rf $(VENV) build *.egg-info
