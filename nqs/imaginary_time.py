@@ -118,10 +118,13 @@ def projected(psi: torch.Tensor, h_psi: torch.Tensor, energy: float, tau: float)
 
 def imaginary_time_fit(model: torch.nn.Module, bits: torch.Tensor, operator: SubsetOperator, seconds: float,
                        tau: float = 0.2, lr: float = 1e-4, lr_final: float | None = 1e-5, batch: int = 4096,
-                       refresh: int = 300, steps: int | None = None, seed: int = 0, report=None) -> dict:
+                       refresh: int = 300, steps: int | None = None, seed: int = 0, report=None,
+                       on_best=None) -> dict:
     """Refit `model` to φ = (1 − τ(H − E))ψ on the set `bits` (K, n) every `refresh` steps (Adam; the rate from
     `lr` down a cosine to `lr_final` over the seconds, or over `steps` when given) until `seconds` or `steps` are
-    spent; the weights of the lowest refresh are loaded at the end. `report(Refresh)` after each refresh.
+    spent; the weights of the lowest refresh are loaded at the end. `report(Refresh)` after each refresh;
+    `on_best(Refresh, weights)` whenever a refresh is the lowest so far (the first included), with a detached copy
+    of its weights, so a caller can save them as they come (a killed refit then loses at most `refresh` steps).
 
     Returns {"refreshes": [Refresh...], "best": Refresh, "steps", "seconds", "tau", "lr", "lr_final", "batch",
     "refresh"}."""
@@ -132,22 +135,26 @@ def imaginary_time_fit(model: torch.nn.Module, bits: torch.Tensor, operator: Sub
     generator = torch.Generator().manual_seed(seed)
     log, step = [], 0
 
-    def look() -> tuple[Refresh, StratifiedSampler]:
+    def look(best: tuple[Refresh, dict] | None) -> tuple[tuple[Refresh, dict], StratifiedSampler]:
+        """An exact look at ψ: the lowest refresh so far (with its weights) and the sampler of the next φ."""
         psi = amplitudes_on(model, bits)
         h_psi = operator.apply(psi)
         energy = operator.energy(psi, h_psi)
         seen = Refresh(step, time.perf_counter() - start, energy, float((psi.abs() ** 2).sum()))
         log.append(seen)
+        if best is None or seen.energy < best[0].energy:
+            best = (seen, snapshot(model))
+            if on_best is not None:
+                on_best(*best)
         if report is not None:
-            report(seen)
+            report(seen)  # after on_best: a reported refresh that is the lowest has been handed over
         phi = projected(psi, h_psi, energy, tau)
-        return seen, StratifiedSampler(TargetState(bits, phi, energy, "projected"), batch)
+        return best, StratifiedSampler(TargetState(bits, phi, energy, "projected"), batch)
 
     def progress() -> float:  # the share of the steps or of the seconds spent
         return step / steps if steps else (time.perf_counter() - start) / seconds
 
-    seen, sampler = look()
-    best = (seen, snapshot(model))
+    best, sampler = look(None)
     while (done := progress()) < 1:
         step += 1
         for group in optimiser.param_groups:
@@ -156,9 +163,7 @@ def imaginary_time_fit(model: torch.nn.Module, bits: torch.Tensor, operator: Sub
         fit_gradient(model, sampler.draw(generator))
         optimiser.step()
         if step % refresh == 0 or progress() >= 1:  # and the last step's weights are looked at too
-            seen, sampler = look()
-            if seen.energy < best[0].energy:
-                best = (seen, snapshot(model))
+            best, sampler = look(best)
     model.load_state_dict(best[1])
     return {"refreshes": log, "best": best[0], "steps": step, "seconds": time.perf_counter() - start, "tau": tau,
             "lr": lr, "lr_final": lr_final, "batch": min(batch, bits.shape[0]), "refresh": refresh}

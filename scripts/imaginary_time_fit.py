@@ -5,7 +5,10 @@ RUN is a run fitted to a state (`--init-state`, or `--state`); the set S is that
 from there afterwards; the parts may be built side by side by separate processes with `--build-only --part I/P`.
 The network, from RUN's weights, is then refitted to φ = (1 − τ(H − E))ψ every `--refresh` steps for `--seconds`;
 OUT becomes a run directory (RUN's config.yaml, checkpoints/last.ckpt with the weights of the lowest refresh)
-that `scripts/support_energy.py` and `scripts/evaluate_energy.py` read, with imaginary_time.json (every refresh).
+that `scripts/support_energy.py` and `scripts/evaluate_energy.py` read, with imaginary_time.json (every refresh;
+"finished" false until the end). Both are rewritten as the refit goes (the weights whenever a refresh is the lowest
+so far), so a killed refit keeps its lowest refresh: continue from it with OUT as RUN and a new --out (a fresh
+Adam and rate schedule: session 30 restarted H16 so from +5.450 mHa, at +5.453 after 300 steps, +5.441 after 600).
 
 H16 (session 28, DMRG determinants with |c| ≥ 2e-5: 673,258, 5.5e8 elements, 4.1 GiB; ~400 s of one core to build):
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -33,6 +37,8 @@ from nqs.record import CHECKPOINT
 from nqs.references import best_reference
 from nqs.target_states import STATES
 from nqs.training.build import rebuild_fitted
+
+RECORD = "imaginary_time.json"  # the refit's record in --out, rewritten at every refresh
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -63,8 +69,8 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse(argv)
     configure_process(args.threads)
-    if not args.build_only and (args.out is None or (args.out / CHECKPOINT).exists()):
-        raise UserError("--out: give a new run directory (one without checkpoints/last.ckpt)")
+    if not args.build_only:
+        refuse_used_out(args.out)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device} asked for but CUDA is not available here: use --device cpu")
     if args.tau < 0 or args.lr <= 0 or args.refresh < 1 or args.parts < 1 or args.batch < 2:
@@ -91,24 +97,60 @@ def main(argv=None) -> None:
             operator_part(h, bits, directory, i, args.parts)
         operator = load_operator(bits, directory, args.parts)
     best = best_reference(problem.references)
+    (args.out / CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
+    shutil.copy(args.run / "config.yaml", args.out / "config.yaml")
+    head = {"run": str(args.run), "state": target.kind, "threshold": args.threshold, "determinants": bits.shape[0],
+            "elements": operator.elements, "e_ref": best.energy if best else None,
+            "ref_kind": best.kind if best else None, "tau": args.tau, "lr": args.lr, "lr_final": args.lr_final,
+            "batch": min(args.batch, bits.shape[0]), "refresh": args.refresh}
+    seen_so_far, lowest = [], []
+
+    def write_record(finished: bool, info: dict | None = None) -> dict:
+        record = {**head, "finished": finished, **{k: v for k, v in (info or {}).items() if k != "refreshes"},
+                  "best": asdict(lowest[-1]) if lowest else None, "refreshes": [asdict(r) for r in seen_so_far]}
+        atomic_write(args.out / RECORD, lambda path: path.write_text(json.dumps(record, indent=1)))
+        return record
 
     def report(seen) -> None:
         row = asdict(seen) | {"error_mha": (seen.energy - best.energy) * 1e3 if best else None,
                               "ref_kind": best.kind if best else None}
+        seen_so_far.append(seen)
+        write_record(False)  # before the row is printed: a printed refresh is on disk
         print(json.dumps(row), flush=True)
 
+    def save_lowest(seen, weights) -> None:  # as they come: a killed refit keeps its lowest refresh so far
+        state = {"state_dict": {f"model.{k}": v.cpu() for k, v in weights.items()}, "refresh": asdict(seen)}
+        atomic_write(args.out / CHECKPOINT, lambda path: torch.save(state, path))
+        lowest.append(seen)
+        write_record(False)
+
     info = imaginary_time_fit(model.to(args.device), bits, operator, args.seconds, args.tau, args.lr, args.lr_final,
-                              args.batch, args.refresh, args.steps, args.seed, report)
-    model.cpu()
-    (args.out / CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
-    shutil.copy(args.run / "config.yaml", args.out / "config.yaml")
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, args.out / CHECKPOINT)
-    record = {"run": str(args.run), "state": target.kind, "threshold": args.threshold, "determinants": bits.shape[0],
-              "elements": operator.elements, "e_ref": best.energy if best else None,
-              "ref_kind": best.kind if best else None, **{k: v for k, v in info.items() if k != "refreshes"},
-              "best": asdict(info["best"]), "refreshes": [asdict(r) for r in info["refreshes"]]}
-    (args.out / "imaginary_time.json").write_text(json.dumps(record, indent=1))
+                              args.batch, args.refresh, args.steps, args.seed, report, save_lowest)
+    record = write_record(True, info)
     print(json.dumps({k: v for k, v in record.items() if k != "refreshes"}), flush=True)
+
+
+def atomic_write(path: Path, write) -> None:
+    """`write(tmp)` then rename tmp to `path`: a kill leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def refuse_used_out(out: Path | None) -> None:
+    """One line when --out is missing or already holds weights (a finished or a killed refit's, or a run's)."""
+    if out is None:
+        raise UserError("--out: give a new run directory for the refit")
+    if not (out / CHECKPOINT).exists():
+        return
+    try:
+        done = json.loads((out / RECORD).read_text())
+        lowest = f"its lowest refresh, step {done['best']['step']} at {done['best']['energy']:.8f} Ha"
+        kind = "a finished refit" if done["finished"] else "a refit that stopped before its end"
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"--out {out}: give a new run directory (this one holds {CHECKPOINT})") from None
+    raise UserError(f"--out {out} holds {kind} ({lowest}): give a new run directory, or continue from it with "
+                    f"`scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")
 
 
 if __name__ == "__main__":

@@ -116,11 +116,52 @@ def test_the_script_writes_a_run_whose_exact_energy_is_its_lowest_refresh(tmp_pa
     script.main([str(run), "--threshold", "0", "--out", str(out), "--steps", "40", "--refresh", "20", "--lr", "3e-3"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     record = json.loads((out / "imaginary_time.json").read_text())
-    assert [r["step"] for r in record["refreshes"]] == [0, 20, 40] and len(rows) == 4
+    assert [r["step"] for r in record["refreshes"]] == [0, 20, 40] and len(rows) == 4 and record["finished"]
     assert record["best"]["energy"] <= record["refreshes"][0]["energy"]
     _script("support_energy").main([str(out), "--thresholds", "0"])
     exact = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")][0]
     assert exact["energy"] == pytest.approx(record["best"]["energy"], abs=1e-5)  # float32 H against float64
+
+
+def test_a_killed_refit_keeps_its_lowest_refresh_and_continues_from_it(tmp_path, capsys):
+    """kill -9 mid-refit: the run directory holds the lowest refresh so far (weights and record agree), the same
+    command is refused in one line that says how to continue, and continuing starts from those weights."""
+    import json
+    import subprocess
+    import sys
+
+    from nqs.cli.train import main as train
+
+    run, out = tmp_path / "lih", tmp_path / "it"
+    train(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "1", "--init-state", "cisd",
+           "--init-steps", "5", "--unique", "64", "--final-unique", "100", "--threads", "1", "--out", str(run)])
+    script = _script("imaginary_time_fit")
+    matrix = ["--threshold", "0", "--parts", "1", "--matrix-dir", str(tmp_path / "m")]
+    script.main([str(run), *matrix, "--build-only"])
+    argv = [str(run), *matrix, "--out", str(out), "--seconds", "600", "--refresh", "5", "--lr", "3e-3"]
+    child = subprocess.Popen([sys.executable, script.__file__, *argv], stdout=subprocess.PIPE, text=True)
+    rows = []
+    while len(rows) < 3:
+        line = child.stdout.readline()
+        assert line, "the refit ended before three refreshes"
+        rows.append(json.loads(line))
+    child.kill()
+    child.wait()
+    record = json.loads((out / "imaginary_time.json").read_text())
+    saved = torch.load(out / "checkpoints" / "last.ckpt")["refresh"]  # the refresh whose weights were saved
+    assert not record["finished"] and len(record["refreshes"]) >= 3  # every printed refresh is on disk
+    assert saved["energy"] <= min(r["energy"] for r in rows) and saved["energy"] < rows[0]["energy"]
+    capsys.readouterr()
+    _script("support_energy").main([str(out), "--thresholds", "0"])
+    exact = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")][0]
+    assert exact["energy"] == pytest.approx(saved["energy"], abs=1e-5)  # float32 H against float64
+    with pytest.raises(SystemExit) as e:
+        script.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "stopped before its end" in err and "continue from it" in err
+    script.main([str(out), *matrix, "--out", str(tmp_path / "it2"), "--steps", "1", "--lr", "1e-12"])
+    again = json.loads((tmp_path / "it2" / "imaginary_time.json").read_text())
+    assert again["refreshes"][0]["energy"] == pytest.approx(saved["energy"], abs=1e-9)
 
 
 def test_the_script_refuses_bad_runs_outputs_and_matrices_in_one_line(tmp_path, capsys):
