@@ -7,7 +7,8 @@
 #   exact  the network's exact energy on all of S (1,256,549 determinants), in JOBS parts side by side
 #   pack   the refit's weights (no Adam moments, ~5 MB) to WEIGHTS, for --init-from or the refit later
 # Resume: a stage whose output exists is skipped (checked on session 29's runs, whose stages ran by hand as these
-# commands); FROM=WEIGHTS.ckpt starts the fit from saved weights.
+# commands); a refit killed midway restarts from its lowest refresh (checked in session 30); FROM=WEIGHTS.ckpt
+# starts the fit from saved weights.
 #   NAME=s29 FIT=4500 IT=2400 JOBS=2 bash data/issue16/s29/pipeline.sh
 set -eu
 NAME=${NAME:-s29}; FIT=${FIT:-4500}; IT=${IT:-2400}; JOBS=${JOBS:-2}; PARTS=${PARTS:-4}; HIDDEN=${HIDDEN:-1024}
@@ -33,10 +34,15 @@ if [ ! -f "$MATRIX/set.json" ] || [ "$(ls "$MATRIX"/h-*-of-"$PARTS".npz 2>/dev/n
     > runs/s29/build-{}.log 2>&1"
 fi
 
+START=$FIT_RUN  # a refit killed midway (its record "finished": false) is continued from its lowest refresh
+if [ -f "$IT_RUN/imaginary_time.json" ] && grep -q '"finished": false' "$IT_RUN/imaginary_time.json"; then
+  START="$IT_RUN-killed-$(date -u +%s)"; mv "$IT_RUN" "$START"
+  if [ -f "$IT_RUN.log" ]; then mv "$IT_RUN.log" "$START.log"; fi
+fi
 if [ ! -f "$IT_RUN/imaginary_time.json" ]; then
-  stamp "it: $IT s"
+  stamp "it: $IT s from $START"
   rm -rf "$IT_RUN"
-  $PY scripts/imaginary_time_fit.py "$FIT_RUN" --matrix-dir "$MATRIX" --parts "$PARTS" --out "$IT_RUN" \
+  $PY scripts/imaginary_time_fit.py "$START" --matrix-dir "$MATRIX" --parts "$PARTS" --out "$IT_RUN" \
     --seconds "$IT" --device "$DEVICE" > "$IT_RUN.log" 2>&1  # the script's τ 0.2, lr 1e-4 -> 1e-5, refresh 300
 fi
 tail -2 "$IT_RUN.log"
