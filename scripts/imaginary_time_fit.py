@@ -121,8 +121,7 @@ def main(argv=None) -> None:
     def save_lowest(seen, weights) -> None:  # as they come: a killed refit keeps its lowest refresh so far
         state = {"state_dict": {f"model.{k}": v.cpu() for k, v in weights.items()}, "refresh": asdict(seen)}
         atomic_write(args.out / CHECKPOINT, lambda path: torch.save(state, path))
-        lowest.append(seen)
-        write_record(False)
+        lowest.append(seen)  # the record follows in `report`, called next; the checkpoint names its refresh
 
     info = imaginary_time_fit(model.to(args.device), bits, operator, args.seconds, args.tau, args.lr, args.lr_final,
                               args.batch, args.refresh, args.steps, args.seed, report, save_lowest)
