@@ -7,8 +7,10 @@ The network, from RUN's weights, is then refitted to φ = (1 − τ(H − E))ψ 
 OUT becomes a run directory (RUN's config.yaml, checkpoints/last.ckpt with the weights of the lowest refresh)
 that `scripts/support_energy.py` and `scripts/evaluate_energy.py` read, with imaginary_time.json (every refresh;
 "finished" false until the end). Both are rewritten as the refit goes (the weights whenever a refresh is the lowest
-so far), so a killed refit keeps its lowest refresh: continue from it with OUT as RUN and a new --out (a fresh
-Adam and rate schedule: session 30 restarted H16 so from +5.450 mHa, at +5.453 after 300 steps, +5.441 after 600).
+so far), with checkpoints/resume.pt (the last refresh: weights, Adam's moments, the draws' generator, the steps and
+seconds spent), so a killed refit loses at most one refresh: `imaginary_time_fit.py OUT --resume` goes on as if it
+had never stopped, with its own settings and budget. A finished refit is continued with OUT as RUN and a new
+--out (a fresh Adam and rate schedule: session 30 restarted H16 so from +5.450 mHa, at +5.453 after 300 steps).
 
 H16 (session 28, DMRG determinants with |c| ≥ 2e-5: 673,258, 5.5e8 elements, 4.1 GiB; ~400 s of one core to build):
 
@@ -32,13 +34,16 @@ import torch
 from nqs.cli.common import configure_process, parse_part
 from nqs.errors import UserError, cli_entry
 from nqs.excitations import IntegralHamiltonian
-from nqs.imaginary_time import imaginary_time_fit, load_operator, operator_part, restrict
+from nqs.imaginary_time import Refresh, imaginary_time_fit, load_operator, operator_part, restrict
 from nqs.record import CHECKPOINT
 from nqs.references import best_reference
 from nqs.target_states import STATES
 from nqs.training.build import rebuild_fitted
 
 RECORD = "imaginary_time.json"  # the refit's record in --out, rewritten at every refresh
+RESUME = Path("checkpoints/resume.pt")  # the last refresh's whole state, rewritten at every refresh
+SETTINGS = ("state", "threshold", "matrix_dir", "parts", "seconds", "steps", "tau", "lr", "lr_final", "batch",
+            "refresh", "seed")  # what a resumed refit takes from its record
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -61,7 +66,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--refresh", type=int, default=300, help="fit steps between exact energies and new φ")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--device", default="cpu", help="the network's device (cpu, cuda, cuda:N); H stays on the CPU")
+    ap.add_argument("--device", default="cpu", help="the network's and H's device (cpu, cuda, cuda:N)")
+    ap.add_argument("--resume", action="store_true", help="RUN is a refit's --out that stopped before its end: go "
+                                                          "on from its last refresh with its own settings")
     return ap.parse_args(argv)
 
 
@@ -69,7 +76,8 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse(argv)
     configure_process(args.threads)
-    if not args.build_only:
+    resumed = settings_to_resume(args) if args.resume else None
+    if not args.build_only and not args.resume:
         refuse_used_out(args.out)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device} asked for but CUDA is not available here: use --device cpu")
@@ -96,14 +104,31 @@ def main(argv=None) -> None:
         for i in range(args.parts):
             operator_part(h, bits, directory, i, args.parts)
         operator = load_operator(bits, directory, args.parts)
+    if args.device != "cpu":  # H beside the network: a refresh's two products on the device
+        operator.to(args.device)
     best = best_reference(problem.references)
-    (args.out / CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
-    shutil.copy(args.run / "config.yaml", args.out / "config.yaml")
-    head = {"run": str(args.run), "state": target.kind, "threshold": args.threshold, "determinants": bits.shape[0],
-            "elements": operator.elements, "e_ref": best.energy if best else None,
-            "ref_kind": best.kind if best else None, "tau": args.tau, "lr": args.lr, "lr_final": args.lr_final,
-            "batch": min(args.batch, bits.shape[0]), "refresh": args.refresh}
+    if resumed is None:
+        (args.out / CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
+        shutil.copy(args.run / "config.yaml", args.out / "config.yaml")
+    head = {"run": str(args.run), "determinants": bits.shape[0], "elements": operator.elements,
+            "e_ref": best.energy if best else None, "ref_kind": best.kind if best else None,
+            **{k: str(directory) if k == "matrix_dir" else getattr(args, k) for k in SETTINGS}, "state": target.kind,
+            "batch": min(args.batch, bits.shape[0])} | (resumed or {}).get("head", {})
     seen_so_far, lowest = [], []
+
+    def save_lowest(seen, weights, again: bool = False) -> None:  # as they come: a killed refit keeps its lowest
+        state = {"state_dict": {f"model.{k}": v.cpu() for k, v in weights.items()}, "refresh": asdict(seen)}
+        atomic_write(args.out / CHECKPOINT, lambda path: torch.save(state, path))
+        if not again:
+            lowest.append(seen)  # the record follows in `report`, called next; the checkpoint names its refresh
+
+    if resumed is not None:
+        saved = torch.load(args.out / RESUME, map_location="cpu")
+        saved |= {"refreshes": [Refresh(**r) for r in saved["refreshes"]], "best": Refresh(**saved["best"])}
+        seen_so_far, lowest = list(saved["refreshes"]), [saved["best"]]
+        save_lowest(saved["best"], saved["best_weights"], again=True)  # a kill may have left a later refresh's
+        print(f"note: resuming {args.out} at step {saved['step']} ({saved['seconds']:.0f} s of {args.seconds:g} "
+              f"spent; lowest refresh {saved['best'].energy:.8f} Ha)", file=sys.stderr, flush=True)
 
     def write_record(finished: bool, info: dict | None = None) -> dict:
         record = {**head, "finished": finished, **{k: v for k, v in (info or {}).items() if k != "refreshes"},
@@ -118,13 +143,13 @@ def main(argv=None) -> None:
         write_record(False)  # before the row is printed: a printed refresh is on disk
         print(json.dumps(row), flush=True)
 
-    def save_lowest(seen, weights) -> None:  # as they come: a killed refit keeps its lowest refresh so far
-        state = {"state_dict": {f"model.{k}": v.cpu() for k, v in weights.items()}, "refresh": asdict(seen)}
-        atomic_write(args.out / CHECKPOINT, lambda path: torch.save(state, path))
-        lowest.append(seen)  # the record follows in `report`, called next; the checkpoint names its refresh
+    def save_state(state) -> None:  # every refresh: what --resume goes on from
+        state = state | {"refreshes": [asdict(r) for r in state["refreshes"]], "best": asdict(state["best"])}
+        atomic_write(args.out / RESUME, lambda path: torch.save(state, path))
 
     info = imaginary_time_fit(model.to(args.device), bits, operator, args.seconds, args.tau, args.lr, args.lr_final,
-                              args.batch, args.refresh, args.steps, args.seed, report, save_lowest)
+                              args.batch, args.refresh, args.steps, args.seed, report, save_lowest, save_state,
+                              resume=None if resumed is None else saved)
     record = write_record(True, info)
     print(json.dumps({k: v for k, v in record.items() if k != "refreshes"}), flush=True)
 
@@ -136,6 +161,26 @@ def atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def settings_to_resume(args: argparse.Namespace) -> dict:
+    """With --resume: RUN is the refit's own --out; its settings are read back from its record into `args` (the
+    network is rebuilt from RUN, whose config.yaml is the fitted run's). Returns {"head": the record's head}."""
+    out = args.run
+    try:
+        record = json.loads((out / RECORD).read_text())
+    except (OSError, ValueError):
+        raise UserError(f"--resume {out}: no readable {RECORD}: give the --out of a refit that stopped") from None
+    if record.get("finished"):
+        raise UserError(f"--resume {out}: this refit finished; continue from it with "
+                        f"`scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")
+    if not (out / RESUME).is_file() or any(k not in record for k in SETTINGS):
+        raise UserError(f"--resume {out}: no {RESUME} (a refit from before --resume): continue from its lowest "
+                        f"refresh with `scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")
+    for k in SETTINGS:
+        setattr(args, k, Path(record[k]) if k == "matrix_dir" else record[k])
+    args.out, args.build_only = out, False
+    return {"head": {k: record[k] for k in ("run", *SETTINGS)}}
+
+
 def refuse_used_out(out: Path | None) -> None:
     """One line when --out is missing or already holds weights (a finished or a killed refit's, or a run's)."""
     if out is None:
@@ -145,9 +190,13 @@ def refuse_used_out(out: Path | None) -> None:
     try:
         done = json.loads((out / RECORD).read_text())
         lowest = f"its lowest refresh, step {done['best']['step']} at {done['best']['energy']:.8f} Ha"
-        kind = "a finished refit" if done["finished"] else "a refit that stopped before its end"
+        stopped = not done["finished"] and (out / RESUME).is_file()
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"--out {out}: give a new run directory (this one holds {CHECKPOINT})") from None
+    if stopped:
+        raise UserError(f"--out {out} holds a refit that stopped before its end ({lowest}): resume it with "
+                        f"`scripts/imaginary_time_fit.py {out} --resume`, or give a new run directory")
+    kind = "a finished refit" if done["finished"] else "a refit that stopped before its end"
     raise UserError(f"--out {out} holds {kind} ({lowest}): give a new run directory, or continue from it with "
                     f"`scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")
 

@@ -42,6 +42,9 @@ def test_the_saved_operator_in_parts_applies_the_sector_matrix(lih, tmp_path):
         assert (op.apply(v) - dense).abs().max() < tol * dense.abs().max()
         exact = float(torch.vdot(v, dense).real / torch.vdot(v, v).real)
         assert op.energy(v) == pytest.approx(exact, abs=tol * 10)
+        on_device = load_operator(bits, directory, 3).to("cuda" if torch.cuda.is_available() else "cpu")
+        assert on_device.parts == [] and on_device.elements == op.elements  # no second copy on the host
+        assert (on_device.apply(v) - dense).abs().max() < tol * dense.abs().max()
     with pytest.raises(UserError, match="another set"):
         load_operator(bits[torch.randperm(len(bits))], tmp_path / "float64", 3)
 
@@ -89,6 +92,33 @@ def test_the_refit_lowers_a_networks_energy_towards_fci_and_keeps_its_lowest_ref
     assert abs(still["best"].energy - start) < 0.005
 
 
+def test_a_resumed_refit_goes_on_as_if_it_had_never_stopped(lih):
+    """The state handed at a refresh, given back as `resume` to another network, gives the same refreshes, steps
+    and weights as the refit that never stopped (float64, CPU: bit for bit)."""
+    import copy
+
+    from nqs.models import build_model
+    from tests.test_natural_gradient import SMALL
+
+    p, h, _, bits = lih
+    op = SubsetOperator([scipy_part(h, bits)])
+    kept = []
+    settings = dict(seconds=600, steps=60, refresh=20, tau=0.2, lr=1e-2, lr_final=1e-3, batch=128)
+
+    def network(seed: int):
+        torch.manual_seed(seed)
+        return build_model(SMALL["made"], p.sector).double()
+
+    whole_model = network(0)
+    whole = imaginary_time_fit(whole_model, bits, op, **settings, on_refresh=lambda s: kept.append(copy.deepcopy(s)))
+    assert [s["step"] for s in kept] == [0, 20, 40, 60] and kept[1]["refreshes"] == whole["refreshes"][:2]
+    other = network(1)
+    again = imaginary_time_fit(other, bits, op, **settings, resume=kept[1])
+    assert again["steps"] == 60 and again["best"].energy == whole["best"].energy
+    assert [(r.step, r.energy) for r in again["refreshes"]] == [(r.step, r.energy) for r in whole["refreshes"]]
+    assert all(torch.equal(v, whole_model.state_dict()[k]) for k, v in other.state_dict().items())
+
+
 def _script(name: str):
     import importlib.util
     from pathlib import Path
@@ -123,9 +153,10 @@ def test_the_script_writes_a_run_whose_exact_energy_is_its_lowest_refresh(tmp_pa
     assert exact["energy"] == pytest.approx(record["best"]["energy"], abs=1e-5)  # float32 H against float64
 
 
-def test_a_killed_refit_keeps_its_lowest_refresh_and_continues_from_it(tmp_path, capsys):
-    """kill -9 mid-refit: the run directory holds the lowest refresh so far (weights and record agree), the same
-    command is refused in one line that says how to continue, and continuing starts from those weights."""
+def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(tmp_path, capsys):
+    """kill -9 mid-refit: the run directory holds the lowest refresh so far (weights and record agree); the same
+    command is refused in one line that says how to resume; --resume ends with the refreshes of a refit that was
+    never killed; and a new refit from the stopped one starts from its lowest weights."""
     import json
     import subprocess
     import sys
@@ -138,8 +169,9 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_continues_from_it(tmp_path,
     script = _script("imaginary_time_fit")
     matrix = ["--threshold", "0", "--parts", "1", "--matrix-dir", str(tmp_path / "m")]
     script.main([str(run), *matrix, "--build-only"])
-    argv = [str(run), *matrix, "--out", str(out), "--seconds", "600", "--refresh", "5", "--lr", "3e-3"]
-    child = subprocess.Popen([sys.executable, script.__file__, *argv], stdout=subprocess.PIPE, text=True)
+    argv = [str(run), *matrix, "--seconds", "600", "--steps", "100", "--refresh", "5", "--lr", "3e-3"]
+    child = subprocess.Popen([sys.executable, script.__file__, *argv, "--out", str(out)], stdout=subprocess.PIPE,
+                             text=True)
     rows = []
     while len(rows) < 3:
         line = child.stdout.readline()
@@ -149,19 +181,31 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_continues_from_it(tmp_path,
     child.wait()
     record = json.loads((out / "imaginary_time.json").read_text())
     saved = torch.load(out / "checkpoints" / "last.ckpt")["refresh"]  # the refresh whose weights were saved
-    assert not record["finished"] and len(record["refreshes"]) >= 3  # every printed refresh is on disk
+    assert not record["finished"] and 3 <= len(record["refreshes"]) < 21  # every printed refresh is on disk
     assert saved["energy"] <= min(r["energy"] for r in rows) and saved["energy"] < rows[0]["energy"]
     capsys.readouterr()
     _script("support_energy").main([str(out), "--thresholds", "0"])
     exact = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")][0]
     assert exact["energy"] == pytest.approx(saved["energy"], abs=1e-5)  # float32 H against float64
     with pytest.raises(SystemExit) as e:
-        script.main(argv)
+        script.main([*argv, "--out", str(out)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "stopped before its end" in err and "continue from it" in err
-    script.main([str(out), *matrix, "--out", str(tmp_path / "it2"), "--steps", "1", "--lr", "1e-12"])
-    again = json.loads((tmp_path / "it2" / "imaginary_time.json").read_text())
+    assert e.value.code == 2 and "stopped before its end" in err and f"{out} --resume" in err
+    script.main([str(out), *matrix, "--out", str(tmp_path / "from-lowest"), "--steps", "1", "--lr", "1e-12"])
+    again = json.loads((tmp_path / "from-lowest" / "imaginary_time.json").read_text())
     assert again["refreshes"][0]["energy"] == pytest.approx(saved["energy"], abs=1e-9)
+
+    script.main([str(out), "--resume"])
+    assert "note: resuming" in capsys.readouterr().err
+    script.main([*argv, "--out", str(tmp_path / "never-killed")])
+    resumed, whole = (json.loads((d / "imaginary_time.json").read_text()) for d in (out, tmp_path / "never-killed"))
+    assert resumed["finished"] and resumed["steps"] == 100 and resumed["run"] == str(run)
+    assert [(r["step"], r["energy"]) for r in resumed["refreshes"]] == \
+        [(r["step"], r["energy"]) for r in whole["refreshes"]]
+    assert resumed["best"]["energy"] == whole["best"]["energy"]
+    with pytest.raises(SystemExit) as e:
+        script.main([str(out), "--resume"])
+    assert e.value.code == 2 and "this refit finished" in capsys.readouterr().err
 
 
 def test_the_script_refuses_bad_runs_outputs_and_matrices_in_one_line(tmp_path, capsys):

@@ -7,7 +7,8 @@
 #   exact  the network's exact energy on all of S (1,256,549 determinants), in JOBS parts side by side
 #   pack   the refit's weights (no Adam moments, ~5 MB) to WEIGHTS, for --init-from or the refit later
 # Resume: a stage whose output exists is skipped (checked on session 29's runs, whose stages ran by hand as these
-# commands); a refit killed midway restarts from its lowest refresh (checked in session 30); FROM=WEIGHTS.ckpt
+# commands); a refit killed midway is resumed (--resume, session 31; before: restarted from its lowest refresh,
+# checked in session 30); FROM=WEIGHTS.ckpt
 # starts the fit from saved weights.
 #   NAME=s29 FIT=4500 IT=2400 JOBS=2 bash data/issue16/s29/pipeline.sh
 set -eu
@@ -34,10 +35,15 @@ if [ ! -f "$MATRIX/set.json" ] || [ "$(ls "$MATRIX"/h-*-of-"$PARTS".npz 2>/dev/n
     > runs/s29/build-{}.log 2>&1"
 fi
 
-START=$FIT_RUN  # a refit killed midway (its record "finished": false) is continued from its lowest refresh
+START=$FIT_RUN  # a refit killed midway (its record "finished": false) is resumed from its last refresh, or,
 if [ -f "$IT_RUN/imaginary_time.json" ] && grep -q '"finished": false' "$IT_RUN/imaginary_time.json"; then
-  START="$IT_RUN-killed-$(date -u +%s)"; mv "$IT_RUN" "$START"
-  if [ -f "$IT_RUN.log" ]; then mv "$IT_RUN.log" "$START.log"; fi
+  if [ -f "$IT_RUN/checkpoints/resume.pt" ]; then
+    stamp "it: resuming $IT_RUN"
+    $PY scripts/imaginary_time_fit.py "$IT_RUN" --resume --device "$DEVICE" >> "$IT_RUN.log" 2>&1
+  else  # from before --resume (session 31): restarted from its lowest refresh
+    START="$IT_RUN-killed-$(date -u +%s)"; mv "$IT_RUN" "$START"
+    if [ -f "$IT_RUN.log" ]; then mv "$IT_RUN.log" "$START.log"; fi
+  fi
 fi
 if [ ! -f "$IT_RUN/imaginary_time.json" ]; then
   stamp "it: $IT s from $START"
