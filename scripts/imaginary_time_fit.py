@@ -123,7 +123,7 @@ def main(argv=None) -> None:
             lowest.append(seen)  # the record follows in `report`, called next; the checkpoint names its refresh
 
     if resumed is not None:
-        saved = torch.load(args.out / RESUME, map_location="cpu")
+        saved = resumed["saved"]
         saved |= {"refreshes": [Refresh(**r) for r in saved["refreshes"]], "best": Refresh(**saved["best"])}
         seen_so_far, lowest = list(saved["refreshes"]), [saved["best"]]
         save_lowest(saved["best"], saved["best_weights"], again=True)  # a kill may have left a later refresh's
@@ -163,7 +163,8 @@ def atomic_write(path: Path, write) -> None:
 
 def settings_to_resume(args: argparse.Namespace) -> dict:
     """With --resume: RUN is the refit's own --out; its settings are read back from its record into `args` (the
-    network is rebuilt from RUN, whose config.yaml is the fitted run's). Returns {"head": the record's head}."""
+    network is rebuilt from RUN, whose config.yaml is the fitted run's). Returns {"head": the record's head,
+    "saved": RESUME's state}."""
     out = args.run
     try:
         record = json.loads((out / RECORD).read_text())
@@ -175,10 +176,19 @@ def settings_to_resume(args: argparse.Namespace) -> dict:
     if not (out / RESUME).is_file() or any(k not in record for k in SETTINGS):
         raise UserError(f"--resume {out}: no {RESUME} (a refit from before --resume): continue from its lowest "
                         f"refresh with `scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")
+    defaults = vars(parse([str(out)]))
+    if given := [f"--{k.replace('_', '-')}" for k in SETTINGS if getattr(args, k) != defaults[k]]:
+        raise UserError(f"--resume {out} goes on with the refit's own settings: drop {' '.join(given)} (to change "
+                        f"them, continue from it with `scripts/imaginary_time_fit.py {out} ... --out NEW`)")
+    try:
+        saved = torch.load(out / RESUME, map_location="cpu")
+    except Exception as e:  # a damaged file: say which, and the way on from the lowest refresh
+        raise UserError(f"--resume {out}: {RESUME} is unreadable ({type(e).__name__}): continue from its lowest "
+                        f"refresh with `scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`") from None
     for k in SETTINGS:
         setattr(args, k, Path(record[k]) if k == "matrix_dir" else record[k])
     args.out, args.build_only = out, False
-    return {"head": {k: record[k] for k in ("run", *SETTINGS)}}
+    return {"head": {k: record[k] for k in ("run", *SETTINGS)}, "saved": saved}
 
 
 def refuse_used_out(out: Path | None) -> None:

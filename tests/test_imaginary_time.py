@@ -195,6 +195,15 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
     again = json.loads((tmp_path / "from-lowest" / "imaginary_time.json").read_text())
     assert again["refreshes"][0]["energy"] == pytest.approx(saved["energy"], abs=1e-9)
 
+    for extra, said in ((["--seconds", "60"], "drop --seconds"), ([], "unreadable")):
+        if not extra:  # a damaged resume.pt: one line, and the refit's files as they were
+            (out / "checkpoints" / "resume.pt").rename(tmp_path / "resume.pt")
+            (out / "checkpoints" / "resume.pt").write_bytes(b"\x80\x02 cut short")
+        with pytest.raises(SystemExit) as e:
+            script.main([str(out), "--resume", *extra])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and "Traceback" not in err
+    (tmp_path / "resume.pt").replace(out / "checkpoints" / "resume.pt")
     script.main([str(out), "--resume"])
     assert "note: resuming" in capsys.readouterr().err
     script.main([*argv, "--out", str(tmp_path / "never-killed")])
