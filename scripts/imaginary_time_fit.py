@@ -8,8 +8,8 @@ OUT becomes a run directory (RUN's config.yaml, checkpoints/last.ckpt with the w
 that `scripts/support_energy.py` and `scripts/evaluate_energy.py` read, with imaginary_time.json (every refresh;
 "finished" false until the end). Both are rewritten as the refit goes (the weights whenever a refresh is the lowest
 so far), with checkpoints/resume.pt (the last refresh: weights, Adam's moments, the draws' generator, the steps and
-seconds spent), so a killed refit loses at most one refresh: `imaginary_time_fit.py OUT --resume` goes on as if it
-had never stopped, with its own settings and budget. A finished refit is continued with OUT as RUN and a new
+seconds spent), so a killed refit loses at most one refresh: `imaginary_time_fit.py --resume OUT` goes on as if
+it had never stopped, with its own settings and budget. A finished refit is continued with OUT as RUN and a new
 --out (a fresh Adam and rate schedule: session 30 restarted H16 so from +5.450 mHa, at +5.453 after 300 steps).
 
 H16 (session 28, DMRG determinants with |c| ≥ 2e-5: 673,258, 5.5e8 elements, 4.1 GiB; ~400 s of one core to build):
@@ -48,7 +48,8 @@ SETTINGS = ("state", "threshold", "matrix_dir", "parts", "seconds", "steps", "ta
 
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run", type=Path, help="a run directory fitted to a state (its config.yaml and weights)")
+    ap.add_argument("run", type=Path, nargs="?", help="a run directory fitted to a state (its config.yaml and "
+                                                           "weights)")
     ap.add_argument("--out", type=Path, default=None, help="the new run directory (not with --build-only)")
     ap.add_argument("--state", choices=STATES, default=None, help="the set's state (default: the run's init_state)")
     ap.add_argument("--threshold", type=float, default=2e-5, help="keep the state's determinants with |c| ≥ this")
@@ -67,8 +68,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu", help="the network's and H's device (cpu, cuda, cuda:N)")
-    ap.add_argument("--resume", action="store_true", help="RUN is a refit's --out that stopped before its end: go "
-                                                          "on from its last refresh with its own settings")
+    ap.add_argument("--resume", type=Path, default=None, metavar="OUT", help="go on with the refit in OUT (its "
+                    "--out, stopped before its end) from its last refresh, with its own settings (instead of RUN)")
     return ap.parse_args(argv)
 
 
@@ -76,6 +77,8 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse(argv)
     configure_process(args.threads)
+    if (args.run is None) == (args.resume is None):
+        raise UserError("give RUN (a fitted run to refit) or --resume OUT (a refit to go on with), not both")
     resumed = settings_to_resume(args) if args.resume else None
     if not args.build_only and not args.resume:
         refuse_used_out(args.out)
@@ -162,10 +165,10 @@ def atomic_write(path: Path, write) -> None:
 
 
 def settings_to_resume(args: argparse.Namespace) -> dict:
-    """With --resume: RUN is the refit's own --out; its settings are read back from its record into `args` (the
-    network is rebuilt from RUN, whose config.yaml is the fitted run's). Returns {"head": the record's head,
+    """With --resume OUT: the refit's settings are read back from OUT's record into `args`, and RUN becomes OUT
+    (the network is rebuilt from there: its config.yaml is the fitted run's). Returns {"head": the record's head,
     "saved": RESUME's state}."""
-    out = args.run
+    out = args.resume
     try:
         record = json.loads((out / RECORD).read_text())
     except (OSError, ValueError):
@@ -176,7 +179,7 @@ def settings_to_resume(args: argparse.Namespace) -> dict:
     if not (out / RESUME).is_file() or any(k not in record for k in SETTINGS):
         raise UserError(f"--resume {out}: no {RESUME} (a refit from before --resume): continue from its lowest "
                         f"refresh with `scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")
-    defaults = vars(parse([str(out)]))
+    defaults = vars(parse([]))
     if given := [f"--{k.replace('_', '-')}" for k in SETTINGS if getattr(args, k) != defaults[k]]:
         raise UserError(f"--resume {out} goes on with the refit's own settings: drop {' '.join(given)} (to change "
                         f"them, continue from it with `scripts/imaginary_time_fit.py {out} ... --out NEW`)")
@@ -187,7 +190,7 @@ def settings_to_resume(args: argparse.Namespace) -> dict:
                         f"refresh with `scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`") from None
     for k in SETTINGS:
         setattr(args, k, Path(record[k]) if k == "matrix_dir" else record[k])
-    args.out, args.build_only = out, False
+    args.run, args.out, args.build_only = out, out, False
     return {"head": {k: record[k] for k in ("run", *SETTINGS)}, "saved": saved}
 
 
@@ -205,7 +208,7 @@ def refuse_used_out(out: Path | None) -> None:
         raise UserError(f"--out {out}: give a new run directory (this one holds {CHECKPOINT})") from None
     if stopped:
         raise UserError(f"--out {out} holds a refit that stopped before its end ({lowest}): resume it with "
-                        f"`scripts/imaginary_time_fit.py {out} --resume`, or give a new run directory")
+                        f"`scripts/imaginary_time_fit.py --resume {out}`, or give a new run directory")
     kind = "a finished refit" if done["finished"] else "a refit that stopped before its end"
     raise UserError(f"--out {out} holds {kind} ({lowest}): give a new run directory, or continue from it with "
                     f"`scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")

@@ -190,7 +190,7 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
     with pytest.raises(SystemExit) as e:
         script.main([*argv, "--out", str(out)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "stopped before its end" in err and f"{out} --resume" in err
+    assert e.value.code == 2 and "stopped before its end" in err and f"--resume {out}" in err
     script.main([str(out), *matrix, "--out", str(tmp_path / "from-lowest"), "--steps", "1", "--lr", "1e-12"])
     again = json.loads((tmp_path / "from-lowest" / "imaginary_time.json").read_text())
     assert again["refreshes"][0]["energy"] == pytest.approx(saved["energy"], abs=1e-9)
@@ -200,11 +200,11 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
             (out / "checkpoints" / "resume.pt").rename(tmp_path / "resume.pt")
             (out / "checkpoints" / "resume.pt").write_bytes(b"\x80\x02 cut short")
         with pytest.raises(SystemExit) as e:
-            script.main([str(out), "--resume", *extra])
+            script.main(["--resume", str(out), *extra])
         err = capsys.readouterr().err
         assert e.value.code == 2 and said in err and "Traceback" not in err
     (tmp_path / "resume.pt").replace(out / "checkpoints" / "resume.pt")
-    script.main([str(out), "--resume"])
+    script.main(["--resume", str(out)])
     assert "note: resuming" in capsys.readouterr().err
     script.main([*argv, "--out", str(tmp_path / "never-killed")])
     resumed, whole = (json.loads((d / "imaginary_time.json").read_text()) for d in (out, tmp_path / "never-killed"))
@@ -213,7 +213,7 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
         [(r["step"], r["energy"]) for r in whole["refreshes"]]
     assert resumed["best"]["energy"] == whole["best"]["energy"]
     with pytest.raises(SystemExit) as e:
-        script.main([str(out), "--resume"])
+        script.main(["--resume", str(out)])
     assert e.value.code == 2 and "this refit finished" in capsys.readouterr().err
 
 
@@ -229,6 +229,8 @@ def test_the_script_refuses_bad_runs_outputs_and_matrices_in_one_line(tmp_path, 
     script = _script("imaginary_time_fit")
     script.main([str(run), "--threshold", "0", "--build-only", "--parts", "1", "--matrix-dir", str(tmp_path / "m")])
     cases = [([str(plain), "--out", str(tmp_path / "o")], "was not fitted to a state"),
+             (["--out", str(tmp_path / "o")], "give RUN"), ([str(run), "--resume", str(run)], "not both"),
+             (["--resume", str(run)], "no readable imaginary_time.json"),
              ([str(run), "--out", str(run)], "give a new run directory"),
              ([str(run), "--build-only", "--part", "2/2"], "give I/P"),
              ([str(run), "--out", str(tmp_path / "o"), "--tau", "-1"], "--tau must be"),

@@ -39,7 +39,7 @@ START=$FIT_RUN  # a refit killed midway (its record "finished": false) is resume
 if [ -f "$IT_RUN/imaginary_time.json" ] && grep -q '"finished": false' "$IT_RUN/imaginary_time.json"; then
   if [ -f "$IT_RUN/checkpoints/resume.pt" ]; then
     stamp "it: resuming $IT_RUN"
-    $PY scripts/imaginary_time_fit.py "$IT_RUN" --resume --device "$DEVICE" >> "$IT_RUN.log" 2>&1
+    $PY scripts/imaginary_time_fit.py --resume "$IT_RUN" --device "$DEVICE" >> "$IT_RUN.log" 2>&1
   else  # from before --resume (session 31): restarted from its lowest refresh
     START="$IT_RUN-killed-$(date -u +%s)"; mv "$IT_RUN" "$START"
     if [ -f "$IT_RUN.log" ]; then mv "$IT_RUN.log" "$START.log"; fi
