@@ -22,7 +22,7 @@ export OMP_NUM_THREADS=4
 INIT=(--init-from .dev/w1024.ckpt); W1=(1024 256); W2=(2048 512)
 [ -n "${SMALL:-}" ] && { INIT=(); W1=(64 32); W2=(128 64); }
 fit() {  # $1 name, $2 hidden, $3 phase hidden, $4 batch
-  timeout "$LIMIT" python3 .dev/cached_train.py --mol H16 --orbitals split --references hf,ccsd_t,dmrg \
+  timeout "$LIMIT" python3 .dev/cached.py train --mol H16 --orbitals split --references hf,ccsd_t,dmrg \
     --dmrg-max-bond 250 --ansatz made --hidden "$2" --phase-hidden "$3" --phase-input strings --init-state dmrg \
     --init-bond 250 --init-cutoff 1e-5 "${INIT[@]}" --init-steps 10000000 --init-max-time "$FIT" \
     --init-batch "$4" --init-lr 1e-3 --init-lr-final 2e-5 --anneal-t0 0 --optimizer adam --lr 1e-12 \

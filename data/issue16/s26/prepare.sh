@@ -8,7 +8,7 @@
 #       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d /tmp/whl pyscf==2.14.0
 set -eu
 wheel=$1; run=${2:-runs/s22/cap-s25-w1024-c}; C=${NQS_CACHE_DIR:-$HOME/.cache/nqs-scaling/hamiltonians}
-rm -rf .dev /tmp/pyscf-slim && mkdir -p .dev/cache/states /tmp/pyscf-slim
+rm -rf .dev && mkdir -p .dev/cache/states
 cp -r "$C/58a973d6161750931462124b" "$C/58a973d6161750931462124b-6ffdca3d5754f1cf" .dev/cache/  # H16, canonical and split
 C="$C" RUN="$run" .venv/bin/python - <<'PY'
 import numpy as np, torch
@@ -17,10 +17,6 @@ np.savez_compressed(".dev/cache/states/dmrg-be8e9d353e41260fc4582e74.npz", **{k:
 s = torch.load(os.environ["RUN"] + "/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
 torch.save({"state_dict": {k: v for k, v in s["state_dict"].items() if k.startswith("model.")}}, ".dev/w1024.ckpt")
 PY
-# PySCF without libxc, the periodic code, ADC, C sources, tests and the basis sets H16 does not use
-(cd /tmp/pyscf-slim && unzip -q "$wheel" 'pyscf/*' -x 'pyscf/pbc/*' 'pyscf/adc/*' 'pyscf/lib/deps/lib/libxc.so*' \
-   '*.c' '*.h' 'pyscf/gto/basis/*/*' 'pyscf/gto/basis/*.dat' \
- && unzip -qn "$wheel" 'pyscf/gto/basis/*sto*' 'pyscf/gto/basis/ano.dat' 'pyscf/gto/basis/minao*' \
- && tar cJf - pyscf) > .dev/pyscf-slim.tar.xz
-cp data/issue16/s26/gpu26.sh data/issue16/s26/cached_train.py .dev/
+bash data/issue16/s31/slim_pyscf.sh "$wheel" .dev/pyscf-slim.tar.xz
+cp data/issue16/s26/gpu26.sh data/issue16/s31/cached.py .dev/  # cached.py: session 26's cached_train.py, generalised
 du -sh .dev

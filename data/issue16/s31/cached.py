@@ -2,7 +2,7 @@
 is carried, slimmed): the Hamiltonian, its references and the DMRG state are read from the carried cache
 (NQS_CACHE_DIR), so any import of those two fails loudly. The DMRG state's cache key names block2's version:
 NQS_BLOCK2_VERSION gives the version that computed the carried state (0.5.4), so the key still checks the
-integrals, M and the cutoff. Session 26's cached_train.py, for any entry point:
+integrals, M and the cutoff. Session 26's cached_train.py (gpu26.sh: `cached.py train ...`), for any entry point:
 
     python3 .dev/cached.py scripts/imaginary_time_fit.py RUN --matrix-dir M ...
 """

@@ -10,7 +10,7 @@ set -eu
 weights=${1:-data/issue16/s30/h16-made1024-it2.ckpt}
 wheel=${2:-/opt/pypi-more/files/pyscf-2.14.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl}
 C=${NQS_CACHE_DIR:-$HOME/.cache/nqs-scaling/hamiltonians}; H=58a973d6161750931462124b  # H16
-rm -rf .dev /tmp/pyscf-slim && mkdir -p .dev/cache/states .dev/run/checkpoints /tmp/pyscf-slim
+rm -rf .dev && mkdir -p .dev/cache/states .dev/run/checkpoints
 cp -r "$C/$H" "$C/$H-ec09678311ca5b81" .dev/cache/  # canonical and split orbitals
 grep -v '^out:' data/issue16/s31/config.yaml > .dev/run/config.yaml
 C="$C" W="$weights" .venv/bin/python - <<'PY'
@@ -23,10 +23,6 @@ s = torch.load(os.environ["W"], map_location="cpu", weights_only=False)
 torch.save({"state_dict": {k: v for k, v in s["state_dict"].items() if k.startswith("model.")}},
            ".dev/run/checkpoints/last.ckpt")
 PY
-# PySCF without libxc, the periodic code, ADC, C sources, tests and the basis sets H16 does not use
-(cd /tmp/pyscf-slim && unzip -q "$wheel" 'pyscf/*' -x 'pyscf/pbc/*' 'pyscf/adc/*' 'pyscf/lib/deps/lib/libxc.so*' \
-   '*.c' '*.h' 'pyscf/gto/basis/*/*' 'pyscf/gto/basis/*.dat' \
- && unzip -qn "$wheel" 'pyscf/gto/basis/*sto*' 'pyscf/gto/basis/ano.dat' 'pyscf/gto/basis/minao*' \
- && tar cJf - pyscf) > .dev/pyscf-slim.tar.xz
+bash data/issue16/s31/slim_pyscf.sh "$wheel" .dev/pyscf-slim.tar.xz
 cp data/issue16/s31/gpu31.sh data/issue16/s31/cached.py .dev/
 du -sh .dev
