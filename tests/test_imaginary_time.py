@@ -169,7 +169,7 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
     script = _script("imaginary_time_fit")
     matrix = ["--threshold", "0", "--parts", "1", "--matrix-dir", str(tmp_path / "m")]
     script.main([str(run), *matrix, "--build-only"])
-    argv = [str(run), *matrix, "--seconds", "600", "--steps", "100", "--refresh", "5", "--lr", "3e-3"]
+    argv = [str(run), *matrix, "--seconds", "600", "--steps", "60", "--refresh", "5", "--lr", "3e-3"]
     child = subprocess.Popen([sys.executable, script.__file__, *argv, "--out", str(out)], stdout=subprocess.PIPE,
                              text=True)
     rows = []
@@ -181,7 +181,7 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
     child.wait()
     record = json.loads((out / "imaginary_time.json").read_text())
     saved = torch.load(out / "checkpoints" / "last.ckpt")["refresh"]  # the refresh whose weights were saved
-    assert not record["finished"] and 3 <= len(record["refreshes"]) < 21  # every printed refresh is on disk
+    assert not record["finished"] and 3 <= len(record["refreshes"]) < 13  # every printed refresh is on disk
     assert saved["energy"] <= min(r["energy"] for r in rows) and saved["energy"] < rows[0]["energy"]
     capsys.readouterr()
     _script("support_energy").main([str(out), "--thresholds", "0"])
@@ -208,7 +208,7 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
     assert "note: resuming" in capsys.readouterr().err
     script.main([*argv, "--out", str(tmp_path / "never-killed")])
     resumed, whole = (json.loads((d / "imaginary_time.json").read_text()) for d in (out, tmp_path / "never-killed"))
-    assert resumed["finished"] and resumed["steps"] == 100 and resumed["run"] == str(run)
+    assert resumed["finished"] and resumed["steps"] == 60 and resumed["run"] == str(run)
     assert [(r["step"], r["energy"]) for r in resumed["refreshes"]] == \
         [(r["step"], r["energy"]) for r in whole["refreshes"]]
     assert resumed["best"]["energy"] == whole["best"]["energy"]
