@@ -211,7 +211,7 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
     assert resumed["finished"] and resumed["steps"] == 60 and resumed["run"] == str(run)
     assert [(r["step"], r["energy"]) for r in resumed["refreshes"]] == \
         [(r["step"], r["energy"]) for r in whole["refreshes"]]
-    assert resumed["best"]["energy"] == whole["best"]["energy"]
+    assert resumed["best"]["energy"] == whole["best"]["energy"] and not (out / "checkpoints" / "resume.pt").exists()
     with pytest.raises(SystemExit) as e:
         script.main(["--resume", str(out)])
     assert e.value.code == 2 and "this refit finished" in capsys.readouterr().err
