@@ -10,7 +10,7 @@ that `scripts/support_energy.py` and `scripts/evaluate_energy.py` read, with ima
 so far), with checkpoints/resume.pt (the last refresh: weights, Adam's moments, the draws' generator, the steps and
 seconds spent; removed at the end), so a killed refit loses at most one refresh: `imaginary_time_fit.py --resume
 OUT` goes on as if it had never stopped, with its own settings and budget. A finished refit is continued with OUT
-as RUN and a new --out (a fresh Adam and rate schedule: session 31 restarted H16 so from +4.779 mHa, at +4.848
+as RUN and a new --out (a fresh Adam and rate schedule: session 31 restarted H16 so from +4.779 mHa, at +4.849
 after 300 steps at lr 1e-4, +4.804 at 3e-5).
 
 H16 (session 28, DMRG determinants with |c| ≥ 2e-5: 673,258, 5.5e8 elements, 4.1 GiB; ~400 s of one core to build):
