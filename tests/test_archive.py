@@ -104,6 +104,7 @@ def _refit_one_molecule(archive, molecule: str, tmp_path) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # 15-17 s: unpacking the archive's 190,800 metrics rows is most of it
 def test_one_molecule_of_the_e3_made_archive_refits_to_the_documented_law(tmp_path, capsys):
     """docs/scaling.md §4, E4 for MADE: the pooled MADE law has no size term, so its plans come from the H2O runs
     alone (`--molecules H2O`): α1 = 1.86 and the size term present (point estimates)."""
@@ -125,6 +126,7 @@ def test_the_made_iso_flop_plans_find_their_optimum_within_one_neighbour(capsys)
         assert "within one neighbour: yes" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # 15-17 s: unpacking the archive's 190,800 metrics rows is most of it
 def test_the_n2_runs_with_tail_rows_refit_to_the_documented_law(tmp_path):
     """docs/scaling.md, "E3 with tail rows and a leak limit": the RetNet's law on its 48 N2 runs, α1 = 2.83 and
     the floor A0 = 0.41 mHa (point estimates), and the top-compute hold-out inside the 0.35 target."""
