@@ -120,17 +120,16 @@ def main(argv=None) -> None:
             "batch": min(args.batch, bits.shape[0])} | (resumed or {}).get("head", {})
     seen_so_far, lowest = [], []
 
-    def save_lowest(seen, weights, again: bool = False) -> None:  # as they come: a killed refit keeps its lowest
+    def save_lowest(seen, weights) -> None:  # as they come: a killed refit keeps its lowest refresh so far
         state = {"state_dict": {f"model.{k}": v.cpu() for k, v in weights.items()}, "refresh": asdict(seen)}
         atomic_write(args.out / CHECKPOINT, lambda path: torch.save(state, path))
-        if not again:
-            lowest.append(seen)  # the record follows in `report`, called next; the checkpoint names its refresh
+        lowest.append(seen)  # the record follows in `report`, called next; the checkpoint names its refresh
 
     if resumed is not None:
         saved = resumed["saved"]
         saved |= {"refreshes": [Refresh(**r) for r in saved["refreshes"]], "best": Refresh(**saved["best"])}
-        seen_so_far, lowest = list(saved["refreshes"]), [saved["best"]]
-        save_lowest(saved["best"], saved["best_weights"], again=True)  # a kill may have left a later refresh's
+        seen_so_far = list(saved["refreshes"])
+        save_lowest(saved["best"], saved["best_weights"])  # again: a kill may have left a later refresh's there
         print(f"note: resuming {args.out} at step {saved['step']} ({saved['seconds']:.0f} s of {args.seconds:g} "
               f"spent; lowest refresh {saved['best'].energy:.8f} Ha)", file=sys.stderr, flush=True)
 

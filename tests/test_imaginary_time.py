@@ -119,6 +119,14 @@ def test_a_resumed_refit_goes_on_as_if_it_had_never_stopped(lih):
     assert all(torch.equal(v, whole_model.state_dict()[k]) for k, v in other.state_dict().items())
 
 
+def _fitted_lih(run, init_steps: int) -> None:
+    """A small LiH run fitted to its CISD state (what the script refits), written to `run`."""
+    from nqs.cli.train import main as train
+
+    train(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "1", "--init-state", "cisd", "--init-steps",
+           str(init_steps), "--unique", "64", "--final-unique", "100", "--threads", "1", "--out", str(run)])
+
+
 def _script(name: str):
     import importlib.util
     from pathlib import Path
@@ -133,11 +141,8 @@ def _script(name: str):
 def test_the_script_writes_a_run_whose_exact_energy_is_its_lowest_refresh(tmp_path, capsys):
     import json
 
-    from nqs.cli.train import main as train
-
     run = tmp_path / "lih"
-    train(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "1", "--init-state", "cisd",
-           "--init-steps", "20", "--unique", "64", "--final-unique", "100", "--threads", "1", "--out", str(run)])
+    _fitted_lih(run, init_steps=20)
     script = _script("imaginary_time_fit")
     for i in range(2):
         script.main([str(run), "--threshold", "0", "--build-only", "--part", f"{i}/2"])
@@ -161,11 +166,8 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
     import subprocess
     import sys
 
-    from nqs.cli.train import main as train
-
     run, out = tmp_path / "lih", tmp_path / "it"
-    train(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "1", "--init-state", "cisd",
-           "--init-steps", "5", "--unique", "64", "--final-unique", "100", "--threads", "1", "--out", str(run)])
+    _fitted_lih(run, init_steps=5)
     script = _script("imaginary_time_fit")
     matrix = ["--threshold", "0", "--parts", "1", "--matrix-dir", str(tmp_path / "m")]
     script.main([str(run), *matrix, "--build-only"])
@@ -218,11 +220,8 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
 
 
 def test_the_script_refuses_bad_runs_outputs_and_matrices_in_one_line(tmp_path, capsys):
-    from nqs.cli.train import main as train
-
     run = tmp_path / "lih"
-    train(["--mol", "LiH", "--no-progress", "--d-model", "8", "--steps", "1", "--init-state", "cisd",
-           "--init-steps", "5", "--unique", "64", "--final-unique", "100", "--threads", "1", "--out", str(run)])
+    _fitted_lih(run, init_steps=5)
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "config.yaml").write_text("mol: LiH\n")
