@@ -40,13 +40,16 @@ ZERO = 1e-13  # amplitudes below this fraction of the largest are dropped (symme
 @dataclass(frozen=True)
 class TargetState:
     """bits (K, n) uint8 of the determinants, amplitudes (K,) float64 normalised, energy (Hartree, with
-    e_core), kind, and `detail`: what the notes add about how it was built."""
+    e_core), kind, and `detail`: what the notes add about how it was built. A fit's batch (`nqs.pretrain`) may
+    carry `probability` (K,) float64: each determinant's |c|²/Σ|c|² in the state it was drawn from, for the fit's
+    control variate."""
 
     bits: torch.Tensor
     amplitudes: torch.Tensor
     energy: float
     kind: str
     detail: str = ""
+    probability: torch.Tensor | None = None
 
 
 def _mean_field(ints: Integrals):

@@ -44,7 +44,7 @@ from nqs.training.build import rebuild_fitted
 RECORD = "imaginary_time.json"  # the refit's record in --out, rewritten at every refresh
 RESUME = Path("checkpoints/resume.pt")  # the last refresh's whole state, rewritten at every refresh
 SETTINGS = ("state", "threshold", "matrix_dir", "parts", "seconds", "steps", "tau", "lr", "lr_final", "batch",
-            "refresh", "seed")  # what a resumed refit takes from its record
+            "refresh", "seed", "control")  # what a resumed refit takes from its record
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -67,6 +67,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=4096, help="determinants a fit step reads (stratified)")
     ap.add_argument("--refresh", type=int, default=300, help="fit steps between exact energies and new φ")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--control", action="store_true", help="the fit's control variate (`nqs.pretrain.control_term`)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu", help="the network's and H's device (cpu, cuda, cuda:N)")
     ap.add_argument("--resume", type=Path, default=None, metavar="OUT", help="go on with the refit in OUT (its "
@@ -152,7 +153,7 @@ def main(argv=None) -> None:
 
     info = imaginary_time_fit(model.to(args.device), bits, operator, args.seconds, args.tau, args.lr, args.lr_final,
                               args.batch, args.refresh, args.steps, args.seed, report, save_lowest, save_state,
-                              resume=None if resumed is None else saved)
+                              resume=None if resumed is None else saved, control=args.control)
     record = write_record(True, info)
     (args.out / RESUME).unlink(missing_ok=True)  # 4x the weights (Adam's moments), of no use once finished
     print(json.dumps({k: v for k, v in record.items() if k != "refreshes"}), flush=True)
@@ -177,6 +178,7 @@ def settings_to_resume(args: argparse.Namespace) -> dict:
     if record.get("finished"):
         raise UserError(f"--resume {out}: this refit finished; continue from it with "
                         f"`scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")
+    record.setdefault("control", False)  # refits from before --control had none
     if not (out / RESUME).is_file() or any(k not in record for k in SETTINGS):
         raise UserError(f"--resume {out}: no {RESUME} (a refit from before --resume): continue from its lowest "
                         f"refresh with `scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")

@@ -175,7 +175,8 @@ def test_a_fit_ends_at_its_time_budget_and_says_so(problems, monkeypatch):
 def test_the_fit_in_chunks_has_the_full_gradient(problems, signs):
     """Memory (issue 16): the fit's gradient accumulated over chunks of determinants equals the one-pass
     gradient of `fit_loss` (float64, 1e-10 relative), and so does the loss; complex amplitudes check the phase
-    term's outer derivative away from real signs."""
+    term's outer derivative away from real signs, and carry the control variate's probabilities (`control_term`,
+    its value 0)."""
     from nqs.models import build_model
     from nqs.pretrain import fit_gradient
     from tests.test_natural_gradient import SMALL
@@ -186,7 +187,8 @@ def test_the_fit_in_chunks_has_the_full_gradient(problems, signs):
     state = cisd_state(p.integrals)
     if signs == "complex":
         turn = torch.exp(1j * torch.linspace(0.0, 2.0, len(state.amplitudes), dtype=torch.float64))
-        state = TargetState(state.bits, state.amplitudes * turn, state.energy, state.kind)
+        state = TargetState(state.bits, state.amplitudes * turn, state.energy, state.kind,
+                            probability=state.amplitudes.abs() ** 2 * (1 + 0.1 * turn.real))
     loss = fit_loss(model, state)
     full = torch.autograd.grad(loss, list(model.parameters()))
     model.zero_grad(set_to_none=True)
