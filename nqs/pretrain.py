@@ -50,9 +50,9 @@ def amplitudes_on(model: torch.nn.Module, bits: torch.Tensor, chunk: int = 1 << 
 
 def amplitudes_and_mass_gradient(model: torch.nn.Module, bits: torch.Tensor, chunk: int = 1 << 14
                                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """ψ_θ (K,) as `amplitudes_on`, and ∇M_S, the gradient of the model's probability on the set, M_S = Σ_S |ψ_θ|²
-    (one tensor per parameter): what the control variate's batches estimate (`control_term`), for a fit to take
-    off again. One forward and backward pass over the set, `chunk` determinants at a time."""
+    """ψ_θ (K,) as `amplitudes_on`, and ∇M_S, the gradient of the model's probability on the set,
+    M_S = Σ_S |ψ_θ|² (one tensor per parameter): what the control variate's batches estimate (`control_term`),
+    for a fit to take off again. One forward and backward pass over the set, `chunk` determinants at a time."""
     device = next(model.parameters()).device
     params = [w for w in model.parameters() if w.requires_grad]
     total = [torch.zeros_like(w) for w in params]
@@ -105,9 +105,9 @@ def split_loss(log_psi: torch.Tensor, amplitudes: torch.Tensor, rest: float = 0.
     With `probability` (K,), q_k = |c_k|²/Σ|c|² of each determinant in the whole target (a batch's: `rest` 0),
     the value is the same and the gradient is that of the cross-entropy plus the model's probability on the
     target's determinants, M_S = Σ_S p_θ, whose batch estimate weights each determinant by (1 − p_θ/q) instead
-    of 1 (`control_term`); the fit subtracts ∇M_S, computed over the whole set (`amplitudes_and_mass_gradient`).
-    Without that, the fit would minimise CE + M_S, which does not hold the model's probability on S (H16: it
-    fell from 0.99978 to 0.99972 in 1,500 steps)."""
+    of 1 (`control_term`). A fit using it takes off ∇M_S, computed over the whole set
+    (`amplitudes_and_mass_gradient`), as `nqs.imaginary_time` does: without that it would minimise CE + M_S,
+    which does not hold the model's probability on S (H16: it fell from 0.99978 to 0.99972 in 1,500 steps)."""
     log_psi = log_psi.to(torch.complex128)
     c = amplitudes.to(log_psi.device)
     weight = c.abs().to(torch.float64) ** 2
@@ -115,7 +115,7 @@ def split_loss(log_psi: torch.Tensor, amplitudes: torch.Tensor, rest: float = 0.
     modulus = -(weight * 2 * log_psi.real).sum() / total
     if rest > 0:
         if probability is not None:
-            raise ValueError("the control variate needs the whole target's probability on its determinants (rest 0)")
+            raise ValueError("the control variate needs a target whole on its determinants (rest 0)")
         inside = torch.exp(2 * log_psi.real).sum()
         modulus = modulus - rest / total * torch.log((1 - inside).clamp_min(1e-300))
     if probability is not None:

@@ -11,7 +11,8 @@ so far), with checkpoints/resume.pt (the last refresh: weights, Adam's moments, 
 seconds spent; removed at the end), so a killed refit loses at most one refresh: `imaginary_time_fit.py --resume
 OUT` goes on as if it had never stopped, with its own settings and budget. A finished refit is continued with OUT
 as RUN and a new --out (a fresh Adam and rate schedule: session 31 restarted H16 so from +4.779 mHa, at +4.849
-after 300 steps at lr 1e-4, +4.804 at 3e-5).
+after 300 steps at lr 1e-4, +4.804 at 3e-5, without the control variate; with it, session 32, from +4.680: +4.672
+at 1e-4, +4.671 at 3e-5, where the plain fit read +4.681).
 
 H16 (session 28, DMRG determinants with |c| ≥ 2e-5: 673,258, 5.5e8 elements, 4.1 GiB; ~400 s of one core to build):
 
@@ -67,7 +68,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=4096, help="determinants a fit step reads (stratified)")
     ap.add_argument("--refresh", type=int, default=300, help="fit steps between exact energies and new φ")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--control", action="store_true", help="the fit's control variate (`nqs.pretrain.control_term`)")
+    ap.add_argument("--control", action=argparse.BooleanOptionalAction, default=True, help="the fit's control "
+                    "variate: the plain fit's steps on average, with less scatter near the fit, at a refresh twice "
+                    "as long (`nqs.imaginary_time`; on H16 8.7x less; --no-control: the plain fit)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu", help="the network's and H's device (cpu, cuda, cuda:N)")
     ap.add_argument("--resume", type=Path, default=None, metavar="OUT", help="go on with the refit in OUT (its "
