@@ -147,7 +147,8 @@ def projected(psi: torch.Tensor, h_psi: torch.Tensor, energy: float, tau: float)
 def imaginary_time_fit(model: torch.nn.Module, bits: torch.Tensor, operator: SubsetOperator, seconds: float,
                        tau: float = 0.2, lr: float = 1e-4, lr_final: float | None = 1e-5, batch: int = 4096,
                        refresh: int = 300, steps: int | None = None, seed: int = 0, report=None,
-                       on_best=None, on_refresh=None, resume: dict | None = None, control: bool = False) -> dict:
+                       on_best=None, on_refresh=None, resume: dict | None = None, control: bool = False,
+                       project=None) -> dict:
     """Refit `model` to φ = (1 − τ(H − E))ψ on the set `bits` (K, n) every `refresh` steps (Adam; the rate from
     `lr` down a cosine to `lr_final` over the seconds, or over `steps` when given) until `seconds` or `steps` are
     spent; the weights of the lowest refresh are loaded at the end. `report(Refresh)` after each refresh;
@@ -160,8 +161,14 @@ def imaginary_time_fit(model: torch.nn.Module, bits: torch.Tensor, operator: Sub
     never stopped (the same steps, rates and draws; the seconds already spent count against `seconds`), so a killed
     refit loses at most `refresh` steps.
 
+    `project` (P, a `nqs.symmetry.Projection` on the set): each refresh's energy is that of Pψ, the
+    symmetry-projected network (each Refresh's `mass` stays the network's own probability on the set), and the
+    network is fitted to φ = ψ − τ(H − E)Pψ, whose projection is the step (1 − τ(H − E))Pψ (P commutes with H):
+    the part of ψ that P takes away is left where it is, not fitted away. (Fitted to (1 − τ(H − E))Pψ itself, the
+    network spends its steps on that part: H16's Pψ rose from +3.26 to +3.78 mHa in 900 steps; session 33.)
+
     Returns {"refreshes": [Refresh...], "best": Refresh, "steps", "seconds", "tau", "lr", "lr_final", "batch",
-    "refresh"}."""
+    "refresh", "control"}."""
     if bits.shape[0] != operator.size:
         raise ValueError(f"the operator is on {operator.size} determinants, the set has {bits.shape[0]}")
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -183,10 +190,12 @@ def imaginary_time_fit(model: torch.nn.Module, bits: torch.Tensor, operator: Sub
             psi, mass_gradient = amplitudes_and_mass_gradient(model, bits)
         else:
             psi = amplitudes_on(model, bits)
+        mass = float((psi.abs() ** 2).sum())
+        network, psi = psi, psi if project is None else project(psi)
         h_psi = operator.apply(psi)
         energy = operator.energy(psi, h_psi)
         if not again:
-            seen = Refresh(step, time.perf_counter() - start, energy, float((psi.abs() ** 2).sum()))
+            seen = Refresh(step, time.perf_counter() - start, energy, mass)
             log.append(seen)
             if best is None or seen.energy < best[0].energy:
                 best = (seen, snapshot(model))
@@ -198,7 +207,7 @@ def imaginary_time_fit(model: torch.nn.Module, bits: torch.Tensor, operator: Sub
                 on_refresh({"step": step, "seconds": seen.seconds, "weights": model.state_dict(),
                             "optimiser": optimiser.state_dict(), "generator": generator.get_state(),
                             "refreshes": list(log), "best": best[0], "best_weights": best[1]})
-        phi = projected(psi, h_psi, energy, tau)
+        phi = projected(psi, h_psi, energy, tau) + (network - psi)  # with `project`: P of it is (1 − τ(H − E))Pψ
         return best, StratifiedSampler(TargetState(bits, phi, energy, "projected"), batch, control)
 
     def progress() -> float:  # the share of the steps or of the seconds spent

@@ -39,13 +39,14 @@ from nqs.excitations import IntegralHamiltonian
 from nqs.imaginary_time import Refresh, imaginary_time_fit, load_operator, operator_part, restrict
 from nqs.record import CHECKPOINT
 from nqs.references import best_reference
+from nqs.symmetry import target_projection
 from nqs.target_states import STATES
 from nqs.training.build import rebuild_fitted
 
 RECORD = "imaginary_time.json"  # the refit's record in --out, rewritten at every refresh
 RESUME = Path("checkpoints/resume.pt")  # the last refresh's whole state, rewritten at every refresh
 SETTINGS = ("state", "threshold", "matrix_dir", "parts", "seconds", "steps", "tau", "lr", "lr_final", "batch",
-            "refresh", "seed", "control")  # what a resumed refit takes from its record
+            "refresh", "seed", "control", "symmetrize")  # what a resumed refit takes from its record
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -71,6 +72,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--control", action=argparse.BooleanOptionalAction, default=True, help="the fit's control "
                     "variate: the plain fit's steps on average, with less scatter near the fit, at a refresh twice "
                     "as long (`nqs.imaginary_time`; on H16 8.7x less; --no-control: the plain fit)")
+    ap.add_argument("--symmetrize", action=argparse.BooleanOptionalAction, default=False, help="refit and report "
+                    "the symmetry-projected network Pψ: H's spin flip and orbital swaps (`nqs.symmetry`), with the "
+                    "target state's characters (H16: +4.454 -> +3.256 mHa on the same weights)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu", help="the network's and H's device (cpu, cuda, cuda:N)")
     ap.add_argument("--resume", type=Path, default=None, metavar="OUT", help="go on with the refit in OUT (its "
@@ -115,13 +119,14 @@ def main(argv=None) -> None:
     if args.device != "cpu":  # H beside the network: a refresh's two products on the device
         operator.to(args.device)
     best = best_reference(problem.references)
+    project, symmetries = target_projection(problem, target, "--symmetrize") if args.symmetrize else (None, None)
     if resumed is None:
         (args.out / CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
         shutil.copy(args.run / "config.yaml", args.out / "config.yaml")
     head = {"run": str(args.run), "determinants": bits.shape[0], "elements": operator.elements,
             "e_ref": best.energy if best else None, "ref_kind": best.kind if best else None,
             **{k: str(directory) if k == "matrix_dir" else getattr(args, k) for k in SETTINGS}, "state": target.kind,
-            "batch": min(args.batch, bits.shape[0])} | (resumed or {}).get("head", {})
+            "batch": min(args.batch, bits.shape[0]), "symmetries": symmetries} | (resumed or {}).get("head", {})
     seen_so_far, lowest = [], []
 
     def save_lowest(seen, weights) -> None:  # as they come: a killed refit keeps its lowest refresh so far
@@ -156,7 +161,8 @@ def main(argv=None) -> None:
 
     info = imaginary_time_fit(model.to(args.device), bits, operator, args.seconds, args.tau, args.lr, args.lr_final,
                               args.batch, args.refresh, args.steps, args.seed, report, save_lowest, save_state,
-                              resume=None if resumed is None else saved, control=args.control)
+                              resume=None if resumed is None else saved, control=args.control,
+                              project=project)
     record = write_record(True, info)
     (args.out / RESUME).unlink(missing_ok=True)  # 4x the weights (Adam's moments), of no use once finished
     print(json.dumps({k: v for k, v in record.items() if k != "refreshes"}), flush=True)
@@ -182,6 +188,7 @@ def settings_to_resume(args: argparse.Namespace) -> dict:
         raise UserError(f"--resume {out}: this refit finished; continue from it with "
                         f"`scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")
     record.setdefault("control", False)  # refits from before --control had none
+    record.setdefault("symmetrize", False)  # ... and before --symmetrize
     if not (out / RESUME).is_file() or any(k not in record for k in SETTINGS):
         raise UserError(f"--resume {out}: no {RESUME} (a refit from before --resume): continue from its lowest "
                         f"refresh with `scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")
@@ -197,7 +204,8 @@ def settings_to_resume(args: argparse.Namespace) -> dict:
     for k in SETTINGS:
         setattr(args, k, Path(record[k]) if k == "matrix_dir" else record[k])
     args.run, args.out, args.build_only = out, out, False
-    return {"head": {k: record[k] for k in ("run", *SETTINGS)}, "saved": saved}
+    return {"head": {k: record[k] for k in ("run", *SETTINGS)} | {"symmetries": record.get("symmetries")},
+            "saved": saved}
 
 
 def refuse_used_out(out: Path | None) -> None:

@@ -32,6 +32,7 @@ from nqs.excitations import IntegralHamiltonian
 from nqs.exact import subset_energies
 from nqs.pretrain import amplitudes_on
 from nqs.references import best_reference
+from nqs.symmetry import target_projection
 from nqs.tables import markdown_table
 from nqs.target_states import STATES
 from nqs.training.build import rebuild_fitted
@@ -49,22 +50,28 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--part", default="0/1", help="I/P: only the I-th of P shares of the rows (with --save)")
     ap.add_argument("--save", type=Path, default=None, help="save this part's sums here (.npy) and stop")
     ap.add_argument("--combine", type=Path, nargs="+", default=None, help="add saved parts instead of computing")
+    ap.add_argument("--symmetrize", action="store_true", help="the network projected on H's symmetries, Pψ "
+                    "(`nqs.symmetry`; what `imaginary_time_fit.py --symmetrize` reports)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return ap.parse_args(argv)
 
 
-def combine(paths: list[Path], thresholds, K: int) -> np.ndarray:
-    """The sums of saved parts, checked: the same thresholds and set, rows covering it once."""
+def combine(paths: list[Path], thresholds, K: int, symmetrized: bool = False) -> np.ndarray:
+    """The sums of saved parts, checked: the same thresholds, set and `--symmetrize`, rows covering it once."""
     total, covered = 0, []
     for path in paths:
         try:
             with np.load(path) as part:
                 sums, cuts, rows, k = (part[key] for key in ("numerators", "thresholds", "rows", "determinants"))
+                projected = bool(part["symmetrized"]) if "symmetrized" in part.files else False
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"--combine: {path} is not a part saved by --save ({type(exc).__name__})") from None
         if int(k) != K or not np.array_equal(cuts, np.asarray(thresholds, dtype=float)):
             raise UserError(f"--combine: {path} was saved for another set or other --thresholds "
                             f"({int(k):,} determinants, thresholds {cuts.tolist()}): give the same ones")
+        if projected != symmetrized:
+            raise UserError(f"--combine: {path} was saved {'with' if projected else 'without'} --symmetrize: "
+                            f"combine it {'with' if projected else 'without'} it too")
         total, covered = total + sums, covered + [tuple(int(r) for r in rows)]
     covered.sort()
     tiled = all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
@@ -84,10 +91,12 @@ def main(argv=None) -> None:
     _, problem, model, target = rebuild_fitted(args.run, args.state, args.threads)
     c = target.amplitudes.to(torch.float64)
     values = amplitudes_on(model.eval(), target.bits) if args.of == "model" else c
+    if args.symmetrize:
+        values = target_projection(problem, target)[0](values.to(torch.complex128))
     h = IntegralHamiltonian(problem.integrals, problem.sector.n_alpha, problem.sector.n_beta)
     K = c.shape[0]
     if args.combine is not None:
-        numerators = torch.from_numpy(combine(args.combine, args.thresholds, K))
+        numerators = torch.from_numpy(combine(args.combine, args.thresholds, K, args.symmetrize))
         _, norms = subset_energies(h, target.bits, values, c.abs(), args.thresholds, rows=(0, 0))
     else:
         rows = (K * part // parts, K * (part + 1) // parts)
@@ -103,7 +112,7 @@ def main(argv=None) -> None:
         if args.save is not None:
             with open(args.save, "wb") as f:  # exactly this path (np.savez would add .npz)
                 np.savez(f, numerators=numerators.numpy(), thresholds=np.asarray(args.thresholds), rows=rows,
-                         determinants=K)
+                         determinants=K, symmetrized=args.symmetrize)
             print(json.dumps({"part": args.part, "rows": rows, "saved": str(args.save),
                               "seconds": round(time.perf_counter() - start, 1)}))
             return
@@ -111,7 +120,8 @@ def main(argv=None) -> None:
     out = []
     for t, num, norm in zip(args.thresholds, numerators.tolist(), norms.tolist()):
         e = num.real / norm
-        out.append({"run": str(args.run), "of": args.of, "state": target.kind, "threshold": t,
+        out.append({"run": str(args.run), "of": args.of, "symmetrized": args.symmetrize, "state": target.kind,
+                    "threshold": t,
                     "determinants": int((c.abs() >= t).sum()), "norm_on_kept": norm, "energy": e,
                     "e_ref": best.energy if best else None, "ref_kind": best.kind if best else None,
                     "error_mha": (e - best.energy) * 1e3 if best else None, "imag": num.imag / norm})

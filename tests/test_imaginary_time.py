@@ -204,6 +204,20 @@ def test_the_script_writes_a_run_whose_exact_energy_is_its_lowest_refresh(tmp_pa
     exact = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")][0]
     assert exact["energy"] == pytest.approx(record["best"]["energy"], abs=1e-5)  # float32 H against float64
 
+    sym = tmp_path / "it-sym"  # the same refit of Pψ, the network projected on LiH's spin flip and 2p_x ↔ 2p_y
+    script.main([str(run), "--threshold", "0", "--out", str(sym), "--steps", "20", "--refresh", "20", "--lr", "3e-3",
+                 "--symmetrize"])
+    assert "projected over spin flip, orbital swap (characters [1, 1, 1] from the cisd" in capsys.readouterr().err
+    symmetric = json.loads((sym / "imaginary_time.json").read_text())
+    assert symmetric["symmetrize"] and [g["name"] for g in symmetric["symmetries"]["generators"]] == ["spin flip",
+                                                                                            "orbital swap"]
+    assert symmetric["refreshes"][0]["mass"] == record["refreshes"][0]["mass"]  # the network's own, unprojected
+    assert record["refreshes"][0]["energy"] - symmetric["refreshes"][0]["energy"] > 1e-6  # the same weights, lower
+    assert symmetric["best"]["energy"] < symmetric["refreshes"][0]["energy"] - 1e-5  # and the refit lowers Pψ
+    _script("support_energy").main([str(sym), "--thresholds", "0", "--symmetrize"])
+    exact = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")][0]
+    assert exact["symmetrized"] and exact["energy"] == pytest.approx(symmetric["best"]["energy"], abs=1e-5)
+
 
 def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(tmp_path, capsys):
     """kill -9 mid-refit: the run directory holds the lowest refresh so far (weights and record agree); the same

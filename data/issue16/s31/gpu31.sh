@@ -24,7 +24,7 @@ start=$(date +%s)
 seq 0 $((PARTS - 1)) | xargs -P "$PARTS" -I{} "${IT[@]}" --build-only --part {}/"$PARTS" > "$OUT/build.log" 2>&1
 echo "build: rc $?, $(($(date +%s) - start)) s" >> "$OUT/build.log"
 timeout $((SECONDS_IT + 240)) "${IT[@]}" --out "$WORK/it" --seconds "$SECONDS_IT" --batch "$BATCH" \
-  --device "$DEVICE" --threads 4 > "$OUT/it.log" 2>&1
+  --device "$DEVICE" --threads 4 --symmetrize > "$OUT/it.log" 2>&1  # Pψ: session 33
 echo "refit: rc $?, $(($(date +%s) - start)) s in all" >> "$OUT/it.log"
 cp "$WORK/it/imaginary_time.json" "$OUT/" && cp "$WORK/it/checkpoints/last.ckpt" "$OUT/weights.ckpt"
 tail -1 "$OUT/build.log"; grep -v '^{"step"' "$OUT/it.log" | cut -c1-600; grep '^{"step"' "$OUT/it.log" | cut -c1-150 | tail -4
