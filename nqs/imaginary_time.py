@@ -161,9 +161,11 @@ def imaginary_time_fit(model: torch.nn.Module, bits: torch.Tensor, operator: Sub
     never stopped (the same steps, rates and draws; the seconds already spent count against `seconds`), so a killed
     refit loses at most `refresh` steps.
 
-    `project` (P, a `nqs.symmetry.Projection` on the set): each refresh's energy is that of Pψ, the
+    `project` (P, a `nqs.symmetry.Projector` on the set): each refresh's energy is that of Pψ, the
     symmetry-projected network (each Refresh's `mass` stays the network's own probability on the set), and the
-    network is fitted to φ = ψ − τ(H − E)Pψ, whose projection is the step (1 − τ(H − E))Pψ (P commutes with H):
+    network is fitted to φ = ψ − τ(H − E)Pψ, whose projection is the step (1 − τ(H − E))Pψ (P commutes with H;
+    the real part is linear over the reals, which is all the step needs; the spin's, near a projector on a set
+    not closed under S², near enough):
     the part of ψ that P takes away is left where it is, not fitted away. (Fitted to (1 − τ(H − E))Pψ itself, the
     network spends its steps on that part: H16's Pψ rose from +3.26 to +3.78 mHa in 900 steps; session 33.)
 

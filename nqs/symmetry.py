@@ -11,11 +11,19 @@ sign_U(x) = Π s_p · (−1)^{inversions of π(p1) … π(pk)}. Here every U is 
   (ii|ii), with the orbital signs that make h1 and (pq|rs) invariant to `tol` (a chain's Boys-localised
   orbitals: its mirror, H16 to 3e-15 Ha; LiH's canonical ones: 2p_x ↔ 2p_y).
 
+Two more projections act on a state over a set of determinants (`Projector` applies all three):
+- `SpinProjection`: Löwdin's projector Π_{S'≠S} (S² − S'(S'+1)) / (S(S+1) − S'(S'+1)) onto total spin S, with S²
+  on the set (`spin_squared`; exchanges that leave the set are dropped, so on a set not closed under them it is
+  near a projector, not one). With the spin flip in the group, the S' of the other parity are gone already and
+  only those of S's parity are taken out.
+- `real_part`: H is real, so its eigenstates are real up to one global phase; e^{iθ} Re(e^{−iθ} ψ), θ making the
+  real part largest, keeps that part. H real gives E(ψ) = (|R|² E(R) + |I|² E(I)) / |ψ|² for ψ = e^{iθ}(R + iI).
+
 The projection P ψ = (1/|G|) Σ_g χ_g U_g ψ keeps the part of ψ in the characters' representation; where the
 exact state has that symmetry, the part taken away is the network's error alone, and the variational energy of
 P ψ is the network's with that error taken out (H16 at session 32's weights, on the DMRG determinants with
 |c| ≥ 2e-5: +4.454 mHa, +4.041 with the spin flip, +3.256 with the flip and the mirror; docs/benchmarks.md,
-session 33).
+session 33; session 33's last weights: Pψ +2.615, with S = 0 +2.442, and real as well +2.333; session 34).
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ from itertools import combinations
 import sys
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from nqs.errors import UserError
@@ -184,18 +193,128 @@ def projection(bits: torch.Tensor, generators: list[Symmetry], psi: torch.Tensor
     return Projection(tuple(elements), tuple(partners), tuple(signs), tuple(int(c) for c in characters))
 
 
-def target_projection(problem, target, flag: str = "--symmetrize") -> tuple[Projection, dict]:
-    """P on a target state's set (`nqs.target_states.TargetState`: its determinants) for the problem's symmetries,
-    with the state's own characters, and what a record says of it {"generators", "characters", "closed"}; one
-    line on stderr. A problem with none is a UserError naming `flag`."""
+def spin_squared(bits: torch.Tensor) -> tuple[scipy.sparse.csr_matrix, float]:
+    """(S² on the set `bits` (K, n) of 0/1, (K, K) float64 CSR; the share of its off-diagonal moves that stay in
+    the set). S² = S₋S₊ + S_z + S_z²: its diagonal is S_z² + S_z + the singly occupied β orbitals; S₋S₊ moves β
+    from open orbital i to i's α and α from open j to j's β, with sign +1 (each orbital's α and β are neighbours
+    in the Jordan–Wigner order, so each pair of operators leaves every other mode's parity as it was)."""
+    x = bits.numpy().astype(bool)
+    alpha, beta = x[:, 0::2], x[:, 1::2]
+    open_alpha, open_beta = alpha & ~beta, beta & ~alpha
+    sz = (alpha.sum(1) - beta.sum(1)) / 2.0
+    K, n_orb = alpha.shape
+    index = KeyIndex(pack(bits), bits.shape[1])
+    rows, cols, moves = [np.arange(K)], [np.arange(K)], 0
+    for i in range(n_orb):
+        for j in range(n_orb):
+            if i == j or not (found := np.flatnonzero(open_beta[:, i] & open_alpha[:, j])).size:
+                continue
+            moved = bits[found].clone()
+            moved[:, [2 * i, 2 * i + 1, 2 * j, 2 * j + 1]] = torch.tensor([1, 0, 0, 1], dtype=bits.dtype)
+            col = index(pack(moved)).numpy()
+            moves += found.size
+            rows.append(found[col >= 0])
+            cols.append(col[col >= 0])
+    values = np.ones(sum(len(r) for r in rows))
+    values[:K] = sz ** 2 + sz + open_beta.sum(1)
+    matrix = scipy.sparse.csr_matrix((values, (np.concatenate(rows), np.concatenate(cols))), shape=(K, K))
+    return matrix, (sum(len(r) for r in rows[1:]) / moves if moves else 1.0)
+
+
+@dataclass(frozen=True)
+class SpinProjection:
+    """Löwdin's projector onto total spin `spin` on a set: S² there and the S' taken out."""
+
+    s_squared: scipy.sparse.csr_matrix  # (K, K)
+    spin: float  # S kept
+    removed: tuple[float, ...]  # the S' taken out
+    closed: float  # the share of S²'s moves that stay in the set
+
+    def __call__(self, psi: torch.Tensor) -> torch.Tensor:
+        """(K,) complex128 → (K,) complex128."""
+        keep = self.spin * (self.spin + 1)
+        for s in self.removed:
+            other = s * (s + 1)
+            psi = (self.apply(psi) - other * psi) / (keep - other)
+        return psi
+
+    def apply(self, psi: torch.Tensor) -> torch.Tensor:
+        """S²ψ, (K,) complex128."""
+        v = psi.resolve_conj().numpy()
+        return torch.from_numpy(self.s_squared @ v.real + 1j * (self.s_squared @ v.imag))
+
+    def expectation(self, psi: torch.Tensor) -> float:
+        """⟨S²⟩ of ψ on the set."""
+        return float(torch.vdot(psi, self.apply(psi)).real / torch.vdot(psi, psi).real)
+
+
+def spin_projection(bits: torch.Tensor, state: torch.Tensor, n_electrons: int, spin_flip_kept: bool
+                    ) -> SpinProjection:
+    """The projector onto the total spin S of `state` (K,) on `bits` (S from its ⟨S²⟩, to the nearest allowed
+    value), taking out every other S' of the sector, or, with `spin_flip_kept` (the group's spin flip has taken
+    out the other parity already), those of S's parity."""
+    matrix, closed = spin_squared(bits)
+    x = bits.numpy().astype(bool)
+    sz = abs(int(x[0, 0::2].sum()) - int(x[0, 1::2].sum())) / 2.0
+    n_orb = bits.shape[1] // 2
+    allowed = np.arange(sz, min(n_electrons, 2 * n_orb - n_electrons) / 2 + 0.25, 1.0)
+    probe = SpinProjection(matrix, 0.0, (), closed)
+    seen = probe.expectation(state.to(torch.complex128))
+    spin = float(allowed[np.argmin(np.abs(allowed * (allowed + 1) - seen))])
+    removed = tuple(float(s) for s in allowed if s != spin and (not spin_flip_kept or (s - spin) % 2 == 0))
+    return SpinProjection(matrix, spin, removed, closed)
+
+
+def real_part(psi: torch.Tensor) -> torch.Tensor:
+    """e^{iθ} Re(e^{−iθ} ψ) (K,) complex128, θ = arg(Σ ψ²)/2: the largest real part over global phases."""
+    total = torch.sum(psi * psi)
+    phase = total / total.abs() if total.abs() > 0 else torch.ones((), dtype=psi.dtype)
+    return (psi + phase * psi.conj()) / 2
+
+
+@dataclass(frozen=True)
+class Projector:
+    """The group's projection, then the spin's, then the real part (each optional), (K,) → (K,) complex128."""
+
+    group: Projection | None = None
+    spin: SpinProjection | None = None
+    real: bool = False
+
+    def __call__(self, psi: torch.Tensor) -> torch.Tensor:
+        psi = psi.to(torch.complex128)
+        if self.group is not None:
+            psi = self.group(psi)
+        if self.spin is not None:
+            psi = self.spin(psi)
+        return real_part(psi) if self.real else psi
+
+
+def target_projection(problem, target, flag: str = "--symmetrize", spin: bool = True, real: bool = True
+                      ) -> tuple[Projector, dict]:
+    """The projector on a target state's set (`nqs.target_states.TargetState`: its determinants) for the problem's
+    symmetries with the state's own characters, then (`spin`) onto the state's total spin and (`real`, for a real
+    H) onto the real part, and what a record says of it {"generators", "characters", "closed", "spin", "real"};
+    one line on stderr. A problem with no symmetry at all is a UserError naming `flag`."""
     generators = symmetries_of(problem.integrals, problem.sector.n_alpha, problem.sector.n_beta)
-    if not generators:
+    real = real and not np.iscomplexobj(problem.integrals.h1) and not np.iscomplexobj(problem.integrals.h2)
+    if not generators and not spin and not real:
         raise UserError(f"{flag}: no spin flip (N_α ≠ N_β) and no orbital swap in this molecule's orbitals: "
                         f"drop {flag}")
-    p = projection(target.bits, generators, target.amplitudes.to(torch.complex128))
+    c = target.amplitudes.to(torch.complex128)
+    p = projection(target.bits, generators, c) if generators else None
+    flip = any(g.name == "spin flip" for g in generators)
+    n_electrons = problem.sector.n_alpha + problem.sector.n_beta
+    s = spin_projection(target.bits, c, n_electrons, flip) if spin else None
     said = {"generators": [{"name": g.name, "residual_ha": g.residual} for g in generators],
-            "characters": list(p.characters), "closed": p.closed}
-    print(f"note: {flag}: the energies are of Pψ, the network projected over {', '.join(g.name for g in generators)}"
-          f" (characters {list(p.characters)} from the {target.kind} state; {p.closed:.4%} of the set's images in "
-          f"the set)", file=sys.stderr, flush=True)
-    return p, said
+            "characters": list(p.characters) if p else [], "closed": p.closed if p else 1.0,
+            "spin": None if s is None else {"S": s.spin, "removed": list(s.removed), "closed": s.closed},
+            "real": real}
+    parts = ([f"{', '.join(g.name for g in generators)} (characters {list(p.characters)} from the {target.kind} "
+              f"state; {p.closed:.4%} of the set's images in the set)"] if p else [])
+    if s is not None:
+        parts.append(f"total spin S = {s.spin:g} (S² on the set, {s.closed:.4%} of its moves in the set)")
+    if real:
+        parts.append("the real part (H is real)")
+    print(f"note: {flag}: the energies are of Pψ, the network projected onto " + "; ".join(parts),
+          file=sys.stderr, flush=True)
+    return Projector(p, s, real), said

@@ -72,9 +72,10 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--control", action=argparse.BooleanOptionalAction, default=True, help="the fit's control "
                     "variate: the plain fit's steps on average, with less scatter near the fit, at a refresh twice "
                     "as long (`nqs.imaginary_time`; on H16 8.7x less; --no-control: the plain fit)")
-    ap.add_argument("--symmetrize", action=argparse.BooleanOptionalAction, default=False, help="refit and report "
-                    "the symmetry-projected network Pψ: H's spin flip and orbital swaps (`nqs.symmetry`), with the "
-                    "target state's characters (H16: +4.454 -> +3.256 mHa on the same weights)")
+    ap.add_argument("--symmetrize", nargs="?", const="all", choices=("group", "all"), default=None, help="refit "
+                    "and report the symmetry-projected network Pψ (`nqs.symmetry`): H's spin flip and orbital swaps "
+                    "with the target state's characters (group), and ('all', the default) its total spin and the "
+                    "real part (H16 on the same weights: +4.454 -> +3.256 -> +2.333 mHa)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu", help="the network's and H's device (cpu, cuda, cuda:N)")
     ap.add_argument("--resume", type=Path, default=None, metavar="OUT", help="go on with the refit in OUT (its "
@@ -119,7 +120,8 @@ def main(argv=None) -> None:
     if args.device != "cpu":  # H beside the network: a refresh's two products on the device
         operator.to(args.device)
     best = best_reference(problem.references)
-    project, symmetries = target_projection(problem, target, "--symmetrize") if args.symmetrize else (None, None)
+    project, symmetries = (target_projection(problem, target, "--symmetrize", spin=args.symmetrize == "all",
+                                             real=args.symmetrize == "all") if args.symmetrize else (None, None))
     if resumed is None:
         (args.out / CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
         shutil.copy(args.run / "config.yaml", args.out / "config.yaml")
@@ -188,7 +190,8 @@ def settings_to_resume(args: argparse.Namespace) -> dict:
         raise UserError(f"--resume {out}: this refit finished; continue from it with "
                         f"`scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")
     record.setdefault("control", False)  # refits from before --control had none
-    record.setdefault("symmetrize", False)  # ... and before --symmetrize
+    record["symmetrize"] = {True: "group", False: None}.get(record.get("symmetrize"), record.get("symmetrize"))
+    # ... and before --symmetrize (None), or with the group's projection only (True then, "group" now)
     if not (out / RESUME).is_file() or any(k not in record for k in SETTINGS):
         raise UserError(f"--resume {out}: no {RESUME} (a refit from before --resume): continue from its lowest "
                         f"refresh with `scripts/imaginary_time_fit.py {out} --matrix-dir DIR --out NEW`")

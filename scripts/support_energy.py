@@ -50,34 +50,49 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--part", default="0/1", help="I/P: only the I-th of P shares of the rows (with --save)")
     ap.add_argument("--save", type=Path, default=None, help="save this part's sums here (.npy) and stop")
     ap.add_argument("--combine", type=Path, nargs="+", default=None, help="add saved parts instead of computing")
-    ap.add_argument("--symmetrize", action="store_true", help="the network projected on H's symmetries, Pψ "
-                    "(`nqs.symmetry`; what `imaginary_time_fit.py --symmetrize` reports)")
+    ap.add_argument("--symmetrize", nargs="?", const="all", choices=("group", "all"), default=None, help="the "
+                    "network projected on H's symmetries, Pψ (`nqs.symmetry`; what `imaginary_time_fit.py "
+                    "--symmetrize` reports): the spin flip and orbital swaps (group) and ('all', the default) the "
+                    "total spin and the real part")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return ap.parse_args(argv)
 
 
-def combine(paths: list[Path], thresholds, K: int, symmetrized: bool = False) -> np.ndarray:
+def combine(paths: list[Path], thresholds, K: int, symmetrized: str | None = None) -> np.ndarray:
     """The sums of saved parts, checked: the same thresholds, set and `--symmetrize`, rows covering it once."""
     total, covered = 0, []
     for path in paths:
         try:
             with np.load(path) as part:
                 sums, cuts, rows, k = (part[key] for key in ("numerators", "thresholds", "rows", "determinants"))
-                projected = bool(part["symmetrized"]) if "symmetrized" in part.files else False
+                projected = _projection_saved(part)
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"--combine: {path} is not a part saved by --save ({type(exc).__name__})") from None
         if int(k) != K or not np.array_equal(cuts, np.asarray(thresholds, dtype=float)):
             raise UserError(f"--combine: {path} was saved for another set or other --thresholds "
                             f"({int(k):,} determinants, thresholds {cuts.tolist()}): give the same ones")
         if projected != symmetrized:
-            raise UserError(f"--combine: {path} was saved {'with' if projected else 'without'} --symmetrize: "
-                            f"combine it {'with' if projected else 'without'} it too")
+            raise UserError(f"--combine: {path} was saved {_flag(projected)}: combine it {_flag(projected)} too")
         total, covered = total + sums, covered + [tuple(int(r) for r in rows)]
     covered.sort()
     tiled = all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
     if not tiled or covered[0][0] != 0 or covered[-1][1] != K:
         raise UserError(f"--combine: the parts cover rows {covered}, not 0 to {K:,} once each: give every part")
     return total
+
+
+def _projection_saved(part) -> str | None:
+    """The --symmetrize a part was saved with: None, "group" (a part of session 33: True) or "all"."""
+    if "symmetrized" not in part.files:
+        return None
+    value = part["symmetrized"].item()
+    if isinstance(value, bool):
+        return "group" if value else None
+    return str(value) or None
+
+
+def _flag(projection: str | None) -> str:
+    return "without --symmetrize" if projection is None else f"with --symmetrize {projection}"
 
 
 @cli_entry
@@ -92,7 +107,8 @@ def main(argv=None) -> None:
     c = target.amplitudes.to(torch.float64)
     values = amplitudes_on(model.eval(), target.bits) if args.of == "model" else c
     if args.symmetrize:
-        values = target_projection(problem, target)[0](values.to(torch.complex128))
+        full = args.symmetrize == "all"
+        values = target_projection(problem, target, spin=full, real=full)[0](values.to(torch.complex128))
     h = IntegralHamiltonian(problem.integrals, problem.sector.n_alpha, problem.sector.n_beta)
     K = c.shape[0]
     if args.combine is not None:
@@ -112,7 +128,7 @@ def main(argv=None) -> None:
         if args.save is not None:
             with open(args.save, "wb") as f:  # exactly this path (np.savez would add .npz)
                 np.savez(f, numerators=numerators.numpy(), thresholds=np.asarray(args.thresholds), rows=rows,
-                         determinants=K, symmetrized=args.symmetrize)
+                         determinants=K, symmetrized=args.symmetrize or "")
             print(json.dumps({"part": args.part, "rows": rows, "saved": str(args.save),
                               "seconds": round(time.perf_counter() - start, 1)}))
             return

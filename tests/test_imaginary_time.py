@@ -207,16 +207,23 @@ def test_the_script_writes_a_run_whose_exact_energy_is_its_lowest_refresh(tmp_pa
     sym = tmp_path / "it-sym"  # the same refit of Pψ, the network projected on LiH's spin flip and 2p_x ↔ 2p_y
     script.main([str(run), "--threshold", "0", "--out", str(sym), "--steps", "20", "--refresh", "20", "--lr", "3e-3",
                  "--symmetrize"])
-    assert "projected over spin flip, orbital swap (characters [1, 1, 1] from the cisd" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "projected onto spin flip, orbital swap (characters [1, 1, 1] from the cisd" in said
+    assert "total spin S = 0" in said and "the real part" in said
     symmetric = json.loads((sym / "imaginary_time.json").read_text())
-    assert symmetric["symmetrize"] and [g["name"] for g in symmetric["symmetries"]["generators"]] == ["spin flip",
-                                                                                            "orbital swap"]
+    projections = symmetric["symmetries"]
+    assert symmetric["symmetrize"] == "all" and [g["name"] for g in projections["generators"]] == ["spin flip",
+                                                                                             "orbital swap"]
+    assert projections["spin"]["S"] == 0 and projections["real"]
     assert symmetric["refreshes"][0]["mass"] == record["refreshes"][0]["mass"]  # the network's own, unprojected
     assert record["refreshes"][0]["energy"] - symmetric["refreshes"][0]["energy"] > 1e-6  # the same weights, lower
     assert symmetric["best"]["energy"] < symmetric["refreshes"][0]["energy"] - 1e-5  # and the refit lowers Pψ
     _script("support_energy").main([str(sym), "--thresholds", "0", "--symmetrize"])
     exact = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")][0]
-    assert exact["symmetrized"] and exact["energy"] == pytest.approx(symmetric["best"]["energy"], abs=1e-5)
+    assert exact["symmetrized"] == "all" and exact["energy"] == pytest.approx(symmetric["best"]["energy"], abs=1e-5)
+    _script("support_energy").main([str(sym), "--thresholds", "0", "--symmetrize", "group"])
+    group_only = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")][0]
+    assert group_only["energy"] > exact["energy"] + 1e-7  # the spin and real projections take more error out
 
 
 def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(tmp_path, capsys):
@@ -267,6 +274,12 @@ def test_a_killed_refit_keeps_its_lowest_refresh_and_resumes_as_if_never_killed(
         err = capsys.readouterr().err
         assert e.value.code == 2 and said in err and "Traceback" not in err
     (tmp_path / "resume.pt").replace(out / "checkpoints" / "resume.pt")
+    import shutil
+    old = shutil.copytree(out, tmp_path / "session-33")  # a record from when --symmetrize projected on the group only
+    (old / "imaginary_time.json").write_text(json.dumps(record | {"symmetrize": True}))
+    args = script.parse(["--resume", str(old)])
+    script.settings_to_resume(args)
+    assert args.symmetrize == "group"
     script.main(["--resume", str(out)])
     assert "note: resuming" in capsys.readouterr().err
     script.main([*argv, "--out", str(tmp_path / "never-killed")])

@@ -143,6 +143,7 @@ def test_combining_parts_of_other_thresholds_or_a_missing_part_is_refused(tmp_pa
              (["--thresholds", "0"], [0, 2], "once each"),
              (["--thresholds", "0"], [0, 1, 1, 2], "once each"),
              (["--thresholds", "0", "--symmetrize"], [0, 1, 2], "saved without --symmetrize"),
+             (["--thresholds", "0", "--symmetrize", "group"], [0, 1, 2], "saved without --symmetrize"),
              (["--part", "3/3", "--save", str(tmp_path / "x.npy")], [], "give I/P")]
     for flags, parts, said in cases:
         combine = ["--combine", *[str(tmp_path / f"p{i}.npy") for i in parts]] if parts else []

@@ -1,6 +1,6 @@
 """`nqs.symmetry`: H's spin flip and orbital mirror as signed permutations of determinants, checked against the
-sector matrix and FCI of H6 in split-localised orbitals (the chains' orbitals; 400 determinants), and the
-projection of a state on a set of determinants."""
+sector matrix and FCI of H6 in split-localised orbitals (the chains' orbitals; 400 determinants), the projection
+of a state on a set of determinants, S² against OpenFermion's, and the spin and real-part projections."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +14,8 @@ from nqs.keys import KeyIndex, pack
 from nqs.molecules import resolve_molecule
 from nqs.orbitals import localize
 from nqs.problem import build_problem
-from nqs.symmetry import Symmetry, group, projection, spin_flip, symmetries_of
+from nqs.symmetry import (Projector, Symmetry, group, projection, real_part, spin_flip, spin_projection,
+                          spin_squared, symmetries_of)
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +95,66 @@ def test_a_set_not_closed_under_the_flip_leaves_unpaired_rows_as_they_are(h6):
     i = int(torch.nonzero(~lone)[0])
     j, sign = int(P.partners[0][i]), float(P.signs[0][i])
     assert np.isclose(complex(P(psi)[i]), complex(psi[i] + P.characters[0] * sign * psi[j]) / 2, atol=1e-14)
+
+
+def _fci_in_sector_order(p, bits):
+    fci_bits, fci, e0 = fci_state(p)
+    return fci[KeyIndex(pack(fci_bits), bits.shape[1])(pack(bits))].to(torch.complex128), e0
+
+
+def test_s_squared_on_the_sector_is_openfermions(h6):
+    import openfermion
+
+    p, matrix, bits = h6
+    n = bits.shape[1]
+    s2, closed = spin_squared(bits)
+    assert closed == 1.0  # the sector is closed under spin exchanges
+    full = openfermion.get_sparse_operator(openfermion.s_squared_operator(n // 2), n_qubits=n).tocsr()
+    index = (bits.numpy().astype(np.int64) << np.arange(n - 1, -1, -1)).sum(1)  # qubit 0 is the leading bit
+    assert abs(full[np.ix_(index, index)] - s2).max() < 1e-12  # every element, signs included
+    s2 = torch.from_numpy(s2.toarray())
+    assert torch.allclose(s2 @ matrix, matrix @ s2, atol=1e-10)  # [S², H] = 0
+    mixed = spin_squared(torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0]]))[0].toarray()  # one electron, S_z = ±1/2
+    assert np.allclose(mixed, 0.75 * np.eye(2))
+
+
+def test_the_spin_projection_keeps_the_ground_state_and_takes_out_the_other_spins(h6):
+    p, matrix, bits = h6
+    c, e0 = _fci_in_sector_order(p, bits)
+    generators = symmetries_of(p.integrals, p.sector.n_alpha, p.sector.n_beta)
+    alone, after_flip = spin_projection(bits, c, 6, False), spin_projection(bits, c, 6, True)
+    assert (alone.spin, alone.removed, after_flip.removed) == (0.0, (1.0, 2.0, 3.0), (2.0,))
+    assert torch.allclose(alone(c), c, atol=1e-10)
+    noisy = c + 0.02 * torch.randn(len(c), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert alone.expectation(noisy) > 1e-3
+    assert alone.expectation(alone(noisy)) < 1e-12 and torch.allclose(alone(alone(noisy)), alone(noisy), atol=1e-12)
+    both = Projector(projection(bits, generators, c), after_flip)
+    assert after_flip.expectation(both(noisy)) < 1e-12  # the flip took the odd S out, the projector the even
+    flip_only = Projector(projection(bits, generators[:1], c), after_flip)
+    assert after_flip.expectation(flip_only(noisy)) < 1e-12
+    m = matrix.to(torch.complex128)
+
+    def energy(v):
+        return float(torch.vdot(v, m @ v).real / torch.vdot(v, v).real)
+
+    assert e0 - 1e-10 <= energy(both(noisy)) < energy(Projector(projection(bits, generators, c))(noisy)) - 1e-5
+    values, vectors = torch.linalg.eigh(matrix)
+    spins = [float(v @ torch.from_numpy(spin_squared(bits)[0].toarray()) @ v) for v in vectors.T]
+    triplet = vectors[:, next(i for i, s in enumerate(spins) if abs(s - 2) < 1e-8)].to(torch.complex128)
+    assert spin_projection(bits, triplet, 6, False).spin == 1.0
+
+
+def test_the_real_part_keeps_a_real_state_under_any_global_phase_and_lowers_a_complex_one(h6):
+    p, matrix, bits = h6
+    c, e0 = _fci_in_sector_order(p, bits)
+    turned = c * np.exp(0.7j)
+    assert torch.allclose(real_part(turned), turned, atol=1e-12)
+    noise = 0.02j * torch.randn(len(c), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    m = matrix.to(torch.complex128)
+
+    def energy(v):
+        return float(torch.vdot(v, m @ v).real / torch.vdot(v, v).real)
+
+    noisy = turned * (1 + noise)
+    assert e0 - 1e-10 <= energy(real_part(noisy)) < energy(noisy) - 1e-5
+    assert torch.allclose(real_part(real_part(noisy)), real_part(noisy), atol=1e-12)
