@@ -215,10 +215,10 @@ def spin_squared(bits: torch.Tensor) -> tuple[scipy.sparse.csr_matrix, float]:
             moves += found.size
             rows.append(found[col >= 0])
             cols.append(col[col >= 0])
-    values = np.ones(sum(len(r) for r in rows))
-    values[:K] = sz ** 2 + sz + open_beta.sum(1)
+    kept = sum(len(r) for r in rows[1:])
+    values = np.concatenate([sz ** 2 + sz + open_beta.sum(1), np.ones(kept)])
     matrix = scipy.sparse.csr_matrix((values, (np.concatenate(rows), np.concatenate(cols))), shape=(K, K))
-    return matrix, (sum(len(r) for r in rows[1:]) / moves if moves else 1.0)
+    return matrix, (kept / moves if moves else 1.0)
 
 
 @dataclass(frozen=True)
