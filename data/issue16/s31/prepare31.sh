@@ -3,11 +3,11 @@
 # orbitals, phase-input strings; no Adam moments), a slimmed PySCF 2.14.0 (the image has none) and the scripts.
 # ~40 MB: data/ (65 MB, tracked) is moved aside during the device call to stay under its 64 MiB transfer.
 #   bash data/issue16/s31/prepare31.sh [WEIGHTS] [WHEEL]
-# WEIGHTS: default the newest committed refit (data/issue16/s34/h16-made1024-it7.ckpt). WHEEL: PySCF 2.14.0's
+# WEIGHTS: default the newest committed refit (data/issue16/s35/h16-made1024-it8.ckpt). WHEEL: PySCF 2.14.0's
 # manylinux wheel (default /opt/pypi-more/files/...; else `pip download --no-deps --only-binary=:all:
 # --python-version 3.12 --platform manylinux2014_x86_64 -d /tmp/whl pyscf==2.14.0`).
 set -eu
-weights=${1:-data/issue16/s34/h16-made1024-it7.ckpt}
+weights=${1:-data/issue16/s35/h16-made1024-it8.ckpt}
 wheel=${2:-/opt/pypi-more/files/pyscf-2.14.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl}
 C=${NQS_CACHE_DIR:-$HOME/.cache/nqs-scaling/hamiltonians}; H=58a973d6161750931462124b  # H16
 rm -rf .dev && mkdir -p .dev/cache/states .dev/run/checkpoints
