@@ -99,7 +99,7 @@ def test_heat_bath_with_zero_threshold_is_exact(problems, known, chunked):
 
 @pytest.mark.parametrize("chunked", [False, True])
 def test_heat_bath_is_unbiased(problems, chunked):
-    """Per sample, the mean of 800 estimates against exact: z-scores of a correct estimator, skewed weights
+    """Per sample, the mean of 400 estimates against exact: z-scores of a correct estimator, skewed weights
     (`chunked`: 16 samples selected in two uneven calls, 9 and 7; the calls, not the samples, take the time)."""
     p = problems("LiH")
     h, model = p.compiled(connections="integrals"), make(p.sector)
@@ -109,7 +109,7 @@ def test_heat_bath_is_unbiased(problems, chunked):
     weights = torch.rand(bits.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(2)) ** 3
     weights /= weights.sum()
     exact = estimate(model, h, bits, LocalEnergyMode("exact-dense")).values.real
-    mode, g, reps = LocalEnergyMode("heat-bath", threshold=1e-3, draws=4), torch.Generator().manual_seed(5), 800
+    mode, g, reps = LocalEnergyMode("heat-bath", threshold=1e-3, draws=4), torch.Generator().manual_seed(5), 400
     mode = in_chunks(mode, h, 9, bits.shape[0]) if chunked else mode
     runs = torch.stack([estimate(model, h, bits, mode, g, log_psi_bits=log_psi, weights=weights).values.real
                         for _ in range(reps)])
